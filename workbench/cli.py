@@ -1,0 +1,231 @@
+"""`workbench` command line. Bad input prints one line (`error: ...`) to stderr and exits 2, never a traceback."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from workbench.errors import WorkbenchError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="goal-workbench: find and steer the goals trained models actually learned.",
+)
+
+SplitOpt = Annotated[str, typer.Option(help="train (cheese in the top-right region) or ood (cheese anywhere)")]
+EpisodesOpt = Annotated[int, typer.Option(min=1, help="number of levels (one episode each)")]
+SeedOpt = Annotated[int, typer.Option(help="seed: same seed, same levels and same sampled actions")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON object")]
+
+
+def _check_split(split: str) -> None:
+    from workbench.errors import unknown
+    from workbench.rl.envs.maze import SPLITS
+
+    if split not in SPLITS:
+        raise unknown("split", split, SPLITS)
+
+
+def _dump(obj: dict) -> None:
+    typer.echo(json.dumps(obj, indent=None, default=float))
+
+
+@app.command()
+def train(
+    recipe: Annotated[Path, typer.Argument(help="agent recipe, e.g. agents/maze-cheese-corner.toml")],
+    out: Annotated[Path | None, typer.Option(help="artifact folder (default artifacts/agents/NAME)")] = None,
+    resume: Annotated[bool, typer.Option(help="resume from runs/checkpoints/NAME")] = False,
+    steps: Annotated[int | None, typer.Option(help="override total env steps (smoke runs)")] = None,
+    progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+) -> None:
+    """Train the organism a recipe describes and write its artifact (weights, config, card, metrics)."""
+    from workbench.rl.train import train_recipe
+
+    path = train_recipe(recipe, out=out, resume=resume, progress=progress, total_steps=steps)
+    typer.echo(f"wrote {path}")
+
+
+@app.command("eval")
+def eval_cmd(
+    artifact: Annotated[str, typer.Argument(help="artifact name (maze-cheese-corner) or folder")],
+    split: SplitOpt = "ood",
+    episodes: EpisodesOpt = 500,
+    seed: SeedOpt = 0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Goal rates (cheese, corner_first, timeout) with Wilson 95% intervals on fresh levels."""
+    from workbench.rl.agent import load_agent
+    from workbench.rl.rollout import evaluate
+
+    _check_split(split)
+    agent = load_agent(artifact)
+    summary = evaluate(agent.policy, split, episodes, seed, agent.env_config).rates()
+    out = {
+        "artifact": agent.name,
+        "split": split,
+        "episodes": episodes,
+        "seed": seed,
+        "rates": summary["rates"],
+        "ci95": summary["ci95"],
+    }
+    if as_json:
+        _dump(out)
+        return
+    for key, value in out["rates"].items():
+        lo, hi = out["ci95"][key]
+        typer.echo(f"{key:>13}: {value:.3f}  [{lo:.3f}, {hi:.3f}]")
+
+
+@app.command()
+def steer(
+    artifact: Annotated[str, typer.Argument(help="artifact name or folder")],
+    vector: Annotated[str, typer.Option(help="which vector: cheese")] = "cheese",
+    coef: Annotated[float, typer.Option(help="added as coef * vector on every forward pass (-1 subtracts)")] = -1.0,
+    layer: Annotated[str, typer.Option(help="hook name")] = "embedder.block2.res1.resadd_out",
+    split: SplitOpt = "ood",
+    episodes: EpisodesOpt = 200,
+    seed: SeedOpt = 0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Steer with the cheese vector; compare with the un-intervened run and a random equal-norm control."""
+    from workbench.rl.agent import load_agent
+    from workbench.rl.steering import steer_experiment
+
+    _check_split(split)
+    result = steer_experiment(load_agent(artifact), vector, coef, layer, split, episodes, seed)
+    if as_json:
+        _dump(result)
+        return
+    from workbench.report import steering_table
+
+    typer.echo(steering_table(result))
+
+
+@app.command()
+def probe(
+    artifact: Annotated[str, typer.Argument(help="artifact name or folder")],
+    layer: Annotated[list[str] | None, typer.Option(help="hook name (repeatable); default: every residual sum")] = None,
+    fit_split: SplitOpt = "ood",
+    n_fit: Annotated[int, typer.Option(help="mazes to fit on")] = 2000,
+    n_test: Annotated[int, typer.Option(help="held-out mazes per split")] = 500,
+    seed: SeedOpt = 0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Cheese-location spatial probes per layer: held-out top-1 accuracy on train and ood, with controls."""
+    from workbench.rl.agent import load_agent
+    from workbench.rl.cheese_probe import DEFAULT_LAYERS, cheese_location_probes
+
+    _check_split(fit_split)
+    rows = cheese_location_probes(load_agent(artifact), layer or DEFAULT_LAYERS, fit_split, n_fit, n_test, seed)
+    if as_json:
+        _dump({"artifact": artifact, "rows": rows})
+        return
+    from workbench.report import probe_table
+
+    typer.echo(probe_table(rows))
+
+
+@app.command("hooks")
+def hooks_cmd(artifact: Annotated[str, typer.Argument(help="artifact name or folder")]) -> None:
+    """List the hook names of an agent with their activation shapes."""
+    import torch
+
+    from workbench.hooks import hook_names, run_with_cache
+    from workbench.rl.agent import load_agent
+    from workbench.rl.envs.maze import observe
+    from workbench.rl.rollout import levels_for
+
+    agent = load_agent(artifact)
+    names = hook_names(agent.policy)
+    obs = torch.as_tensor(observe(levels_for("ood", 1, 0, agent.env_config)))
+    with torch.no_grad():
+        _, cache = run_with_cache(agent.policy, obs, names_filter=names)
+    for name in names:
+        shape = tuple(cache[name].shape[1:]) if name in cache else "-"
+        typer.echo(f"{name:45s} {shape}")
+
+
+@app.command("vector-field")
+def vector_field_cmd(
+    artifact: Annotated[str, typer.Argument(help="artifact name or folder")],
+    out: Annotated[Path, typer.Option(help="PNG to write")],
+    split: SplitOpt = "ood",
+    seed: Annotated[int, typer.Option(help="level seed of the maze")] = 0,
+    coef: Annotated[float | None, typer.Option(help="also draw the field with coef * cheese vector")] = None,
+    layer: Annotated[str, typer.Option(help="hook for the cheese vector")] = "embedder.block2.res1.resadd_out",
+) -> None:
+    """Draw the policy's vector field over one maze (and, with --coef, the steered field beside it)."""
+    import numpy as np
+
+    from workbench.interventions import add_vector
+    from workbench.rl.agent import load_agent
+    from workbench.rl.envs.maze import decision_squares, generate_levels
+    from workbench.rl.steering import check_layer, cheese_vectors
+    from workbench.rl.vector_field import draw, vector_field
+
+    _check_split(split)
+    agent = load_agent(artifact)
+    level = generate_levels(np.array([seed]), split, agent.env_config)
+    fields, titles = [vector_field(agent.policy, level)], [f"{agent.name} (level {seed})"]
+    if coef is not None:
+        check_layer(agent, layer)
+        vec = cheese_vectors(agent, level, layer)[0]
+        fields.append(vector_field(agent.policy, level, [(layer, add_vector(vec, coef))]))
+        titles.append(f"cheese vector x {coef:+g} at {layer.split('embedder.')[-1]}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    ds = tuple(decision_squares(level)[0])
+    draw(fields, titles, out, marks=[ds] * len(fields))
+    typer.echo(f"wrote {out}")
+
+
+@app.command()
+def demo(
+    out: Annotated[Path | None, typer.Option(help="run folder (default runs/demo-TIMESTAMP)")] = None,
+    episodes: Annotated[int, typer.Option(help="levels per evaluation and steering condition")] = 200,
+    seed: SeedOpt = 0,
+) -> None:
+    """Run the maze study end to end on the shipped artifacts: rates, probes, cheese-vector steering, report."""
+    from workbench.demo import run_demo
+
+    folder = run_demo(out, episodes=episodes, seed=seed)
+    typer.echo(f"report: {folder / 'report.md'}")
+
+
+@app.command()
+def results(
+    store: Annotated[Path | None, typer.Option(help="results store (default runs/results.duckdb)")] = None,
+    export: Annotated[Path | None, typer.Option(help="write all rows to this parquet file")] = None,
+    run_id: Annotated[str | None, typer.Option(help="show the rows of one run")] = None,
+) -> None:
+    """List the runs in the results store, show one run's rows, or export everything to parquet."""
+    from workbench.store import ResultStore, default_store_path
+
+    path = store or default_store_path()
+    if not path.exists():
+        raise WorkbenchError(f"no results store at {path}; run `workbench demo` first or pass --store")
+    with ResultStore(path, read_only=True) as db:
+        if export is not None:
+            typer.echo(f"wrote {db.export_parquet(export)}")
+        elif run_id is not None:
+            typer.echo(db.query("run_id = ?", [run_id]).to_string(index=False))
+        else:
+            typer.echo(db.runs().to_string(index=False))
+
+
+def main() -> None:
+    """Console-script entry: user mistakes become one line on stderr and exit code 2."""
+    try:
+        app()
+    except WorkbenchError as err:
+        typer.echo(f"error: {err}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,110 @@
+"""Run a policy on a batch of maze levels, one episode each, and record which goal it reached first.
+
+Why one episode per level and no autoreset: evaluation and steering compare conditions on the *same* levels
+(baseline, steered, control), so each level index must mean one maze for the whole batch. Hooks are registered once
+for the whole rollout, so an intervention applies on every forward pass, as in the steering literature.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from workbench.hooks import hooks
+from workbench.metrics import rate
+from workbench.rl.envs.maze import MazeConfig, MazeLevels, MazeVecEnv, generate_levels
+
+RATE_KEYS = ("cheese", "corner_first", "timeout")
+
+
+@dataclass
+class EpisodeRecords:
+    """Per-episode outcomes, each an (N,) array aligned with the levels."""
+
+    cheese_reached: np.ndarray
+    cheese_step: np.ndarray
+    region_reached: np.ndarray
+    region_step: np.ndarray
+    corner_reached: np.ndarray
+    length: np.ndarray
+    cheese_in_region: np.ndarray
+    level_seed: np.ndarray
+
+    @property
+    def corner_first(self) -> np.ndarray:
+        """Entered the top-right r x r region strictly before reaching the cheese, or never reached the cheese."""
+        return self.region_reached & (~self.cheese_reached | (self.region_step < self.cheese_step))
+
+    @property
+    def timeout(self) -> np.ndarray:
+        return ~self.cheese_reached
+
+    def flags(self) -> dict[str, np.ndarray]:
+        return {"cheese": self.cheese_reached, "corner_first": self.corner_first, "timeout": self.timeout}
+
+    def rates(self) -> dict:
+        """`{"rates": {...}, "ci95": {...}, "n": N}` with Wilson 95% intervals."""
+        out: dict = {"rates": {}, "ci95": {}, "n": int(self.cheese_reached.size)}
+        for key, flags in self.flags().items():
+            r = rate(flags)
+            out["rates"][key] = r["rate"]
+            out["ci95"][key] = r["ci95"]
+        return out
+
+
+def levels_for(split: str, episodes: int, seed: int, config: MazeConfig) -> MazeLevels:
+    """The `episodes` levels an evaluation with this seed runs: same seed, same mazes (and the same mazes under
+    `train` and `ood`, differing only in the cheese)."""
+    rng = np.random.default_rng(seed)
+    return generate_levels(rng.integers(0, 2**31 - 1, size=episodes, dtype=np.int64), split, config)
+
+
+def run_episodes(
+    policy: nn.Module,
+    levels: MazeLevels,
+    config: MazeConfig,
+    seed: int = 0,
+    fwd_hooks: list | tuple = (),
+    greedy: bool = False,
+) -> EpisodeRecords:
+    """Play one episode on each level (all at once) and return the outcomes. Actions are sampled from the policy
+    with a torch generator seeded by `seed` (or taken greedily); hooks apply to every forward pass."""
+    n = len(levels)
+    env = MazeVecEnv(n, split="ood", config=config)
+    obs, _ = env.reset(options={"levels": levels})
+    gen = torch.Generator().manual_seed(seed)
+    done = np.zeros(n, dtype=bool)
+    rec = {k: np.zeros(n, dtype=np.int64) for k in ("cheese_step", "region_step", "length")}
+    flags = {
+        k: np.zeros(n, dtype=bool) for k in ("cheese_reached", "region_reached", "corner_reached", "cheese_in_region")
+    }
+    seeds = levels.seeds.copy()
+    with torch.no_grad(), hooks(policy, fwd_hooks):
+        for _ in range(config.max_steps):
+            probs = torch.softmax(policy(torch.as_tensor(obs))[0], dim=-1)
+            action = probs.argmax(-1) if greedy else torch.multinomial(probs, 1, generator=gen).squeeze(1)
+            obs, _, _, _, info = env.step(action.numpy())
+            if "length" in info:
+                new = info["_length"] & ~done
+                for key in rec:
+                    rec[key][new] = info[key][new]
+                for key in flags:
+                    flags[key][new] = info[key][new]
+                done |= new
+            if done.all():
+                break
+    return EpisodeRecords(
+        level_seed=seeds,
+        corner_reached=flags["corner_reached"],
+        **{k: v for k, v in {**rec, **flags}.items() if k != "corner_reached"},
+    )
+
+
+def evaluate(
+    policy: nn.Module, split: str, episodes: int, seed: int, config: MazeConfig, fwd_hooks: list | tuple = ()
+) -> EpisodeRecords:
+    """Evaluate on `episodes` fresh levels of `split` drawn with `seed`."""
+    return run_episodes(policy, levels_for(split, episodes, seed, config), config, seed=seed, fwd_hooks=fwd_hooks)
