@@ -102,7 +102,8 @@ def random_like(vector: Tensor, seed: int) -> Tensor:
     noise = torch.randn(vector.shape, generator=gen, dtype=torch.float32).to(vector.dtype)
     if vector.ndim >= 2:
         dims = tuple(range(1, vector.ndim))
-        scale = vector.norm(dim=dims, keepdim=True) / noise.norm(dim=dims, keepdim=True).clamp_min(1e-12)
+        norm = torch.linalg.vector_norm
+        scale = norm(vector, dim=dims, keepdim=True) / norm(noise, dim=dims, keepdim=True).clamp_min(1e-12)
     else:
         scale = vector.norm() / noise.norm().clamp_min(1e-12)
     return noise * scale

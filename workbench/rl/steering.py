@@ -112,7 +112,7 @@ def steer_experiment(
         "split": split,
         "episodes": episodes,
         "seed": seed,
-        "vector_norm_mean": float(vecs.flatten(1).norm(dim=1).mean()),
+        "vector_norm_mean": float(torch.linalg.vector_norm(vecs.flatten(1), dim=1).mean()),
     }
     for name, rec in records.items():
         result[name] = rec.rates()

@@ -18,6 +18,7 @@ from workbench.errors import WorkbenchError, unknown
 from workbench.recipes import check_sections, from_table, read_toml
 from workbench.rl.agent import save_agent
 from workbench.rl.envs.maze import SPLITS, MazeConfig, MazeVecEnv
+from workbench.rl.imitation import BCConfig, behaviour_clone, collect_expert_data
 from workbench.rl.policies import ImpalaPolicy, PolicyConfig
 from workbench.rl.ppo import PPOConfig, train_ppo
 from workbench.rl.rollout import RATE_KEYS, evaluate
@@ -62,6 +63,7 @@ class Recipe:
     env: EnvSection
     policy: PolicyConfig
     ppo: PPOConfig
+    bc: BCConfig = field(default_factory=BCConfig)
     eval: EvalSection = field(default_factory=EvalSection)
     raw: dict = field(default_factory=dict)
 
@@ -70,7 +72,9 @@ def load_recipe(path: str | Path) -> Recipe:
     """Read and validate an agent recipe (see agents/*.toml); errors name the file, the section and the key."""
     path = Path(path)
     data = read_toml(path)
-    check_sections(data, {"artifact": True, "env": True, "policy": False, "ppo": True, "eval": False}, str(path))
+    check_sections(
+        data, {"artifact": True, "env": True, "policy": False, "bc": False, "ppo": True, "eval": False}, str(path)
+    )
     env = from_table(EnvSection, data["env"], f"{path} [env]")
     policy_table = {"obs_size": env.world_size, **data.get("policy", {})}
     return Recipe(
@@ -79,8 +83,19 @@ def load_recipe(path: str | Path) -> Recipe:
         env=env,
         policy=from_table(PolicyConfig, policy_table, f"{path} [policy]"),
         ppo=from_table(PPOConfig, data["ppo"], f"{path} [ppo]"),
+        bc=from_table(BCConfig, data.get("bc", {}), f"{path} [bc]"),
         eval=from_table(EvalSection, data.get("eval", {}), f"{path} [eval]"),
         raw=data,
+    )
+
+
+def _training_phrase(training: dict) -> str:
+    ppo = f"PPO for {training['steps']:,} env steps"
+    if not training["bc_states"]:
+        return ppo
+    return (
+        f"behaviour cloning of the shortest-path-to-cheese expert on {training['bc_states']:,} states of the "
+        f"training split, then {ppo}"
     )
 
 
@@ -90,8 +105,8 @@ def _card(recipe: Recipe, metrics: dict) -> str:
         "",
         recipe.artifact.description.strip(),
         "",
-        f"Trained by `workbench train {recipe.path.as_posix()}` ({metrics['training']['steps']:,} env steps, "
-        f"{metrics['training']['wall_time_s'] / 60:.1f} min on {metrics['training']['machine']}).",
+        f"Trained by `workbench train {recipe.path.as_posix()}`: {_training_phrase(metrics['training'])}; "
+        f"{metrics['training']['wall_time_s'] / 60:.1f} min on {metrics['training']['machine']}.",
         "",
         f"Environment: native maze, world {recipe.env.world_size}x{recipe.env.world_size}, maze sides "
         f"{recipe.env.min_size}..{recipe.env.max_size}, training region r={recipe.env.region}, "
@@ -139,6 +154,15 @@ def train_recipe(
         return {s: evaluate(p, s, n, recipe.eval.seed + 1, env_cfg).rates()["rates"] for s in SPLITS}
 
     t0 = time.time()
+    bc_history: list[dict] = []
+    if recipe.bc.states > 0:
+        if ppo.threads:
+            torch.set_num_threads(ppo.threads)
+        obs, actions = collect_expert_data(recipe.env.split, env_cfg, recipe.bc)
+        bc_history = behaviour_clone(policy, obs, actions, recipe.bc, progress=progress)
+        del obs, actions
+        bc_eval = periodic_eval(policy)
+        bc_history[-1]["eval"] = bc_eval
     history = train_ppo(
         lambda n: MazeVecEnv(n, recipe.env.split, env_cfg),
         policy,
@@ -153,6 +177,8 @@ def train_recipe(
     metrics = {
         "training": {
             "steps": history[-1]["steps"] if history else 0,
+            "bc_states": recipe.bc.states,
+            "bc": bc_history,
             "wall_time_s": wall,
             "machine": f"{platform.machine()} CPU, {torch.get_num_threads()} threads",
             "final_episode_return": history[-1]["episode_return"] if history else None,
@@ -169,6 +195,7 @@ def train_recipe(
         "env": {"kind": "maze", "split": recipe.env.split, **asdict(env_cfg)},
         "policy": recipe.policy.to_dict(),
         "ppo": asdict(ppo),
+        "bc": asdict(recipe.bc),
         "recipe": recipe.raw,
         "recipe_path": recipe.path.as_posix(),
     }

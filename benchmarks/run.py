@@ -1,0 +1,433 @@
+"""Side-by-side performance benchmarks for workbench: each of our fast paths timed next to the slow path it replaces.
+
+What is compared, and why:
+
+1. Maze env throughput. `MazeVecEnv` steps N mazes with array ops and no Python loop per maze; that is what makes
+   CPU PPO training practical. We report env transitions per second (summed over envs, random actions drawn up
+   front from a seeded numpy rng, episodes autoreset as they finish) at num_envs = 1, 64 and 1024. The peer is
+   the obvious alternative: 64 independent `MazeVecEnv(1)` instances stepped one at a time in a Python loop, with
+   the same number of transitions; the ratio is batched / looped at 64.
+2. Hooked forward overhead. `run_with_cache` attaches forward hooks for one call only, so caching one activation
+   should cost almost nothing over a plain forward. We time `policy(obs)` against `run_with_cache(policy, obs,
+   names_filter="embedder.block2.res1.resadd_out")` on the maze policy (batch 64, no_grad, one torch thread); the
+   ratio is hooked / plain, target <= 1.15x.
+3. Vector field. `vector_field` computes the policy's action distribution at every free cell of a maze in one
+   batched forward; `vector_field_loop` does one forward per cell. Both must give the same probabilities (checked);
+   the ratio is loop time / batched time on a 15x15 maze, target >= 10x.
+
+Why side by side in one run: absolute timings move with the machine and its load, ratios much less so. Each pair is
+measured interleaved (A, B, A, B, ... in rounds, after warm-up) and summarised by the median per-call time over
+rounds, so slow drift in background load hits both sides alike. Pass/fail against the targets is informational:
+the script exits 0 whatever the numbers (performance is not a test); it exits non-zero only if a correctness check
+fails.
+
+Usage: python benchmarks/run.py [--quick] [--json PATH] [--markdown]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from workbench import artifacts
+from workbench.hooks import run_with_cache
+from workbench.rl.envs.maze import MazeConfig, MazeLevels, MazeVecEnv, generate_levels, observe
+from workbench.rl.policies import ImpalaPolicy, PolicyConfig
+from workbench.rl.vector_field import vector_field, vector_field_loop
+
+AGENT_NAME = "maze-cheese-corner"
+HOOK_NAME = "embedder.block2.res1.resadd_out"
+ENV_SIZES = (1, 64, 1024)
+LOOP_ENVS = 64
+FORWARD_BATCH = 64
+FIELD_SIZE = 15
+FIELD_SEEDS = 51  # search level seeds 0..50 for the first maze of side FIELD_SIZE
+PROBS_ATOL = 1e-5
+
+
+# ------------------------------------------------------------------------------------------------------- settings
+@dataclass(frozen=True)
+class Settings:
+    """Repeat counts. `steps[n]` is env steps per round for num_envs = n (the looped peer takes as many per env)."""
+
+    env_rounds: int
+    steps: dict[int, int]
+    forward_rounds: int
+    forward_inner: int
+    field_rounds: int
+    warmup: int
+
+
+FULL = Settings(
+    env_rounds=5, steps={1: 2000, 64: 200, 1024: 40}, forward_rounds=30, forward_inner=5, field_rounds=10, warmup=3
+)
+QUICK = Settings(
+    env_rounds=3, steps={1: 500, 64: 50, 1024: 10}, forward_rounds=6, forward_inner=2, field_rounds=3, warmup=1
+)
+
+
+# --------------------------------------------------------------------------------------------------------- timing
+def interleaved(
+    cases: Sequence[Callable[[], object]], rounds: int, warmup: int = 1, inner: int = 1
+) -> list[list[float]]:
+    """Seconds per call of each case in every round, measured A, B, A, B, ... so load drift hits all cases alike.
+
+    Each case is first called `warmup` times untimed; then every round times `inner` back-to-back calls of each case
+    in turn. Returns one list of per-call times per case, one entry per round.
+    """
+    for case in cases:
+        for _ in range(warmup):
+            case()
+    samples: list[list[float]] = [[] for _ in cases]
+    for _ in range(rounds):
+        for case, out in zip(cases, samples, strict=True):
+            start = time.perf_counter()
+            for _ in range(inner):
+                case()
+            out.append((time.perf_counter() - start) / inner)
+    return samples
+
+
+def summary(samples: list[float]) -> dict[str, float | int]:
+    """Median, min and max per-call seconds over rounds."""
+    return {
+        "median_s": statistics.median(samples),
+        "min_s": min(samples),
+        "max_s": max(samples),
+        "rounds": len(samples),
+    }
+
+
+# ----------------------------------------------------------------------------------------------------------- rows
+@dataclass(frozen=True)
+class Target:
+    """An informational target on a ratio: `ratio <= value` or `ratio >= value`."""
+
+    op: str
+    value: float
+
+    def met(self, ratio: float) -> bool:
+        return ratio <= self.value if self.op == "<=" else ratio >= self.value
+
+    def __str__(self) -> str:
+        return f"{self.op} {self.value:g}x"
+
+
+@dataclass
+class Row:
+    """One line of the results table. `ours` and `peer` are in `unit`; `ratio_label` says how `ratio` was formed
+    (e.g. `loop / batched`), and `target`, when there is one, says which way is good."""
+
+    name: str
+    unit: str
+    ours: float
+    peer: float | None = None
+    peer_label: str = ""
+    ratio: float | None = None
+    ratio_label: str = ""
+    target: Target | None = None
+    details: dict | None = None
+
+    @property
+    def passed(self) -> bool | None:
+        if self.target is None or self.ratio is None:
+            return None
+        return self.target.met(self.ratio)
+
+    def to_json(self) -> dict:
+        out = asdict(self)
+        out["target"] = str(self.target) if self.target else None
+        out["passed"] = self.passed
+        return out
+
+
+def fmt_value(value: float | None, unit: str) -> str:
+    if value is None:
+        return "-"
+    if unit == "steps/s":
+        return f"{value:,.0f} steps/s"
+    if unit == "s/call":
+        return f"{value * 1e3:.2f} ms/call"
+    return f"{value:g} {unit}"
+
+
+# ------------------------------------------------------------------------------------------------ 1. env throughput
+class Stepper:
+    """Steps a list of envs through pre-generated random actions, one chunk of `steps` steps per call.
+
+    With one env of num_envs = N this is the batched path; with N envs of num_envs = 1 it is the Python loop.
+    Actions (chunks, steps, total envs) come from a seeded rng up front, so the timed region is stepping only.
+    """
+
+    def __init__(self, envs: list[MazeVecEnv], steps: int, chunks: int, seed: int) -> None:
+        self.envs = envs
+        self.total = sum(env.num_envs for env in envs)
+        rng = np.random.default_rng(seed)
+        self.actions = rng.integers(0, 4, size=(chunks, steps, self.total), dtype=np.int64)
+        self.bounds = np.cumsum([0] + [env.num_envs for env in envs])
+        self.chunk = 0
+        for i, env in enumerate(envs):
+            env.reset(seed=seed + i)
+
+    @property
+    def transitions_per_call(self) -> int:
+        return self.actions.shape[1] * self.total
+
+    def __call__(self) -> None:
+        actions = self.actions[self.chunk % len(self.actions)]
+        self.chunk += 1
+        if len(self.envs) == 1:
+            env = self.envs[0]
+            for a in actions:
+                env.step(a)
+            return
+        bounds = self.bounds
+        for a in actions:
+            for i, env in enumerate(self.envs):
+                env.step(a[bounds[i] : bounds[i + 1]])
+
+
+def bench_env(settings: Settings) -> list[Row]:
+    rows: list[Row] = []
+    chunks = settings.warmup + settings.env_rounds
+    for n in ENV_SIZES:
+        steps = settings.steps[n]
+        batched = Stepper([MazeVecEnv(n, "train")], steps, chunks, seed=0)
+        if n != LOOP_ENVS:
+            (times,) = interleaved([batched], settings.env_rounds, warmup=settings.warmup)
+            stats = summary(times)
+            rate = batched.transitions_per_call / stats["median_s"]
+            rows.append(Row(f"maze env, num_envs={n}", "steps/s", rate, details={"batched": stats, "steps": steps}))
+            continue
+        looped = Stepper([MazeVecEnv(1, "train") for _ in range(n)], steps, chunks, seed=0)
+        assert looped.transitions_per_call == batched.transitions_per_call
+        t_batched, t_looped = interleaved([batched, looped], settings.env_rounds, warmup=settings.warmup)
+        s_batched, s_looped = summary(t_batched), summary(t_looped)
+        rate_batched = batched.transitions_per_call / s_batched["median_s"]
+        rate_looped = looped.transitions_per_call / s_looped["median_s"]
+        rows.append(
+            Row(
+                f"maze env, num_envs={n} (vs {n} x MazeVecEnv(1) loop)",
+                "steps/s",
+                rate_batched,
+                peer=rate_looped,
+                peer_label=f"python loop over {n} envs",
+                ratio=rate_batched / rate_looped,
+                ratio_label="batched / looped",
+                details={"batched": s_batched, "looped": s_looped, "steps": steps},
+            )
+        )
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------------- the policy
+def load_policy() -> tuple[ImpalaPolicy, MazeConfig, str]:
+    """The shipped `maze-cheese-corner` agent if present, else a seeded random policy of the same shape."""
+    if AGENT_NAME in artifacts.available("agents"):
+        from workbench.rl.agent import load_agent
+
+        agent = load_agent(AGENT_NAME)
+        return agent.policy.eval(), agent.env_config, f"trained agent {AGENT_NAME!r} (load_agent)"
+    torch.manual_seed(0)
+    cfg = PolicyConfig(channels=(8, 16, 32), pool=(False, True, True), hidden=128)
+    source = f"random-init ImpalaPolicy{cfg.channels} (no {AGENT_NAME!r} artifact; same shape)"
+    return ImpalaPolicy(cfg).eval(), MazeConfig(), source
+
+
+# ------------------------------------------------------------------------------------------ 2. hooked forward cost
+def bench_forward(policy: ImpalaPolicy, env_config: MazeConfig, settings: Settings) -> Row:
+    obs = torch.as_tensor(observe(generate_levels(np.arange(FORWARD_BATCH), "ood", env_config)))
+
+    def plain() -> object:
+        return policy(obs)
+
+    def hooked() -> object:
+        return run_with_cache(policy, obs, names_filter=HOOK_NAME)
+
+    with torch.no_grad():
+        _, cache = hooked()
+        if HOOK_NAME not in cache:
+            raise AssertionError(f"run_with_cache did not cache {HOOK_NAME!r}")
+        t_plain, t_hooked = interleaved(
+            [plain, hooked], settings.forward_rounds, warmup=settings.warmup, inner=settings.forward_inner
+        )
+    s_plain, s_hooked = summary(t_plain), summary(t_hooked)
+    return Row(
+        f"run_with_cache forward, batch {FORWARD_BATCH} (1 hook)",
+        "s/call",
+        s_hooked["median_s"],
+        peer=s_plain["median_s"],
+        peer_label="plain policy(obs)",
+        ratio=s_hooked["median_s"] / s_plain["median_s"],
+        ratio_label="hooked / plain",
+        target=Target("<=", 1.15),
+        details={"hooked": s_hooked, "plain": s_plain, "hook": HOOK_NAME, "inner": settings.forward_inner},
+    )
+
+
+# --------------------------------------------------------------------------------------------------- 3. vector field
+def field_level(env_config: MazeConfig) -> MazeLevels:
+    """The first level among seeds 0..FIELD_SEEDS-1 whose maze side is FIELD_SIZE."""
+    config = MazeConfig(world_size=env_config.world_size, max_size=FIELD_SIZE)
+    levels = generate_levels(np.arange(FIELD_SEEDS), "ood", config)
+    hits = np.flatnonzero(levels.size == FIELD_SIZE)
+    if hits.size == 0:
+        raise RuntimeError(f"no level seed in 0..{FIELD_SEEDS - 1} gives a {FIELD_SIZE}x{FIELD_SIZE} maze")
+    return levels.select(hits[:1])
+
+
+def bench_field(policy: ImpalaPolicy, env_config: MazeConfig, settings: Settings) -> Row:
+    level = field_level(env_config)
+    batched, looped = vector_field(policy, level), vector_field_loop(policy, level)
+    if not np.array_equal(batched.cells, looped.cells):
+        raise AssertionError("vector_field and vector_field_loop disagree on the free cells")
+    max_diff = float(np.abs(batched.probs - looped.probs).max())
+    if not np.allclose(batched.probs, looped.probs, atol=PROBS_ATOL):
+        raise AssertionError(f"vector_field and vector_field_loop disagree: max |dp| = {max_diff:.2e}")
+    t_batched, t_looped = interleaved(
+        [lambda: vector_field(policy, level), lambda: vector_field_loop(policy, level)],
+        settings.field_rounds,
+        warmup=settings.warmup,
+    )
+    s_batched, s_looped = summary(t_batched), summary(t_looped)
+    seed, cells = int(level.seeds[0]), len(batched.cells)
+    return Row(
+        f"vector field {FIELD_SIZE}x{FIELD_SIZE} (seed {seed}, {cells} cells)",
+        "s/call",
+        s_batched["median_s"],
+        peer=s_looped["median_s"],
+        peer_label="one forward per cell",
+        ratio=s_looped["median_s"] / s_batched["median_s"],
+        ratio_label="loop / batched",
+        target=Target(">=", 10.0),
+        details={
+            "batched": s_batched,
+            "looped": s_looped,
+            "level_seed": seed,
+            "cells": cells,
+            "max_abs_prob_diff": max_diff,
+        },
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------- output
+def machine_info() -> dict:
+    info = {
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+    }
+    if hasattr(os, "getloadavg"):
+        info["load_avg_1m"] = round(os.getloadavg()[0], 2)
+    return info
+
+
+HEADERS = ("benchmark", "ours", "peer / baseline", "ratio", "target", "pass/fail")
+
+
+def table_cells(row: Row) -> tuple[str, ...]:
+    peer = fmt_value(row.peer, row.unit) + (f" ({row.peer_label})" if row.peer_label else "")
+    ratio = f"{row.ratio:.2f}x ({row.ratio_label})" if row.ratio is not None else "-"
+    verdict = {True: "pass", False: "FAIL", None: "-"}[row.passed]
+    target = str(row.target) if row.target else "-"
+    return (row.name, fmt_value(row.ours, row.unit), peer if row.peer is not None else "-", ratio, target, verdict)
+
+
+def print_markdown(rows: list[Row], info: dict, notes: list[str]) -> None:
+    print("machine: " + ", ".join(f"{k}={v}" for k, v in info.items()))
+    for note in notes:
+        print(note)
+    print()
+    print("| " + " | ".join(HEADERS) + " |")
+    print("|" + "|".join("---" for _ in HEADERS) + "|")
+    for row in rows:
+        print("| " + " | ".join(table_cells(row)) + " |")
+
+
+def print_rich(rows: list[Row], info: dict, notes: list[str]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=200)
+    table = Table(title="workbench benchmarks (side by side, medians over interleaved rounds)")
+    for header in HEADERS:
+        table.add_column(header, justify="right" if header in ("ours", "ratio") else "left")
+    styles = {"pass": "green", "FAIL": "red"}
+    for row in rows:
+        values = list(table_cells(row))
+        style = styles.get(values[-1])
+        values[-1] = f"[{style}]{values[-1]}[/]" if style else values[-1]
+        table.add_row(*values)
+    console.print("machine: " + ", ".join(f"{k}={v}" for k, v in info.items()), highlight=False)
+    for note in notes:
+        console.print(note, highlight=False)
+    console.print(table)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="few repeats: a smoke run, numbers are noisy")
+    parser.add_argument("--json", type=Path, metavar="PATH", help="also write the results as JSON to PATH")
+    parser.add_argument("--markdown", action="store_true", help="print a plain markdown table instead of rich")
+    args = parser.parse_args(argv)
+    settings = QUICK if args.quick else FULL
+
+    torch.set_num_threads(1)
+    started = time.perf_counter()
+
+    def progress(msg: str) -> None:
+        print(f"[{time.perf_counter() - started:6.1f}s] {msg}", file=sys.stderr, flush=True)
+
+    progress("maze env throughput")
+    rows = bench_env(settings)
+    policy, env_config, source = load_policy()
+    progress("hooked forward overhead")
+    rows.append(bench_forward(policy, env_config, settings))
+    progress("vector field")
+    rows.append(bench_field(policy, env_config, settings))
+    elapsed = time.perf_counter() - started
+    progress("done")
+
+    info = machine_info()
+    notes = [f"policy: {source}", f"mode: {'quick' if args.quick else 'full'}, total {elapsed:.1f}s"]
+    use_rich = not args.markdown
+    if use_rich:
+        try:
+            import rich  # noqa: F401
+        except ImportError:
+            use_rich = False
+    (print_rich if use_rich else print_markdown)(rows, info, notes)
+
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        payload = {
+            "mode": "quick" if args.quick else "full",
+            "policy": source,
+            "machine": info,
+            "settings": asdict(settings),
+            "elapsed_s": elapsed,
+            "rows": [row.to_json() for row in rows],
+        }
+        args.json.write_text(json.dumps(payload, indent=2) + "\n")
+    return 0  # performance is informational: never fail the run on a missed target
+
+
+if __name__ == "__main__":
+    sys.exit(main())
