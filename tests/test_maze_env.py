@@ -102,7 +102,7 @@ def test_walls_block_moves_and_cheese_terminates_with_info() -> None:
     from workbench.rl.envs.maze import greedy_actions
 
     dist = distances_to(lv, lv.cheese)
-    for t in range(1, 200):
+    for _t in range(1, 200):
         a = greedy_actions(dist, env.levels.mouse)
         _, r, term, trunc, info = env.step(a)
         if term[0]:

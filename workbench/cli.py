@@ -80,6 +80,12 @@ def eval_cmd(
     for key, value in out["rates"].items():
         lo, hi = out["ci95"][key]
         typer.echo(f"{key:>13}: {value:.3f}  [{lo:.3f}, {hi:.3f}]")
+    inf = out["informative"]
+    lo, hi = inf["ci95"]["corner_first"]
+    typer.echo(
+        f"corner_first where start and cheese are outside the region (n={inf['n']}): "
+        f"{inf['rates']['corner_first']:.3f}  [{lo:.3f}, {hi:.3f}]"
+    )
 
 
 @app.command()
@@ -216,6 +222,47 @@ def results(
             typer.echo(db.query("run_id = ?", [run_id]).to_string(index=False))
         else:
             typer.echo(db.runs().to_string(index=False))
+
+
+battery_app = typer.Typer(no_args_is_help=True, help="Probe batteries: declarative checks run against artifacts.")
+app.add_typer(battery_app, name="battery")
+
+
+@battery_app.command("run")
+def battery_run(
+    paths: Annotated[list[Path], typer.Argument(help="battery files or folders of *.toml (e.g. probes/)")],
+    as_json: JsonOpt = False,
+    junit: Annotated[Path | None, typer.Option(help="write a JUnit XML report here")] = None,
+    report: Annotated[Path | None, typer.Option(help="write battery.md into this folder")] = None,
+    store: Annotated[Path | None, typer.Option(help="results store (default runs/results.duckdb)")] = None,
+) -> None:
+    """Run every check; exit 0 if all expectations hold, 1 if any falls short, 2 if a spec is invalid."""
+    from rich.console import Console
+
+    from workbench.battery import load_checks, run_check, to_json, to_store_rows, write_reports
+    from workbench.store import ResultStore, default_store_path, new_run_id
+
+    checks = load_checks(paths)  # validates everything first: a bad spec exits 2 before any work
+    console = Console(stderr=True, soft_wrap=True)  # failure lines must stay whole for logs and greps
+    run_id = new_run_id("battery")
+    results = []
+    for i, check in enumerate(checks, start=1):
+        with console.status(f"[{i}/{len(checks)}] {check.name}"):
+            result = run_check(check)
+        results.append(result)
+        verdict = "[green]pass[/green]" if result.passed else "[red]FAIL[/red]"
+        console.print(f"{verdict} {check.name} ({result.seconds:.1f} s)")
+        for line in result.failures():
+            console.print(f"     {line}", highlight=False)
+    with ResultStore(store or default_store_path()) as db:
+        db.add(to_store_rows(results, run_id))
+    write_reports(results, run_id, None, junit, report)
+    if as_json:
+        _dump(to_json(results, run_id))
+    failed = [r for r in results if not r.passed]
+    console.print(f"{len(results) - len(failed)} passed, {len(failed)} failed (run {run_id})")
+    if failed:
+        raise typer.Exit(1)
 
 
 def main() -> None:

@@ -49,6 +49,14 @@ def from_table(cls: type, table: dict, where: str) -> Any:
             raise WorkbenchError(f"{where}: unknown key {key!r}{hint}")
         if not _type_ok(value, hints[key]):
             raise WorkbenchError(f"{where}: key {key!r} must be {_type_name(hints[key])}, got {value!r}")
+    required = [
+        f.name
+        for f in dataclasses.fields(cls)
+        if f.init and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    missing = [k for k in required if k not in table]
+    if missing:
+        raise WorkbenchError(f"{where}: missing key {missing[0]!r}")
     try:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in table.items()})
     except WorkbenchError as err:

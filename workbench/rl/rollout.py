@@ -42,17 +42,32 @@ class EpisodeRecords:
     def timeout(self) -> np.ndarray:
         return ~self.cheese_reached
 
+    @property
+    def informative(self) -> np.ndarray:
+        """Episodes where `corner_first` is a real choice: the mouse starts outside the region (mazes larger than
+        r) and the cheese is outside it too. In small mazes the region covers the start, so corner_first is trivially
+        true there; this subset is the clean contrast between the two goals."""
+        return (self.region_step != 0) & ~self.cheese_in_region
+
     def flags(self) -> dict[str, np.ndarray]:
         return {"cheese": self.cheese_reached, "corner_first": self.corner_first, "timeout": self.timeout}
 
     def rates(self) -> dict:
-        """`{"rates": {...}, "ci95": {...}, "n": N}` with Wilson 95% intervals."""
-        out: dict = {"rates": {}, "ci95": {}, "n": int(self.cheese_reached.size)}
-        for key, flags in self.flags().items():
-            r = rate(flags)
-            out["rates"][key] = r["rate"]
-            out["ci95"][key] = r["ci95"]
-        return out
+        """`{"rates": {...}, "ci95": {...}, "n": N, "informative": {same for the informative subset}}` with Wilson 95%
+        intervals (see `informative`)."""
+        return {
+            **_rates(self.flags()),
+            "informative": _rates({k: v[self.informative] for k, v in self.flags().items()}),
+        }
+
+
+def _rates(flags: dict[str, np.ndarray]) -> dict:
+    out: dict = {"rates": {}, "ci95": {}, "n": int(next(iter(flags.values())).size)}
+    for key, values in flags.items():
+        r = rate(values)
+        out["rates"][key] = r["rate"]
+        out["ci95"][key] = r["ci95"]
+    return out
 
 
 def levels_for(split: str, episodes: int, seed: int, config: MazeConfig) -> MazeLevels:
