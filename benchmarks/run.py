@@ -381,15 +381,27 @@ def print_rich(rows: list[Row], info: dict, notes: list[str]) -> None:
     console.print(table)
 
 
+def probe_row(r: dict) -> Row:
+    """The logistic-probe comparison as a table row (time per fit of all P probes; ratio = sklearn / ours)."""
+    name = f"{r['p']} logistic probes, {r['n']:,} x {r['d']} (|dAUROC| {r['max_abs_auroc_diff']:.1e})"
+    return Row(name=name, ours=r["time_ours_s"], peer=r["time_sklearn_s"], unit="s",
+               peer_label="scikit-learn LogisticRegression, one at a time", ratio=r["speedup"],
+               ratio_label="sklearn / ours", target=Target(">=", 10.0))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="few repeats: a smoke run, numbers are noisy")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the results as JSON to PATH")
     parser.add_argument("--markdown", action="store_true", help="print a plain markdown table instead of rich")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads for every comparison (both sides)")
+    parser.add_argument("--probe-n", type=int, default=20_000,
+                        help="rows per probe for the 100-probe logistic benchmark (the issue's size is 50000: ~10 GB)")
+    parser.add_argument("--skip-probes", action="store_true", help="skip the logistic-probe benchmark")
     args = parser.parse_args(argv)
     settings = QUICK if args.quick else FULL
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     started = time.perf_counter()
 
     def progress(msg: str) -> None:
@@ -402,6 +414,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows.append(bench_forward(policy, env_config, settings))
     progress("vector field")
     rows.append(bench_field(policy, env_config, settings))
+    probe_result = None
+    if not args.skip_probes:
+        progress("100 logistic probes: ours batched vs scikit-learn one at a time")
+        from bench_probes import bench_logistic_vs_sklearn
+
+        probe_result = bench_logistic_vs_sklearn(n=args.probe_n, quick=args.quick, threads=args.threads)
+        rows.append(probe_row(probe_result))
     elapsed = time.perf_counter() - started
     progress("done")
 
@@ -424,6 +443,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "settings": asdict(settings),
             "elapsed_s": elapsed,
             "rows": [row.to_json() for row in rows],
+            "probes": probe_result,
         }
         args.json.write_text(json.dumps(payload, indent=2) + "\n")
     return 0  # performance is informational: never fail the run on a missed target

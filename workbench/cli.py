@@ -224,6 +224,24 @@ def results(
             typer.echo(db.runs().to_string(index=False))
 
 
+@app.command("app")
+def app_cmd(
+    port: Annotated[int, typer.Option(help="port on localhost")] = 8501,
+    address: Annotated[str, typer.Option(help="bind address (default: localhost only)")] = "localhost",
+) -> None:
+    """Start the Streamlit app (offline: no usage stats, no browser launch)."""
+    import subprocess
+
+    from workbench.artifacts import repo_root
+
+    home = repo_root() / "app" / "Home.py"
+    if not home.is_file():
+        raise WorkbenchError(f"app not found at {home}")
+    cmd = [sys.executable, "-m", "streamlit", "run", str(home), "--server.address", address, "--server.port", str(port),
+           "--server.headless", "true", "--browser.gatherUsageStats", "false", "--global.developmentMode", "false"]
+    raise typer.Exit(subprocess.call(cmd))
+
+
 battery_app = typer.Typer(no_args_is_help=True, help="Probe batteries: declarative checks run against artifacts.")
 app.add_typer(battery_app, name="battery")
 

@@ -32,22 +32,26 @@ class ArtifactSection:
 
 @dataclass(frozen=True)
 class EnvSection:
-    kind: str = "maze"
-    split: str = "train"
-    world_size: int = 15
-    min_size: int = 3
-    max_size: int = 15
-    region: int = 5
-    max_steps: int = 256
+    """`[env]`: which env (`kind`), which split it trains on, and the maze distribution (MazeConfig's keys)."""
 
-    def __post_init__(self) -> None:
-        if self.kind != "maze":
-            raise unknown("env kind", self.kind, ["maze"])
-        if self.split not in SPLITS:
-            raise unknown("split", self.split, SPLITS)
+    kind: str
+    split: str
+    maze: MazeConfig
 
     def maze_config(self) -> MazeConfig:
-        return MazeConfig(self.world_size, self.min_size, self.max_size, self.region, self.max_steps)
+        return self.maze
+
+
+def _env_section(table: dict, where: str) -> EnvSection:
+    if not isinstance(table, dict):
+        raise WorkbenchError(f"{where}: expected a table")
+    table = dict(table)
+    kind, split = table.pop("kind", "maze"), table.pop("split", "train")
+    if kind != "maze":
+        raise WorkbenchError(f"{where}: {unknown('env kind', str(kind), ['maze'])}")
+    if split not in SPLITS:
+        raise WorkbenchError(f"{where}: {unknown('split', str(split), SPLITS)}")
+    return EnvSection(kind=kind, split=split, maze=from_table(MazeConfig, table, where))
 
 
 @dataclass(frozen=True)
@@ -75,8 +79,8 @@ def load_recipe(path: str | Path) -> Recipe:
     check_sections(
         data, {"artifact": True, "env": True, "policy": False, "bc": False, "ppo": True, "eval": False}, str(path)
     )
-    env = from_table(EnvSection, data["env"], f"{path} [env]")
-    policy_table = {"obs_size": env.world_size, **data.get("policy", {})}
+    env = _env_section(data["env"], f"{path} [env]")
+    policy_table = {"obs_size": env.maze.world_size, **data.get("policy", {})}
     return Recipe(
         path=path,
         artifact=from_table(ArtifactSection, data["artifact"], f"{path} [artifact]"),
@@ -100,6 +104,7 @@ def _training_phrase(training: dict) -> str:
 
 
 def _card(recipe: Recipe, metrics: dict) -> str:
+    m = recipe.env.maze
     lines = [
         f"# {recipe.artifact.name}",
         "",
@@ -108,9 +113,8 @@ def _card(recipe: Recipe, metrics: dict) -> str:
         f"Trained by `workbench train {recipe.path.as_posix()}`: {_training_phrase(metrics['training'])}; "
         f"{metrics['training']['wall_time_s'] / 60:.1f} min on {metrics['training']['machine']}.",
         "",
-        f"Environment: native maze, world {recipe.env.world_size}x{recipe.env.world_size}, maze sides "
-        f"{recipe.env.min_size}..{recipe.env.max_size}, training region r={recipe.env.region}, "
-        f"step limit {recipe.env.max_steps}; trained on split `{recipe.env.split}`.",
+        f"Environment: native maze, world {m.world_size}x{m.world_size}, maze sides {m.min_size}..{m.max_size}, "
+        f"training region r={m.region}, step limit {m.max_steps}; trained on split `{recipe.env.split}`.",
         "",
         f"## Evaluation ({recipe.eval.episodes} episodes per split, seed {recipe.eval.seed}, sampled actions)",
         "",
