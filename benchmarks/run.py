@@ -384,9 +384,16 @@ def print_rich(rows: list[Row], info: dict, notes: list[str]) -> None:
 def probe_row(r: dict) -> Row:
     """The logistic-probe comparison as a table row (time per fit of all P probes; ratio = sklearn / ours)."""
     name = f"{r['p']} logistic probes, {r['n']:,} x {r['d']} (|dAUROC| {r['max_abs_auroc_diff']:.1e})"
-    return Row(name=name, ours=r["time_ours_s"], peer=r["time_sklearn_s"], unit="s",
-               peer_label="scikit-learn LogisticRegression, one at a time", ratio=r["speedup"],
-               ratio_label="sklearn / ours", target=Target(">=", 10.0))
+    return Row(
+        name=name,
+        ours=r["time_ours_s"],
+        peer=r["time_sklearn_s"],
+        unit="s",
+        peer_label="scikit-learn LogisticRegression, one at a time",
+        ratio=r["speedup"],
+        ratio_label="sklearn / ours",
+        target=Target(">=", 10.0),
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -395,8 +402,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the results as JSON to PATH")
     parser.add_argument("--markdown", action="store_true", help="print a plain markdown table instead of rich")
     parser.add_argument("--threads", type=int, default=1, help="torch threads for every comparison (both sides)")
-    parser.add_argument("--probe-n", type=int, default=20_000,
-                        help="rows per probe for the 100-probe logistic benchmark (the issue's size is 50000: ~10 GB)")
+    parser.add_argument(
+        "--probe-n",
+        type=int,
+        default=20_000,
+        help="rows per probe for the 100-probe logistic benchmark (the issue's size is 50000: ~10 GB)",
+    )
     parser.add_argument("--skip-probes", action="store_true", help="skip the logistic-probe benchmark")
     args = parser.parse_args(argv)
     settings = QUICK if args.quick else FULL

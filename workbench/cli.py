@@ -237,8 +237,23 @@ def app_cmd(
     home = repo_root() / "app" / "Home.py"
     if not home.is_file():
         raise WorkbenchError(f"app not found at {home}")
-    cmd = [sys.executable, "-m", "streamlit", "run", str(home), "--server.address", address, "--server.port", str(port),
-           "--server.headless", "true", "--browser.gatherUsageStats", "false", "--global.developmentMode", "false"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(home),
+        "--server.address",
+        address,
+        "--server.port",
+        str(port),
+        "--server.headless",
+        "true",
+        "--browser.gatherUsageStats",
+        "false",
+        "--global.developmentMode",
+        "false",
+    ]
     raise typer.Exit(subprocess.call(cmd))
 
 

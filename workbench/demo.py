@@ -18,7 +18,8 @@ from rich.console import Console
 from workbench import artifacts
 from workbench.errors import WorkbenchError
 from workbench.interventions import add_vector, random_like
-from workbench.report import probe_table, rates_table, steering_table
+from workbench.metrics import paired_diff_ci, rate
+from workbench.report import contrast_table, probe_table, rates_table, steering_table
 from workbench.rl.agent import load_agent
 from workbench.rl.cheese_probe import cheese_location_probes
 from workbench.rl.envs.maze import SPLITS, decision_squares
@@ -85,6 +86,32 @@ def _store_rows(run_id: str, evals: list[dict], probes: list[dict], steering: di
     return rows
 
 
+def misgeneralization_contrast(episodes: int, seed: int) -> dict:
+    """corner_first of the organism vs its control twin on the *same* OOD levels: the behavioural signature of the
+    learned goal, with a paired bootstrap CI. Reported overall and where start and cheese lie outside the region
+    (elsewhere corner_first is forced by the geometry for both agents)."""
+    recs = {}
+    for name in (ORGANISM, CONTROL):
+        agent = load_agent(name)
+        recs[name] = evaluate(agent.policy, "ood", episodes, seed, agent.env_config)
+    org, ctl = recs[ORGANISM], recs[CONTROL]
+    subsets = {"all": np.ones(episodes, dtype=bool), "start and cheese outside region": org.informative}
+    out: dict = {"organism": ORGANISM, "control": CONTROL, "episodes": episodes, "seed": seed, "subsets": {}}
+    for label, mask in subsets.items():
+        a, b = ctl.corner_first[mask], org.corner_first[mask]
+        diff = paired_diff_ci(a, b, seed=seed)
+        out["subsets"][label] = {
+            "n": int(mask.sum()),
+            "organism": rate(b)["rate"],
+            "organism_ci95": rate(b)["ci95"],
+            "control": rate(a)["rate"],
+            "control_ci95": rate(a)["ci95"],
+            "diff": diff["diff"],
+            "ci95": diff["ci95"],
+        }
+    return out
+
+
 def _figures(folder: Path, seed: int, n_mazes: int = 3) -> list[str]:
     """Vector fields of the corner organism on a few OOD mazes that have a decision square: before, cheese vector
     subtracted, random vector of equal norm subtracted."""
@@ -125,7 +152,7 @@ def run_demo(
     missing = [n for n in (ORGANISM, CONTROL) if n not in artifacts.available("agents")]
     if missing:
         raise WorkbenchError(f"missing artifact(s) {', '.join(missing)}; train with `workbench train agents/NAME.toml`")
-    console = Console()
+    console = Console(soft_wrap=True)  # tables stay whole when piped to a file
     run_id = new_run_id("demo")
     folder = out or Path("runs") / run_id
     t0 = time.time()
@@ -138,6 +165,10 @@ def run_demo(
                     r = evaluate(agent.policy, split, episodes, seed, agent.env_config).rates()
                     evals.append({"artifact": name, "split": split, "episodes": episodes, "seed": seed, **r})
         console.print("\n[bold]Goal rates[/bold] (Wilson 95% CIs)\n" + rates_table(evals))
+        contrast = misgeneralization_contrast(episodes, seed)
+        console.print(
+            "\n[bold]Misgeneralization: organism vs control on the same OOD mazes[/bold]\n" + contrast_table(contrast)
+        )
         with console.status("fitting cheese-location probes per layer ..."):
             probes = cheese_location_probes(load_agent(ORGANISM), n_fit=n_fit, n_test=n_test, seed=seed)
         console.print(f"\n[bold]Cheese-location probes[/bold] ({ORGANISM})\n" + probe_table(probes))
@@ -155,6 +186,13 @@ def run_demo(
             "## Goal rates",
             "",
             rates_table(evals),
+            "",
+            "## Misgeneralization: organism vs control on the same OOD mazes",
+            "",
+            contrast_table(contrast),
+            "",
+            "Paired bootstrap 95% CI of the difference (same levels, same action seed). The informative subset keeps "
+            "mazes where both the start and the cheese lie outside the top-right region.",
             "",
             f"## Cheese-location probes ({ORGANISM}, start position, fit on {n_fit} mazes, {n_test} held out)",
             "",
@@ -175,7 +213,9 @@ def run_demo(
         (tmp / "report.md").write_text("\n".join(report) + "\n")
         (tmp / "results.json").write_text(
             json.dumps(
-                {"run_id": run_id, "evals": evals, "probes": probes, "steering": steering}, indent=2, default=float
+                {"run_id": run_id, "evals": evals, "contrast": contrast, "probes": probes, "steering": steering},
+                indent=2,
+                default=float,
             )
         )
     with ResultStore(store_path or default_store_path()) as db:

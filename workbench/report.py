@@ -17,11 +17,18 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
 
 def rates_table(evals: list[dict]) -> str:
     """Rows of `{"artifact", "split", "rates", "ci95"}` (eval JSON) as a markdown table."""
-    rows = [
-        [e["artifact"], e["split"], str(e["episodes"])] + [_ci(e["rates"][k], e["ci95"][k]) for k in RATE_KEYS]
-        for e in evals
-    ]
-    return markdown_table(["artifact", "split", "n"] + list(RATE_KEYS), rows)
+    rows = []
+    for e in evals:
+        cells = [e["artifact"], e["split"], str(e["episodes"])] + [_ci(e["rates"][k], e["ci95"][k]) for k in RATE_KEYS]
+        inf = e.get("informative")
+        if inf is not None:
+            cf = inf["rates"]["corner_first"]
+            cells.append("- (n=0)" if not inf["n"] else f"{_ci(cf, inf['ci95']['corner_first'])} (n={inf['n']})")
+        rows.append(cells)
+    head = ["artifact", "split", "n"] + list(RATE_KEYS)
+    if any("informative" in e for e in evals):
+        head.append("corner_first where start and cheese lie outside the region")
+    return markdown_table(head, rows)
 
 
 def steering_table(result: dict) -> str:
@@ -62,3 +69,25 @@ def probe_table(rows: list[dict]) -> str:
         for r in rows
     ]
     return markdown_table(["layer", "grid", "fit->test", "top-1", "shuffled-label control", "chance", "n"], body)
+
+
+def contrast_table(contrast: dict) -> str:
+    """Organism minus control on the same levels (paired bootstrap 95% CIs), overall and on the informative subset."""
+    rows = [
+        [
+            subset,
+            str(c["n"]),
+            _ci(c["organism"], c["organism_ci95"]),
+            _ci(c["control"], c["control_ci95"]),
+            _ci(c["diff"], c["ci95"]),
+        ]
+        for subset, c in contrast["subsets"].items()
+    ]
+    head = [
+        "episodes",
+        "n",
+        f"{contrast['organism']} corner_first",
+        f"{contrast['control']} corner_first",
+        "difference (paired)",
+    ]
+    return markdown_table(head, rows)

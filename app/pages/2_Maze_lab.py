@@ -1,0 +1,179 @@
+"""Maze lab: edit a maze, see the policy's vector field and decision square, intervene, and read a cheese probe."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+_APP = str(Path(__file__).resolve().parents[1])
+if _APP not in sys.path:
+    sys.path.insert(0, _APP)
+
+import common  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import streamlit as st  # noqa: E402
+
+from workbench.errors import WorkbenchError  # noqa: E402
+from workbench.rl.envs.maze import decision_squares, generate_levels, render  # noqa: E402
+from workbench.rl.vector_field import draw  # noqa: E402
+
+st.set_page_config(page_title="Maze lab - goal-workbench", layout="wide")
+st.title("Maze lab")
+
+# ------------------------------------------------------------------------------------------------ maze choice + edits
+with st.sidebar:
+    picked = common.pick_agent("lab_agent")
+if picked is None:
+    st.stop()
+agent, ref = picked
+world = agent.env_config.world_size
+
+with st.sidebar:
+    split = st.selectbox("Split", common.SPLITS, index=common.SPLITS.index("ood"), key="lab_split")
+    seed = int(st.number_input("Maze seed", min_value=0, value=0, step=1, key="lab_seed"))
+    base = generate_levels(np.array([seed]), split, agent.env_config)
+    # A new maze resets the edit inputs to that maze's own cheese and mouse cells.
+    level_id = (ref, split, seed)
+    if st.session_state.get("lab_level_id") != level_id:
+        st.session_state["lab_level_id"] = level_id
+        st.session_state["lab_cheese_row"], st.session_state["lab_cheese_col"] = (int(v) for v in base.cheese[0])
+        st.session_state["lab_mouse_row"], st.session_state["lab_mouse_col"] = (int(v) for v in base.mouse[0])
+        st.session_state["lab_clamp_row"], st.session_state["lab_clamp_col"] = (int(v) for v in base.cheese[0])
+    st.markdown("**Cheese** (row, col)")
+    c1, c2 = st.columns(2)
+    cheese_row = int(c1.number_input("Cheese row", step=1, key="lab_cheese_row"))
+    cheese_col = int(c2.number_input("Cheese col", step=1, key="lab_cheese_col"))
+    remove = st.checkbox("Remove cheese", key="lab_remove_cheese")
+    st.markdown("**Mouse** (row, col)")
+    m1, m2 = st.columns(2)
+    mouse_row = int(m1.number_input("Mouse row", step=1, key="lab_mouse_row"))
+    mouse_col = int(m2.number_input("Mouse col", step=1, key="lab_mouse_col"))
+    st.caption(f"Row 0 is the top; the world is {world}x{world}. Defaults are the maze's own cells.")
+
+cheese = None if remove else (cheese_row, cheese_col)
+mouse = (mouse_row, mouse_col)
+try:
+    level = common.build_level(ref, split, seed, cheese, mouse)
+except WorkbenchError as err:
+    msg = str(err)
+    st.error(msg if "free cell" in msg else f"{msg}; pick a free cell")
+    st.stop()
+
+ds = decision_squares(level)[0]
+ds_cell = (int(ds[0]), int(ds[1])) if ds[0] >= 0 else None
+
+# ------------------------------------------------------------------------------------------------ interventions
+shapes = common.layer_shapes(*ref)
+all_layers = list(shapes)
+spatial = common.spatial_layers(ref)
+with st.expander("Interventions", expanded=True):
+    i1, i2 = st.columns(2)
+    with i1:
+        st.markdown("**Cheese vector** (activation with cheese minus without, this maze, mouse at its cell)")
+        coef = float(st.slider("Cheese-vector coefficient (0 = off)", -3.0, 3.0, 0.0, 0.25, key="lab_cv_coef"))
+        cv_layer = st.selectbox(
+            "Cheese-vector layer", all_layers, index=common.default_index(all_layers), key="lab_cv_layer"
+        )
+    with i2:
+        st.markdown("**Channel clamp**")
+        clamp_on = st.checkbox("Clamp a channel", key="lab_clamp_on")
+        clamp_layer = st.selectbox("Clamp layer", spatial, index=common.default_index(spatial), key="lab_clamp_layer")
+        n_channels = shapes[clamp_layer][0]
+        k1, k2 = st.columns(2)
+        channel = int(
+            k1.number_input(
+                f"Channel (0..{n_channels - 1})",
+                min_value=0,
+                max_value=n_channels - 1,
+                value=0,
+                step=1,
+                key=f"lab_clamp_channel_{clamp_layer}",
+            )
+        )
+        clamp_value = float(k2.number_input("Value", value=0.0, step=0.5, key="lab_clamp_value"))
+        everywhere = st.checkbox("At every cell", key="lab_clamp_everywhere")
+        r1, r2 = st.columns(2)
+        clamp_row = int(r1.number_input("Clamp at row", min_value=0, max_value=world - 1, step=1, key="lab_clamp_row"))
+        clamp_col = int(r2.number_input("Clamp at col", min_value=0, max_value=world - 1, step=1, key="lab_clamp_col"))
+        clamp_cell = None if everywhere else common.layer_cell(ref, clamp_layer, (clamp_row, clamp_col))
+        if clamp_on and clamp_cell is not None:
+            st.caption(f"World cell ({clamp_row}, {clamp_col}) is cell {clamp_cell} of this layer's grid.")
+
+cv = (cv_layer, coef) if coef != 0.0 else None
+clamp = (clamp_layer, channel, clamp_value, clamp_cell) if clamp_on else None
+if cv is not None and cheese is None:
+    st.info("The cheese is removed, so this maze's cheese vector is zero: the field does not change.")
+
+# ------------------------------------------------------------------------------------------------ vector fields
+try:
+    with st.spinner("Computing vector fields..."):
+        before = common.field(ref, split, seed, cheese, mouse)
+        after = common.field(ref, split, seed, cheese, mouse, cv, clamp) if (cv or clamp) else None
+except WorkbenchError as err:
+    st.error(str(err))
+    st.stop()
+
+st.metric("Decision square", f"({ds_cell[0]}, {ds_cell[1]})" if ds_cell else "none")
+if ds_cell is None:
+    st.caption(
+        "No decision square: the cheese was removed, or one goal lies on the way to the other, so the paths to the "
+        "cheese and to the top-right corner never part."
+    )
+
+fields, titles = [before], [f"{agent.name}, {split} maze {seed}"]
+if after is not None:
+    parts = []
+    if cv is not None:
+        parts.append(f"cheese vec x{coef:+g} @ {cv_layer.removeprefix('embedder.')}")
+    if clamp is not None:
+        where = "all cells" if clamp_cell is None else f"cell {clamp_cell}"
+        parts.append(f"ch {channel}={clamp_value:g} @ {clamp_layer.removeprefix('embedder.')} ({where})")
+    fields.append(after)
+    titles.append("; ".join(parts))
+fig = draw(fields, titles, marks=[ds_cell] * len(fields))
+st.pyplot(fig, width="content" if len(fields) == 1 else "stretch")
+common.close_figure(fig)
+st.caption("Arrows: the policy's expected move with the mouse on each free cell. Purple box: the decision square.")
+
+if ds_cell is not None:
+    table = {"before": before.at(ds_cell)}
+    if after is not None:
+        table["after"] = after.at(ds_cell)
+    st.markdown("**Action probabilities at the decision square**")
+    st.dataframe(pd.DataFrame(table, index=list(common.ACTION_NAMES)).T.round(3))
+
+# ------------------------------------------------------------------------------------------------ probe heatmaps
+st.subheader("Cheese-location probe")
+episodes = common.probe_episodes()
+probe_layers = st.multiselect(
+    "Probe layers",
+    spatial,
+    default=[common.DEFAULT_LAYER] if common.DEFAULT_LAYER in spatial else spatial[:1],
+    key="lab_probe_layers",
+)
+st.caption(
+    f"A spatial (1x1) probe per layer, fitted on the start states of {episodes} OOD mazes (seed 0) to predict the "
+    "cheese cell; shown: its softmax over the layer's cells for the maze above, painted onto the world cells each "
+    "layer cell covers. Star: the cheese."
+)
+cols = st.columns(max(1, min(3, len(probe_layers))))
+for i, layer in enumerate(probe_layers):
+    with cols[i % len(cols)]:
+        try:
+            with st.spinner(f"Fitting a cheese probe at {layer} on {episodes} mazes..."):
+                heat = common.probe_heatmap(ref, layer, level, episodes)
+        except WorkbenchError as err:
+            st.error(f"{layer}: {err}")
+            continue
+        pfig, ax = plt.subplots(figsize=(4, 4))
+        ax.imshow(render(level, cell_px=1)[0])
+        im = ax.imshow(heat, cmap="magma", alpha=0.75, vmin=0.0)
+        if cheese is not None:
+            ax.scatter([cheese[1]], [cheese[0]], marker="*", s=160, c="#2ecc71", edgecolors="black")
+        ax.set_title(layer.removeprefix("embedder."), fontsize=10)
+        ax.set_axis_off()
+        pfig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="P(cheese here)")
+        st.pyplot(pfig)
+        plt.close(pfig)
