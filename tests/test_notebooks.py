@@ -22,7 +22,6 @@ def test_notebook_executes(name: str, tmp_path: Path, monkeypatch: pytest.Monkey
     NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
     assert not errors
-    images = [
-        o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if "image/png" in o.get("data", {})
-    ]
-    assert images, "the vector-field cell should display a figure"
+    if name == "quickstart.ipynb":
+        outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+        assert any("image/png" in o.get("data", {}) for o in outputs), "the vector-field cell should display a figure"

@@ -70,10 +70,7 @@ def draw(
 ):
     """Draw fields side by side as arrows over the maze render; save a PNG when `path` is given. Returns the figure.
     `marks[i]` outlines one cell (e.g. the decision square) in panel i."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # no backend switch: inline in Jupyter, Agg on a headless machine
 
     fig, axes = plt.subplots(1, len(fields), figsize=(4.2 * len(fields), 4.4), squeeze=False)
     for i, (field, title) in enumerate(zip(fields, titles, strict=True)):
