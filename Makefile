@@ -18,7 +18,8 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
-	$(PY) benchmarks/run.py
+	$(PY) benchmarks/run.py --threads 1
+	$(PY) benchmarks/run.py --threads 2
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check workbench tests benchmarks
