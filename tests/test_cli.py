@@ -93,3 +93,29 @@ def test_console_script_exit_code_without_traceback(registry: Path) -> None:
     )
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: unknown artifact") and "Traceback" not in proc.stderr
+
+
+def test_steer_with_a_probe_direction(registry: Path, cli) -> None:
+    code, out, err = cli(
+        "steer",
+        "tiny-maze",
+        "--vector",
+        "probe",
+        "--layer",
+        "embedder.fc",
+        "--coef",
+        "2",
+        "--probe-target",
+        "cheese_in_region",
+        "--probe-episodes",
+        "40",
+        "--episodes",
+        "12",
+        "--json",
+    )
+    assert code == 0, err
+    obj = json.loads(out)
+    assert obj["probe"] == {"target": "cheese_in_region", "method": "mass_mean", "episodes": 40}
+    assert obj["vector_norm_mean"] > 0 and set(obj["effects"]) == {"steered", "control"}
+    code, _, err = cli("steer", "tiny-maze", "--vector", "probe", "--probe-method", "lda")
+    assert code == 2 and "unknown probe method 'lda'" in err

@@ -91,20 +91,30 @@ def eval_cmd(
 @app.command()
 def steer(
     artifact: Annotated[str, typer.Argument(help="artifact name or folder")],
-    vector: Annotated[str, typer.Option(help="which vector: cheese")] = "cheese",
+    vector: Annotated[
+        str, typer.Option(help="cheese (per-maze cheese vector) or probe (a probe direction)")
+    ] = "cheese",
     coef: Annotated[float, typer.Option(help="added as coef * vector on every forward pass (-1 subtracts)")] = -1.0,
     layer: Annotated[str, typer.Option(help="hook name")] = "embedder.block2.res1.resadd_out",
     split: SplitOpt = "ood",
     episodes: EpisodesOpt = 200,
     seed: SeedOpt = 0,
+    probe_target: Annotated[
+        str, typer.Option(help="with --vector probe: binary label to probe")
+    ] = "outcome_corner_first",
+    probe_method: Annotated[str, typer.Option(help="with --vector probe: mass_mean or logistic")] = "mass_mean",
+    probe_episodes: Annotated[int, typer.Option(min=10, help="with --vector probe: levels to fit the probe on")] = 600,
     as_json: JsonOpt = False,
 ) -> None:
-    """Steer with the cheese vector; compare with the un-intervened run and a random equal-norm control."""
+    """Steer with the cheese vector or a probe direction; compare with the un-intervened run and a random
+    equal-norm control on the same levels."""
     from workbench.rl.agent import load_agent
     from workbench.rl.steering import steer_experiment
 
     _check_split(split)
-    result = steer_experiment(load_agent(artifact), vector, coef, layer, split, episodes, seed)
+    result = steer_experiment(
+        load_agent(artifact), vector, coef, layer, split, episodes, seed, probe_target, probe_method, probe_episodes
+    )
     if as_json:
         _dump(result)
         return

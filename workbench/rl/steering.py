@@ -24,7 +24,8 @@ from workbench.rl.agent import Agent
 from workbench.rl.envs.maze import MazeLevels, decision_squares, distances_to, greedy_actions, observe
 from workbench.rl.rollout import RATE_KEYS, levels_for, run_episodes
 
-VECTORS = ("cheese",)
+VECTORS = ("cheese", "probe")
+PROBE_METHODS = ("mass_mean", "logistic")
 DEFAULT_LAYER = "embedder.block2.res1.resadd_out"
 
 
@@ -78,42 +79,52 @@ def decision_square_probs(
     return out
 
 
-def steer_experiment(
+def probe_direction(
     agent: Agent,
-    vector: str = "cheese",
-    coef: float = -1.0,
-    layer: str = DEFAULT_LAYER,
+    layer: str,
+    target: str,
+    method: str = "mass_mean",
     split: str = "ood",
-    episodes: int = 200,
+    episodes: int = 600,
     seed: int = 0,
+) -> Tensor:
+    """A steering vector from a probe: the unit probe direction (raw activation space) at `layer`, scaled by the
+    projection of the class-mean difference onto it, i.e. "one class's worth" of movement along the probe.
+
+    Fitted on start-state activations of `episodes` levels (`workbench.collect`); returns one example's shape."""
+    from workbench.activations import collect_maze
+    from workbench.probes import fit_logistic, fit_mass_mean
+
+    if method not in PROBE_METHODS:
+        raise unknown("probe method", method, PROBE_METHODS)
+    ds = collect_maze(agent, [layer], split=split, episodes=episodes, seed=seed, progress=False)
+    x = ds[layer].flatten(1).double()
+    y = torch.as_tensor(ds.label(target).astype(np.int64))
+    probe = (fit_logistic if method == "logistic" else fit_mass_mean)(x, y)
+    d = probe.direction()[0]
+    d = d / torch.linalg.vector_norm(d)
+    gap = (x[y == 1].mean(0) - x[y == 0].mean(0)) @ d
+    return (d * gap).float().view(ds[layer].shape[1:])
+
+
+def compare_interventions(
+    agent: Agent, levels: MazeLevels, vectors: Tensor, coef: float, layer: str, per_level: bool, seed: int = 0
 ) -> dict:
-    """Run baseline / steered / control rollouts on the same `episodes` levels and return a JSON-ready summary."""
-    if vector not in VECTORS:
-        raise unknown("vector", vector, VECTORS)
-    check_layer(agent, layer)
-    if episodes < 1:
-        raise WorkbenchError(f"episodes must be >= 1, got {episodes}")
+    """Baseline / steered (`coef * vectors`) / control (random vectors of equal norm) on the same levels and action
+    seed: rates with Wilson CIs, paired effects with bootstrap CIs, and P(cheese-ward) at decision squares.
+    `per_level`: `vectors` is (N, ...) with one vector per level (cheese vectors); otherwise one shared vector."""
     cfg = agent.env_config
-    levels = levels_for(split, episodes, seed, cfg)
-    vecs = cheese_vectors(agent, levels, layer)
-    ctrl = random_like(vecs, seed=seed + 1)
-    conditions = {"baseline": None, "steered": vecs, "control": ctrl}
+    batch = vectors if per_level else vectors.unsqueeze(0)
+    ctrl_batch = random_like(batch, seed=seed + 1)  # norms matched per level (or once for a shared vector)
+    ctrl = ctrl_batch if per_level else ctrl_batch[0]
+    conditions = {"baseline": None, "steered": vectors, "control": ctrl}
     records = {
         name: run_episodes(
             agent.policy, levels, cfg, seed=seed, fwd_hooks=[] if vec is None else [(layer, add_vector(vec, coef))]
         )
         for name, vec in conditions.items()
     }
-    result: dict = {
-        "artifact": agent.name,
-        "vector": vector,
-        "coef": coef,
-        "layer": layer,
-        "split": split,
-        "episodes": episodes,
-        "seed": seed,
-        "vector_norm_mean": float(torch.linalg.vector_norm(vecs.flatten(1), dim=1).mean()),
-    }
+    result: dict = {"vector_norm_mean": float(torch.linalg.vector_norm(batch.flatten(1), dim=1).mean())}
     for name, rec in records.items():
         result[name] = rec.rates()
     result["ci95"] = {name: result[name]["ci95"] for name in records}
@@ -130,7 +141,10 @@ def steer_experiment(
         }
         for name in ("steered", "control")
     }
-    ds = decision_square_probs(agent, levels, conditions, layer, coef)
+    expand = {
+        k: None if v is None else (v if per_level else v.expand(len(levels), *v.shape)) for k, v in conditions.items()
+    }
+    ds = decision_square_probs(agent, levels, expand, layer, coef)
     for name in ("steered", "control"):
         if name in ds:
             diff = ds[name]["values"] - ds["baseline"]["values"]
@@ -140,3 +154,45 @@ def steer_experiment(
             ds[name].pop("values")
     result["decision_square"] = ds
     return result
+
+
+def steer_experiment(
+    agent: Agent,
+    vector: str = "cheese",
+    coef: float = -1.0,
+    layer: str = DEFAULT_LAYER,
+    split: str = "ood",
+    episodes: int = 200,
+    seed: int = 0,
+    probe_target: str = "outcome_corner_first",
+    probe_method: str = "mass_mean",
+    probe_episodes: int = 600,
+) -> dict:
+    """Steer with the per-maze cheese vector (`vector="cheese"`) or a probe direction (`vector="probe"`: see
+    `probe_direction`, fitted on levels disjoint from the evaluation's) and compare with the un-intervened run and a
+    random equal-norm control on the same `episodes` levels. Returns a JSON-ready summary."""
+    if vector not in VECTORS:
+        raise unknown("vector", vector, VECTORS)
+    check_layer(agent, layer)
+    if episodes < 1:
+        raise WorkbenchError(f"episodes must be >= 1, got {episodes}")
+    levels = levels_for(split, episodes, seed, agent.env_config)
+    if vector == "cheese":
+        vecs = cheese_vectors(agent, levels, layer)
+    else:
+        vecs = probe_direction(agent, layer, probe_target, probe_method, "ood", probe_episodes, seed + 1_000_003)
+    result = {
+        "artifact": agent.name,
+        "vector": vector,
+        "coef": coef,
+        "layer": layer,
+        "split": split,
+        "episodes": episodes,
+        "seed": seed,
+    }
+    if vector == "probe":
+        result["probe"] = {"target": probe_target, "method": probe_method, "episodes": probe_episodes}
+    return {
+        **result,
+        **compare_interventions(agent, levels, vecs, coef, layer, per_level=vector == "cheese", seed=seed),
+    }
