@@ -157,6 +157,8 @@ def fmt_value(value: float | None, unit: str) -> str:
         return "-"
     if unit == "steps/s":
         return f"{value:,.0f} steps/s"
+    if unit == "rows/s":
+        return f"{value:,.0f} rows/s"
     if unit == "s/call":
         return f"{value * 1e3:.2f} ms/call"
     return f"{value:g} {unit}"
@@ -381,6 +383,36 @@ def print_rich(rows: list[Row], info: dict, notes: list[str]) -> None:
     console.print(table)
 
 
+def bench_collect(quick: bool) -> list[Row]:
+    """Labelled-dataset collection throughput (rows/s) with a one-hook cache: start states and full rollouts."""
+    from workbench.activations import collect_maze
+
+    agent = load_agent_or_none()
+    if agent is None:
+        return []
+    hook = "embedder.block2.res1.resadd_out"
+    rows = []
+    for states, episodes in (("start", 200 if quick else 2000), ("rollout", 20 if quick else 200)):
+        start = time.perf_counter()
+        ds = collect_maze(agent, [hook], split="ood", episodes=episodes, seed=0, states=states, progress=False)
+        elapsed = time.perf_counter() - start
+        rows.append(
+            Row(
+                name=f"collect {states} states, 1 hook ({len(ds):,} rows incl. labels and outcomes)",
+                unit="rows/s",
+                ours=len(ds) / elapsed,
+            )
+        )
+    return rows
+
+
+def load_agent_or_none():
+    from workbench.artifacts import available
+    from workbench.rl.agent import load_agent
+
+    return load_agent("maze-cheese-corner") if "maze-cheese-corner" in available("agents") else None
+
+
 def probe_row(r: dict) -> Row:
     """The logistic-probe comparison as a table row (time per fit of all P probes; ratio = sklearn / ours)."""
     name = f"{r['p']} logistic probes, {r['n']:,} x {r['d']} (|dAUROC| {r['max_abs_auroc_diff']:.1e})"
@@ -425,6 +457,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows.append(bench_forward(policy, env_config, settings))
     progress("vector field")
     rows.append(bench_field(policy, env_config, settings))
+    progress("dataset collection throughput")
+    rows += bench_collect(args.quick)
     probe_result = None
     if not args.skip_probes:
         progress("100 logistic probes: ours batched vs scikit-learn one at a time")
