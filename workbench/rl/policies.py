@@ -8,7 +8,7 @@ Each residual add goes through a `HookPoint` named `resadd_out`, so the sum itse
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
@@ -110,11 +110,3 @@ class ImpalaPolicy(nn.Module):
     def action_probs(self, obs: torch.Tensor) -> torch.Tensor:
         """(B, A) action probabilities; the policy's whole behaviour at these observations."""
         return torch.softmax(self(obs)[0], dim=-1)
-
-
-@dataclass
-class PolicyBundle:
-    """A policy plus what it needs to be used: its config and the env it was trained on."""
-
-    policy: ImpalaPolicy
-    env: dict = field(default_factory=dict)

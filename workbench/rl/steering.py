@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from workbench.errors import WorkbenchError, unknown
-from workbench.hooks import hook_names, run_with_cache
+from workbench.hooks import hook_names, run_with_cache, run_with_hooks
 from workbench.interventions import add_vector, random_like
 from workbench.metrics import bootstrap_ci, paired_diff_ci
 from workbench.rl.agent import Agent
@@ -66,8 +66,6 @@ def decision_square_probs(
     for cond, vec in vectors.items():
         fwd = [] if vec is None else [(layer, add_vector(vec[valid], coef))]
         with torch.no_grad():
-            from workbench.hooks import run_with_hooks
-
             logits, _ = run_with_hooks(agent.policy, obs, fwd_hooks=fwd)
         p = torch.softmax(logits, -1)[torch.arange(len(valid)), torch.as_tensor(cheese_action)].double().numpy()
         out[cond] = {
