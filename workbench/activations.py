@@ -53,7 +53,7 @@ from workbench.rl.envs.maze import (
     distances_to,
     observe,
 )
-from workbench.rl.rollout import EpisodeRecords, levels_for, run_episodes
+from workbench.rl.rollout import EpisodeRecords, EpisodeTracker, levels_for, run_episodes
 
 __all__ = [
     "DEFAULT_SHARD_SIZE",
@@ -715,36 +715,6 @@ class _MazeLabeller:
         }
 
 
-class _Outcomes:
-    """Episode bookkeeping exactly as `workbench.rl.rollout.run_episodes` does it (first finish of each env)."""
-
-    def __init__(self, levels: MazeLevels) -> None:
-        n = len(levels)
-        self.seeds = levels.seeds.copy()
-        self.done = np.zeros(n, dtype=bool)
-        self.rec = {k: np.zeros(n, dtype=np.int64) for k in ("cheese_step", "region_step", "length")}
-        self.flags = {
-            k: np.zeros(n, dtype=bool)
-            for k in ("cheese_reached", "region_reached", "corner_reached", "cheese_in_region")
-        }
-
-    def update(self, info: dict) -> None:
-        if "length" not in info:
-            return
-        new = info["_length"] & ~self.done
-        for store in (self.rec, self.flags):
-            for key, arr in store.items():
-                arr[new] = info[key][new]
-        self.done |= new
-
-    def records(self) -> EpisodeRecords:
-        return EpisodeRecords(
-            level_seed=self.seeds,
-            corner_reached=self.flags["corner_reached"],
-            **{k: v for k, v in {**self.rec, **self.flags}.items() if k != "corner_reached"},
-        )
-
-
 def _check_hooks(policy: nn.Module, hooks: str | Sequence[str]) -> list[str]:
     names = hook_names(policy)
     hooks = [hooks] if isinstance(hooks, str) else list(hooks)
@@ -799,7 +769,7 @@ def _collect_rollout(
     env = MazeVecEnv(n, split="ood", config=config)
     obs, _ = env.reset(seed=seed, options={"levels": levels})  # seed: finished envs' replacement levels reproducible
     gen = torch.Generator().manual_seed(seed)
-    outcomes = _Outcomes(levels)
+    outcomes = EpisodeTracker(levels)
     episodes: list[np.ndarray] = []
     with torch.no_grad():
         for t in range(config.max_steps):

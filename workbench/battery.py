@@ -245,17 +245,13 @@ def _probe_metrics(check: CheckSpec, agent) -> dict[str, dict]:
     y_fit, y_test = fit.label(check.target), test.label(check.target)
     rng = np.random.default_rng(check.fit.seed)
     if check.method == "spatial":
-        from workbench.probes import downsample_cells, fit_spatial_probe
+        from workbench.probes import fit_spatial_probe, layer_cell_index
 
         if x_fit.ndim != 4:
             raise WorkbenchError(f"check {check.name!r}: {check.hook} is not a spatial layer")
         grid, world = x_fit.shape[-1], agent.env_config.world_size
-
-        def cells(values: np.ndarray) -> torch.Tensor:
-            rc = downsample_cells(np.stack([values // world, values % world], axis=1), world, grid)
-            return torch.as_tensor(rc[:, 0] * grid + rc[:, 1])
-
-        t_fit, t_test = cells(y_fit.astype(np.int64)), cells(y_test.astype(np.int64))
+        t_fit = torch.as_tensor(layer_cell_index(y_fit, world, grid))
+        t_test = torch.as_tensor(layer_cell_index(y_test, world, grid))
         probe = fit_spatial_probe(x_fit, t_fit, l2=check.l2)
         control = fit_spatial_probe(x_fit, t_fit[torch.as_tensor(rng.permutation(len(t_fit)))], l2=check.l2)
         hits = (probe.predict(x_test.double()) == t_test).numpy()

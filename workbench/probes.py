@@ -101,6 +101,14 @@ def downsample_cells(cells: np.ndarray, world: int, grid: int) -> np.ndarray:
     return cells >> k
 
 
+def layer_cell_index(flat_cells: np.ndarray, world: int, grid: int) -> np.ndarray:
+    """(N,) flat world cells (row * world + col) -> (N,) flat cells of a grid x grid layer (see `downsample_cells`):
+    the class labels a spatial probe at that layer predicts."""
+    flat = np.asarray(flat_cells, dtype=np.int64)
+    rc = downsample_cells(np.stack([flat // world, flat % world], axis=1), world, grid)
+    return rc[:, 0] * grid + rc[:, 1]
+
+
 def top1_accuracy(probe: SpatialProbe, acts: Tensor, targets: Tensor) -> dict:
     """Top-1 location accuracy with a Wilson 95% interval: `{"rate", "ci95", "n"}`."""
     hits = (probe.predict(acts.double()) == targets.long()).numpy()

@@ -22,12 +22,12 @@ from workbench.metrics import rate
 from workbench.probes import (
     LinearProbe,
     SpatialProbe,
-    downsample_cells,
     evaluate_probe,
     fit_logistic,
     fit_mass_mean,
     fit_ridge,
     fit_spatial_probe,
+    layer_cell_index,
 )
 
 METHODS = ("logistic", "mass_mean", "ridge", "spatial")
@@ -46,10 +46,7 @@ class FittedProbe:
     def _inputs(self, ds: ActivationDataset) -> tuple[Tensor, np.ndarray]:
         x, y = ds[self.hook], ds.label(self.target)
         if self.method == "spatial":
-            grid = x.shape[-1]
-            cells = np.stack([y // self.world, y % self.world], axis=1).astype(np.int64)
-            rc = downsample_cells(cells, self.world, grid)
-            return x.double(), rc[:, 0] * grid + rc[:, 1]
+            return x.double(), layer_cell_index(y, self.world, x.shape[-1])
         return x.flatten(1).double(), y
 
     def direction(self) -> Tensor:

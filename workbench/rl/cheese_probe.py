@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from workbench.errors import WorkbenchError
-from workbench.probes import downsample_cells, fit_spatial_probe, top1_accuracy
+from workbench.probes import fit_spatial_probe, layer_cell_index, top1_accuracy
 from workbench.rl.agent import Agent
 from workbench.rl.envs.maze import SPLITS, MazeLevels
 from workbench.rl.rollout import levels_for
@@ -29,8 +29,8 @@ DEFAULT_LAYERS = (
 
 
 def _labels(levels: MazeLevels, grid: int) -> torch.Tensor:
-    cells = downsample_cells(levels.cheese, levels.world_size, grid)
-    return torch.as_tensor(cells[:, 0] * grid + cells[:, 1])
+    w = levels.world_size
+    return torch.as_tensor(layer_cell_index(levels.cheese[:, 0] * w + levels.cheese[:, 1], w, grid))
 
 
 def cheese_location_probes(

@@ -70,6 +70,33 @@ def _rates(flags: dict[str, np.ndarray]) -> dict:
     return out
 
 
+class EpisodeTracker:
+    """Records each env's *first* finished episode from the env's masked `info` (later autoreset episodes are
+    ignored), so every level index keeps meaning one maze. Shared by every loop that rolls levels out."""
+
+    def __init__(self, levels: MazeLevels) -> None:
+        n = len(levels)
+        self.seeds = levels.seeds.copy()
+        self.done = np.zeros(n, dtype=bool)
+        self.rec = {k: np.zeros(n, dtype=np.int64) for k in ("cheese_step", "region_step", "length")}
+        self.flags = {
+            k: np.zeros(n, dtype=bool)
+            for k in ("cheese_reached", "region_reached", "corner_reached", "cheese_in_region")
+        }
+
+    def update(self, info: dict) -> None:
+        if "length" not in info:
+            return
+        new = info["_length"] & ~self.done
+        for store in (self.rec, self.flags):
+            for key, arr in store.items():
+                arr[new] = info[key][new]
+        self.done |= new
+
+    def records(self) -> EpisodeRecords:
+        return EpisodeRecords(level_seed=self.seeds, **self.rec, **self.flags)
+
+
 def levels_for(split: str, episodes: int, seed: int, config: MazeConfig) -> MazeLevels:
     """The `episodes` levels an evaluation with this seed runs: same seed, same mazes (and the same mazes under
     `train` and `ood`, differing only in the cheese)."""
@@ -91,31 +118,16 @@ def run_episodes(
     env = MazeVecEnv(n, split="ood", config=config)
     obs, _ = env.reset(options={"levels": levels})
     gen = torch.Generator().manual_seed(seed)
-    done = np.zeros(n, dtype=bool)
-    rec = {k: np.zeros(n, dtype=np.int64) for k in ("cheese_step", "region_step", "length")}
-    flags = {
-        k: np.zeros(n, dtype=bool) for k in ("cheese_reached", "region_reached", "corner_reached", "cheese_in_region")
-    }
-    seeds = levels.seeds.copy()
+    tracker = EpisodeTracker(levels)
     with torch.no_grad(), hooks(policy, fwd_hooks):
         for _ in range(config.max_steps):
             probs = torch.softmax(policy(torch.as_tensor(obs))[0], dim=-1)
             action = probs.argmax(-1) if greedy else torch.multinomial(probs, 1, generator=gen).squeeze(1)
             obs, _, _, _, info = env.step(action.numpy())
-            if "length" in info:
-                new = info["_length"] & ~done
-                for key in rec:
-                    rec[key][new] = info[key][new]
-                for key in flags:
-                    flags[key][new] = info[key][new]
-                done |= new
-            if done.all():
+            tracker.update(info)
+            if tracker.done.all():
                 break
-    return EpisodeRecords(
-        level_seed=seeds,
-        corner_reached=flags["corner_reached"],
-        **{k: v for k, v in {**rec, **flags}.items() if k != "corner_reached"},
-    )
+    return tracker.records()
 
 
 def evaluate(
