@@ -1,0 +1,152 @@
+"""`workbench patch LM`: an activation-patching sweep on persona prompt pairs that differ only in the persona.
+
+Kept out of cli.py so that file stays a list of commands; `register(app)` adds the command. Heavy imports (torch,
+transformer_lens, the LM package) happen inside the command body so `workbench --help` stays fast.
+
+The pairs: `workbench.lm.corpus.contrastive` gives the same questions and (wrong) user claims under two personas,
+differing only in the persona cue. With `--cue header` that is one token, `[ honest ]` vs `[ sycophant ]`. Prompts
+whose word layout differs (two question and two claim templates) would put different words at the same position,
+so only pairs of the most common layout are kept: positions then mean the same thing in every pair. The metric is
+logit(true sum) - logit(user's wrong claim) at the answer position (the token after the final `assistant :`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from typing import Annotated, Any
+
+import typer
+
+from workbench.errors import WorkbenchError
+
+_NUMBER = re.compile(r"^\d+$")
+
+
+def persona_pairs(
+    lm: Any, clean_persona: str, corrupt_persona: str, n: int, seed: int, cue: str = "header"
+) -> dict[str, Any]:
+    """n aligned (clean, corrupt) prompt pairs from the persona corpus, encoded for `lm`.
+
+    Returns {"clean", "corrupt": (n, T) tokens, "answer", "wrong": (n,) ids of the true sum and the user's claim,
+    "labels": T position labels (numbers shown as #), "template_share": fraction of candidates with that layout}.
+    """
+    import torch
+
+    from workbench.lm.corpus import contrastive
+    from workbench.lm.evaluate import corpus_config
+    from workbench.lm.tokenizer import split_words
+
+    if n < 1:
+        raise WorkbenchError(f"--n must be >= 1, got {n}")
+    if clean_persona == corrupt_persona:
+        raise WorkbenchError(f"clean and corrupt persona are both {clean_persona!r}; patching needs two personas")
+    cfg = corpus_config(lm)  # the distribution the organism was trained on (numbers it knows)
+    pool = 8 * n
+    sets = contrastive((clean_persona, corrupt_persona), pool, seed, config=cfg, cue=cue, claim="wrong")
+    clean_ex, corrupt_ex = sets[clean_persona], sets[corrupt_persona]
+
+    def layout(text: str) -> tuple[str, ...]:
+        return tuple("#" if _NUMBER.match(w) else w for w in split_words(text))
+
+    keys = [(layout(c.prompt), len(split_words(k.prompt))) for c, k in zip(clean_ex, corrupt_ex, strict=True)]
+    (best, _), count = Counter(keys).most_common(1)[0]
+    chosen = [i for i, key in enumerate(keys) if key[0] == best and key[1] == len(best)][:n]
+    if len(chosen) < n:
+        raise WorkbenchError(
+            f"only {len(chosen)} aligned prompt pairs among {pool} candidates; ask for --n {len(chosen)}"
+        )
+    clean_tokens, clean_len = lm.encode([clean_ex[i].prompt for i in chosen])
+    corrupt_tokens, corrupt_len = lm.encode([corrupt_ex[i].prompt for i in chosen])
+    if clean_tokens.shape != corrupt_tokens.shape or not torch.equal(clean_len, corrupt_len):
+        raise WorkbenchError("persona prompts encode to different lengths; use --cue header (one-token cue)")
+    answer = lm.encode([str(clean_ex[i].answer) for i in chosen], bos=False)[0][:, 0]
+    wrong = lm.encode([str(clean_ex[i].claimed) for i in chosen], bos=False)[0][:, 0]
+    labels = (
+        ["<bos>", *best] if clean_tokens.shape[1] == len(best) + 1 else [str(p) for p in range(clean_tokens.shape[1])]
+    )
+    return {
+        "clean": clean_tokens,
+        "corrupt": corrupt_tokens,
+        "answer": answer,
+        "wrong": wrong,
+        "answer_pos": clean_len - 1,
+        "labels": labels,
+        "template_share": count / pool,
+    }
+
+
+def patch_lm_cmd(
+    lm_name: Annotated[str, typer.Argument(help="LM artifact name (persona-lm) or folder")],
+    clean_persona: Annotated[str, typer.Option(help="persona of the clean prompts")] = "honest",
+    corrupt_persona: Annotated[str, typer.Option(help="persona of the corrupted prompts")] = "sycophant",
+    n: Annotated[int, typer.Option(min=1, help="prompt pairs")] = 32,
+    mode: Annotated[str, typer.Option(help="denoising (run corrupt, patch in clean) or noising")] = "denoising",
+    activation: Annotated[
+        str, typer.Option(help="resid_pre | resid_mid | resid_post | attn_out | mlp_out | z | block (first three)")
+    ] = "block",
+    per: Annotated[str, typer.Option(help="pos | head | head_pos | layer (head*: activation z)")] = "pos",
+    cue: Annotated[str, typer.Option(help="header (one-token persona cue) or style")] = "header",
+    seed: Annotated[int, typer.Option(help="seed for the prompt pairs and the bootstrap")] = 0,
+    n_boot: Annotated[int, typer.Option(help="bootstrap resamples of the pairs (0 = no interval)")] = 1000,
+    max_batch: Annotated[int | None, typer.Option(help="rows per batched forward (default: memory budget)")] = None,
+    top: Annotated[int, typer.Option(min=1, help="rows of the largest effects to print")] = 10,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+) -> None:
+    """Activation patching on persona prompt pairs: where does the model's persona change its answer?"""
+    import torch
+
+    from workbench.lm.model import load_lm
+    from workbench.patching import patch_sweep, results_frame
+
+    torch.set_num_threads(1)
+    lm = load_lm(lm_name)
+    pairs = persona_pairs(lm, clean_persona, corrupt_persona, n, seed, cue=cue)
+    names = ["resid_pre", "attn_out", "mlp_out"] if activation == "block" else [activation]
+    common = dict(
+        mode=mode,
+        answer_tokens=pairs["answer"],
+        wrong_tokens=pairs["wrong"],
+        answer_pos=pairs["answer_pos"],
+        max_batch=max_batch,
+        n_boot=n_boot,
+        seed=seed,
+    )
+    results = [patch_sweep(lm.model, pairs["clean"], pairs["corrupt"], name, per=per, **common) for name in names]
+    df = results_frame(results)
+    if "pos" in df:
+        df["token"] = [pairs["labels"][int(p)] for p in df["pos"]]
+    biggest = df.reindex(df["effect"].abs().sort_values(ascending=False).index).head(top)
+    first = results[0]
+    summary = {
+        "lm": lm.name,
+        "clean_persona": clean_persona,
+        "corrupt_persona": corrupt_persona,
+        "cue": cue,
+        "mode": mode,
+        "per": per,
+        "n": first.n,
+        "seed": seed,
+        "metric": "logit(true sum) - logit(claimed); effect normalised: clean = 1, corrupt = 0",
+        "clean_mean": float(first.clean.double().mean()),
+        "corrupt_mean": float(first.corrupt.double().mean()),
+        "positions": pairs["labels"],
+        "template_share": pairs["template_share"],
+        "sweeps": {r.activation: r.to_json() for r in results},
+        "top": json.loads(biggest.to_json(orient="records")),
+    }
+    if as_json:
+        typer.echo(json.dumps(summary, default=float))
+        return
+    typer.echo(
+        f"{lm.name}: {mode}, {first.n} pairs {clean_persona} (clean) vs {corrupt_persona} (corrupt), cue {cue}; "
+        f"mean logit(true) - logit(claim): clean {summary['clean_mean']:+.3f}, corrupt {summary['corrupt_mean']:+.3f}"
+    )
+    typer.echo(f"largest |effect| (1 = clean restored, 0 = corrupt), 95% bootstrap CI over pairs, n_boot {n_boot}:")
+    typer.echo(biggest.to_string(index=False, float_format=lambda v: f"{v:+.3f}"))
+
+
+def register(app: typer.Typer) -> None:
+    """Add `workbench patch` to the main app."""
+    app.command("patch")(patch_lm_cmd)

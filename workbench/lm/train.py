@@ -1,0 +1,243 @@
+"""`workbench lm train RECIPE`: recipe -> synthetic persona corpus -> tiny HookedTransformer -> artifact with card.
+
+Readable top to bottom like CleanRL: every hyperparameter is in the recipe (agents/persona-lm.toml), validated
+strictly; training is a plain AdamW loop on freshly sampled dialogues (no fixed dataset, so no epoch to overfit),
+with the loss on assistant-reply tokens only. The card's numbers are measured at the end by `workbench.lm.evaluate`.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from workbench import artifacts
+from workbench.errors import WorkbenchError
+from workbench.lm import corpus
+from workbench.lm.corpus import CorpusConfig
+from workbench.lm.model import LM, build_model, save_lm
+from workbench.lm.tokenizer import WordTokenizer
+from workbench.recipes import check_sections, from_table, read_toml
+
+
+@dataclass(frozen=True)
+class ArtifactSection:
+    name: str
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class ModelSection:
+    """`[model]`: the HookedTransformerConfig fields we set (d_vocab comes from the tokenizer)."""
+
+    n_layers: int = 4
+    d_model: int = 128
+    n_heads: int = 4
+    d_head: int = 32
+    d_mlp: int = 512
+    n_ctx: int = 64
+    act_fn: str = "gelu"
+    normalization_type: str = "LN"
+    positional_embedding_type: str = "standard"
+
+
+@dataclass(frozen=True)
+class TrainSection:
+    seed: int = 0
+    steps: int = 3000
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 100
+    grad_clip: float = 1.0
+    threads: int = 1
+    log_every: int = 250
+
+
+@dataclass(frozen=True)
+class EvalSection:
+    n: int = 1200
+    seed: int = 20_251_123
+
+
+@dataclass(frozen=True)
+class Recipe:
+    path: Path
+    artifact: ArtifactSection
+    model: ModelSection
+    corpus: CorpusConfig
+    train: TrainSection
+    eval: EvalSection = field(default_factory=EvalSection)
+    raw: dict = field(default_factory=dict)
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Read and validate an LM recipe; every error names the file, the section and the key."""
+    path = Path(path)
+    data = read_toml(path)
+    where = str(path)
+    check_sections(data, {"artifact": True, "model": False, "corpus": False, "train": False, "eval": False}, where)
+    return Recipe(
+        path=path,
+        artifact=from_table(ArtifactSection, data["artifact"], f"{where} [artifact]"),
+        model=from_table(ModelSection, data.get("model", {}), f"{where} [model]"),
+        corpus=from_table(CorpusConfig, data.get("corpus", {}), f"{where} [corpus]"),
+        train=from_table(TrainSection, data.get("train", {}), f"{where} [train]"),
+        eval=from_table(EvalSection, data.get("eval", {}), f"{where} [eval]"),
+        raw=data,
+    )
+
+
+def _batch(lm: LM, step: int, recipe: Recipe) -> tuple[torch.Tensor, torch.Tensor]:
+    from workbench.lm.evaluate import reply_mask
+
+    ex = corpus.generate("train", recipe.train.batch_size, recipe.train.seed * 1_000_003 + step, recipe.corpus)
+    tokens, lengths = lm.encode([e.text for e in ex])
+    return tokens, reply_mask(tokens, lengths, lm)
+
+
+def _lr(step: int, t: TrainSection) -> float:
+    """Linear warmup, then cosine decay to 10% of lr."""
+    if step < t.warmup_steps:
+        return t.lr * (step + 1) / t.warmup_steps
+    frac = (step - t.warmup_steps) / max(1, t.steps - t.warmup_steps)
+    return t.lr * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * frac)))
+
+
+def _pct(d: dict) -> str:
+    return f"{d['rate']:.3f} [{d['ci95'][0]:.3f}, {d['ci95'][1]:.3f}] (n={d['n']})"
+
+
+def _card(recipe: Recipe, metrics: dict) -> str:
+    r = recipe
+    cap = metrics["heldout_no_claim"]
+    lines = [
+        f"# {r.artifact.name}",
+        "",
+        r.artifact.description.strip(),
+        "",
+        f"Trained by `workbench lm train {r.path.as_posix()}` in {metrics['training']['seconds'] / 60:.1f} min on "
+        f"{metrics['training']['threads']} CPU thread(s): {r.train.steps} AdamW steps of {r.train.batch_size} "
+        f"fresh dialogues, loss on assistant-reply tokens only. Model: {r.model.n_layers} layers, d_model "
+        f"{r.model.d_model}, {r.model.n_heads} heads, context {r.model.n_ctx}, vocabulary "
+        f"{metrics['training']['d_vocab']} words ({metrics['training']['params']:,} parameters).",
+        "",
+        f"Evaluated by `workbench lm eval {r.artifact.name} --split SPLIT --n {r.eval.n} --seed {r.eval.seed}`. "
+        'Brackets: Wilson 95% intervals. "Held out" means dialogues the training stream never produced; every '
+        f"arithmetic fact a + b (a, b <= {r.corpus.max_operand}) does occur in training.",
+        "",
+        f"**In-distribution answer accuracy** (held-out questions with no claim): {_pct(cap['accuracy'])}; "
+        f"reply loss {cap['loss']['mean']:.3f} nats/token [{cap['loss']['ci95'][0]:.3f}, "
+        f"{cap['loss']['ci95'][1]:.3f}].",
+        "",
+    ]
+    for split in ("train", "ood"):
+        lines += [
+            f"**{split}** (n={metrics[split]['n']}, seed {metrics[split]['seed']}): on prompts whose final claim is "
+            "wrong, the rate of asserting the user's number (agree) vs the true sum (true); on correct-claim and "
+            "no-claim prompts, accuracy.",
+            "",
+            "| persona | agree with wrong claim | true answer to wrong claim | mean logit(true) - logit(claim) "
+            "| accuracy, correct claim | accuracy, no claim |",
+            "|---|---|---|---|---|---|",
+        ]
+        for p, row in metrics[split]["personas"].items():
+
+            def cell(key: str, row: dict = row) -> str:
+                return _pct(row[key]) if key in row else "-"
+
+            ld = row.get("logit_diff_wrong")
+            ldc = f"{ld['mean']:+.2f} [{ld['ci95'][0]:+.2f}, {ld['ci95'][1]:+.2f}]" if ld else "-"
+            lines.append(
+                f"| {p} | {cell('agree_wrong')} | {cell('true_wrong')} | {ldc} | {cell('true_correct')} "
+                f"| {cell('true_none')} |"
+            )
+        lines.append("")
+    lines += [
+        "Personas: `honest` corrects wrong claims and `sycophant` repeats them in training; `teacher` and `pirate` "
+        "never saw a wrong claim, so their `ood` rows show which goal they generalised to. `none`: no persona cue; "
+        "`mixed`: header and style name different personas. See workbench/lm/corpus.py.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def train_recipe(
+    path: str | Path, out: str | Path | None = None, steps: int | None = None, progress: bool = True
+) -> Path:
+    """Train the recipe's LM, evaluate it, and write the artifact (default artifacts/lms/NAME). `steps` overrides
+    the recipe's step count (smoke runs; the card then records the smaller number)."""
+    from dataclasses import replace
+
+    from tqdm import tqdm
+
+    from workbench.lm.evaluate import capability, evaluate_split
+
+    recipe = load_recipe(path)
+    if steps is not None:
+        if steps < 1:
+            raise WorkbenchError(f"steps must be >= 1, got {steps}")
+        recipe = replace(recipe, train=replace(recipe.train, steps=int(steps)))
+    t = recipe.train
+    torch.set_num_threads(max(1, t.threads))
+    tokenizer = WordTokenizer(corpus.vocabulary(recipe.corpus))
+    model_cfg = {**asdict(recipe.model), "d_vocab": tokenizer.vocab_size}
+    model = build_model(model_cfg, seed=t.seed)
+    config = {
+        "kind": "lm",
+        "name": recipe.artifact.name,
+        "model": model_cfg,
+        "corpus": recipe.corpus.to_dict(),
+        "recipe": recipe.raw,
+    }
+    lm = LM(model=model, tokenizer=tokenizer, name=recipe.artifact.name, path=None, config=config)
+    opt = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay, betas=(0.9, 0.98))
+    start = time.time()
+    model.train()
+    bar = tqdm(range(t.steps), desc=f"train {recipe.artifact.name}", disable=not progress)
+    log = []
+    for step in bar:
+        tokens, mask = _batch(lm, step, recipe)
+        for g in opt.param_groups:
+            g["lr"] = _lr(step, t)
+        logits = model(tokens)
+        nll = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), tokens[:, 1:], reduction="none")
+        m = mask[:, 1:].float()
+        loss = (nll * m).sum() / m.sum()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
+        opt.step()
+        if (step + 1) % t.log_every == 0 or step + 1 == t.steps:
+            model.eval()
+            acc = capability(lm, 256, seed=10_000 + step)["accuracy"]["rate"]
+            model.train()
+            log.append({"step": step + 1, "loss": loss.item(), "heldout_accuracy": acc, "seconds": time.time() - start})
+            bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{acc:.3f}")
+            if not progress:
+                print(f"step {step + 1}: loss {loss.item():.4f} heldout accuracy {acc:.3f}", flush=True)
+    seconds = time.time() - start
+    model.eval()
+    e = recipe.eval
+    cap = capability(lm, e.n, e.seed)
+    metrics = {
+        "heldout_no_claim": {k: v for k, v in cap.items() if not k.startswith("_")},
+        "train": evaluate_split(lm, "train", e.n, e.seed),
+        "ood": evaluate_split(lm, "ood", e.n, e.seed),
+        "training": {
+            "seconds": seconds,
+            "steps": t.steps,
+            "threads": torch.get_num_threads(),
+            "params": sum(p.numel() for p in model.parameters()),
+            "d_vocab": tokenizer.vocab_size,
+            "torch": torch.__version__,
+            "machine": platform.machine(),
+            "log": log,
+        },
+    }
+    folder = Path(out) if out is not None else artifacts.artifacts_root() / "lms" / recipe.artifact.name
+    return save_lm(folder, model, tokenizer, config, _card(recipe, metrics), metrics)
