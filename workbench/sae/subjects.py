@@ -1,0 +1,270 @@
+"""Subjects an SAE can be trained on: one small interface over a maze policy and a TransformerLens language model.
+
+Why an interface: training, evaluation, feature analysis and the CLI should not care whether activations come from a
+conv policy rolling out in a maze or from an LM reading dialogues. A subject says which hooks it has, how to collect
+a labelled `ActivationDataset` at them, and how to measure downstream fidelity with an SAE spliced in. Adding an
+organism (CoinRun, another LM) is one class with those three methods plus a line in `load_subject`.
+
+- `PolicySubject` (alias `MazeSubject`; maze and CoinRun agents): `collect` = `collect_maze` / `collect_coinrun`
+  (rollout states by default, so the SAE sees the states the policy visits); fidelity = goal rates (and the maze's
+  discounted return) on train and ood levels, original vs spliced vs mean-ablated, same levels and action seed,
+  with Wilson / paired-bootstrap CIs.
+- `LMSubject`: `collect` = `collect_prompts(..., positions="all")` on prompts from a prompt source; fidelity =
+  next-token cross-entropy original vs spliced vs zero-ablated, and the fraction of CE recovered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor, nn
+
+from workbench.errors import unknown
+from workbench.hooks import hook_names, run_with_hooks
+from workbench.interventions import patch_with, sae_splice
+from workbench.metrics import bootstrap_ci, paired_diff_ci, rate
+from workbench.sae.metrics import fraction_recovered
+
+PromptSource = Callable[[str, int, int], tuple[Tensor, Tensor, pd.DataFrame]]
+"""(split, n, seed) -> (tokens (n, T) int64 right-padded, lengths (n,), labels DataFrame with n rows)."""
+
+
+def check_hook(model: nn.Module, hook: str) -> None:
+    names = hook_names(model)
+    if hook not in names:
+        raise unknown("hook", hook, names)
+
+
+def _ablation_hook(mean: Tensor):
+    """Replace the activation by a fixed per-example mean (broadcast over the batch): mean ablation."""
+
+    def hook_fn(act: Tensor, hook) -> Tensor:
+        return patch_with(mean.to(act.dtype).expand_as(act).contiguous())(act, hook)
+
+    return hook_fn
+
+
+# ---------------------------------------------------------------------------------------------------------- policy
+@dataclass
+class PolicySubject:
+    """A trained RL agent (`workbench.load_agent`: maze or CoinRun) as an SAE subject."""
+
+    agent: Any
+
+    @property
+    def kind(self) -> str:
+        return self.agent.env_kind
+
+    @property
+    def name(self) -> str:
+        return self.agent.name
+
+    @property
+    def model(self) -> nn.Module:
+        return self.agent.policy
+
+    def hooks(self) -> list[str]:
+        return hook_names(self.agent.policy)
+
+    def check_hook(self, hook: str) -> None:
+        check_hook(self.agent.policy, hook)
+
+    def collect(
+        self,
+        hooks: str | Sequence[str],
+        split: str = "ood",
+        n: int = 1000,
+        seed: int = 0,
+        states: str = "rollout",
+        max_states_per_episode: int | None = 32,
+        out: str | Path | None = None,
+        progress: bool = True,
+    ):
+        """Labelled activations at `hooks` over `n` levels (`collect_maze` / `collect_coinrun`); rollout states by
+        default, so the SAE sees the states the policy actually visits."""
+        from workbench import activations
+
+        collect = activations.collect_coinrun if self.kind == "coinrun" else activations.collect_maze
+        return collect(
+            self.agent,
+            hooks,
+            split=split,
+            episodes=n,
+            seed=seed,
+            states=states,
+            max_states_per_episode=max_states_per_episode if states == "rollout" else None,
+            out=out,
+            progress=progress,
+        )
+
+    def _mean_activation(self, levels, hook: str, split: str, seed: int) -> Tensor:
+        if self.kind == "maze":
+            from workbench.rl.steering import activations_at
+
+            return activations_at(self.agent, levels, hook).mean(0, keepdim=True)
+        ds = self.collect([hook], split=split, n=min(len(levels), 100), seed=seed, states="start", progress=False)
+        return ds[hook].mean(0, keepdim=True)
+
+    def fidelity(
+        self, sae, hook: str, splits: Sequence[str] = ("train", "ood"), episodes: int = 500, seed: int = 0
+    ) -> dict:
+        """Per split: every goal rate the env records (maze: cheese, corner_first, timeout; CoinRun: coin, exit, ...)
+        and, for the maze, the discounted return, for the original policy, the policy with the SAE's reconstruction
+        spliced in at `hook`, and the policy with `hook` mean-ablated (mean over start states of the split), all on
+        the same levels and action seed; paired differences vs the original with bootstrap CIs; and the fraction
+        recovered = (spliced - ablated) / (original - ablated) of the return (maze) or the first goal rate."""
+        from workbench.rl.rollout import levels_for, run_episodes
+
+        self.check_hook(hook)
+        cfg, policy = self.agent.env_config, self.agent.policy
+        gamma = float(self.agent.config.get("ppo", {}).get("gamma", 0.99))
+        out: dict = {"episodes": int(episodes), "seed": int(seed), "gamma": gamma}
+        for split in splits:
+            levels = levels_for(split, int(episodes), seed, cfg)
+            mean = self._mean_activation(levels, hook, split, seed)
+            conds = {
+                "original": [],
+                "spliced": [(hook, sae_splice(sae))],
+                "mean_ablated": [(hook, _ablation_hook(mean))],
+            }
+            recs = {name: run_episodes(policy, levels, cfg, seed=seed, fwd_hooks=h) for name, h in conds.items()}
+            flags = {name: r.flags() for name, r in recs.items()}
+            keys = list(flags["original"])
+            scores: dict[str, np.ndarray] = {}
+            for name, r in recs.items():
+                if hasattr(r, "cheese_reached"):
+                    scores[name] = np.where(r.cheese_reached, gamma ** (r.length - 1.0), 0.0)
+                else:
+                    scores[name] = flags[name][keys[0]].astype(np.float64)
+            row: dict = {"goal_keys": keys, "score": "return" if self.kind == "maze" else keys[0]}
+            for name in recs:
+                row[name] = {k: rate(flags[name][k]) for k in keys}
+                sc = scores[name]
+                row[name]["return"] = {"mean": float(sc.mean()), "ci95": list(bootstrap_ci(sc, seed=seed))}
+            for name in ("spliced", "mean_ablated"):
+                d = scores[name] - scores["original"]
+                row[name]["diff_vs_original"] = {
+                    **{k: paired_diff_ci(flags["original"][k], flags[name][k], seed) for k in keys},
+                    "return": {"diff": float(d.mean()), "ci95": list(bootstrap_ci(d, seed=seed))},
+                }
+            row["return_recovered"] = fraction_recovered(
+                row["original"]["return"]["mean"],
+                row["spliced"]["return"]["mean"],
+                row["mean_ablated"]["return"]["mean"],
+            )
+            out[split] = row
+        return out
+
+
+MazeSubject = PolicySubject
+"""The maze agent subject (the same class serves CoinRun agents)."""
+
+
+# -------------------------------------------------------------------------------------------------------------- LM
+def _token_ce(model: nn.Module, tokens: Tensor, lengths: Tensor, fwd_hooks: list) -> np.ndarray:
+    """(N,) mean next-token cross-entropy per prompt over its real positions, with `fwd_hooks` attached."""
+    with torch.no_grad():
+        logits = run_with_hooks(model, tokens, fwd_hooks=fwd_hooks)
+    logp = torch.log_softmax(logits[:, :-1].double(), -1)
+    nll = -logp.gather(-1, tokens[:, 1:, None]).squeeze(-1)
+    mask = torch.arange(tokens.shape[1] - 1)[None, :] < (lengths[:, None] - 1)
+    return ((nll * mask).sum(1) / mask.sum(1).clamp_min(1)).numpy()
+
+
+@dataclass
+class LMSubject:
+    """A token model (a TransformerLens HookedTransformer) with a prompt source, as an SAE subject."""
+
+    model: nn.Module
+    prompts: PromptSource
+    name: str = "lm"
+    kind: str = "lm"
+
+    def hooks(self) -> list[str]:
+        return hook_names(self.model)
+
+    def check_hook(self, hook: str) -> None:
+        check_hook(self.model, hook)
+
+    def collect(
+        self,
+        hooks: str | Sequence[str],
+        split: str = "train",
+        n: int = 500,
+        seed: int = 0,
+        out: str | Path | None = None,
+        progress: bool = True,
+        **_: Any,
+    ):
+        """Activations at every real position of `n` prompts (`collect_prompts(..., positions="all")`)."""
+        from workbench.activations import collect_prompts
+
+        tokens, lengths, labels = self.prompts(split, int(n), int(seed))
+        return collect_prompts(
+            self.model, tokens, labels, hooks, positions="all", out=out, seed=seed, progress=progress, lengths=lengths
+        )
+
+    def fidelity(
+        self, sae, hook: str, splits: Sequence[str] = ("train", "ood"), episodes: int = 200, seed: int = 0
+    ) -> dict:
+        """Per split: mean next-token CE (original, SAE spliced, zero-ablated) over `episodes` prompts, and CE
+        recovered = (CE_zero - CE_spliced) / (CE_zero - CE_original), with paired-bootstrap CIs over prompts."""
+        self.check_hook(hook)
+
+        def zero(act: Tensor, hook) -> Tensor:
+            return torch.zeros_like(act)
+
+        out: dict = {"prompts": int(episodes), "seed": int(seed)}
+        for split in splits:
+            tokens, lengths, _ = self.prompts(split, int(episodes), int(seed))
+            ce = {
+                "original": _token_ce(self.model, tokens, lengths, []),
+                "spliced": _token_ce(self.model, tokens, lengths, [(hook, sae_splice(sae))]),
+                "zero_ablated": _token_ce(self.model, tokens, lengths, [(hook, zero)]),
+            }
+            row: dict = {k: {"mean": float(v.mean()), "ci95": list(bootstrap_ci(v, seed=seed))} for k, v in ce.items()}
+            d = ce["spliced"] - ce["original"]
+            row["spliced"]["diff_vs_original"] = {"diff": float(d.mean()), "ci95": list(bootstrap_ci(d, seed=seed))}
+            # recovered is higher-is-better on -CE
+            row["ce_recovered"] = fraction_recovered(
+                -row["original"]["mean"], -row["spliced"]["mean"], -row["zero_ablated"]["mean"]
+            )
+            out[split] = row
+        return out
+
+
+def persona_prompts(lm) -> PromptSource:
+    """Prompt source over the persona corpus (`workbench.lm.corpus`): full dialogues with their labels."""
+    from workbench.lm import corpus
+
+    def source(split: str, n: int, seed: int) -> tuple[Tensor, Tensor, pd.DataFrame]:
+        examples = corpus.generate(split, n, seed)
+        tokens, lengths = lm.encode([e.text for e in examples])
+        return tokens, lengths, corpus.table(examples)
+
+    return source
+
+
+def load_subject(name_or_path: str | Path):
+    """A subject by artifact name or folder: an agent under artifacts/agents or an LM under artifacts/lms."""
+    from workbench import artifacts
+
+    agents, lms = artifacts.available("agents"), artifacts.available("lms")
+    path = Path(name_or_path)
+    in_lms = str(name_or_path) in lms or (path.is_dir() and path.parent.name == "lms")
+    if str(name_or_path) in agents or (path.is_dir() and not in_lms):
+        from workbench.rl.agent import load_agent
+
+        return PolicySubject(load_agent(name_or_path))
+    if in_lms:
+        from workbench.lm.model import load_lm
+
+        lm = load_lm(name_or_path)
+        return LMSubject(lm.model, persona_prompts(lm), name=lm.name)
+    raise unknown("subject", str(name_or_path), agents + lms)
