@@ -54,3 +54,34 @@ def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture):
         return code, out.out, out.err
 
     return run
+
+
+TINY_COINRUN_POLICY = PolicyConfig(
+    in_channels=5, obs_size=13, channels=(4, 8, 8), pool=(True, True, True), hidden=16, n_actions=6
+)
+
+
+def make_tiny_coinrun_agent(folder: Path, seed: int = 0) -> ImpalaPolicy:
+    """A random-weight CoinRun agent artifact (40-step episodes, short levels) for fast pipeline tests."""
+    from workbench.rl.envs.coinrun import CoinRunConfig
+
+    torch.manual_seed(seed)
+    policy = ImpalaPolicy(TINY_COINRUN_POLICY)
+    env = CoinRunConfig(min_length=16, max_length=20, max_steps=40)
+    config = {
+        "kind": "rl-agent",
+        "env": {"kind": "coinrun", "split": "train", **env.__dict__},
+        "policy": TINY_COINRUN_POLICY.to_dict(),
+    }
+    save_agent(folder, policy, config, card="# tiny coinrun\n", metrics={})
+    return policy
+
+
+@pytest.fixture()
+def coinrun_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A temporary artifacts root holding `agents/tiny-coinrun` (random weights, 40-step episodes)."""
+    root = tmp_path / "artifacts"
+    make_tiny_coinrun_agent(root / "agents" / "tiny-coinrun")
+    monkeypatch.setenv("WORKBENCH_ARTIFACTS", str(root))
+    monkeypatch.setenv("WORKBENCH_STORE", str(tmp_path / "results.duckdb"))
+    return root

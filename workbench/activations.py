@@ -65,6 +65,7 @@ __all__ = [
     "ActivationDataset",
     "ShardWriter",
     "collect_arrays",
+    "collect_coinrun",
     "collect_maze",
     "shard_name",
 ]
@@ -875,6 +876,201 @@ def collect_maze(
         outcomes = {
             "outcome_cheese": records.cheese_reached[episode],
             "outcome_corner_first": records.corner_first[episode],
+            "outcome_length": records.length[episode].astype(np.int64),
+        }
+        return writer.close(extra_labels=outcomes)
+
+
+# --------------------------------------------------------------------------------------------------- coinrun collect
+COINRUN_LABEL_COLUMNS = (
+    "level_seed",
+    "episode",
+    "step",
+    "split",
+    "agent_row",
+    "agent_col",
+    "rise",
+    "coin_present",
+    "coin_row",
+    "coin_col",
+    "coin_dx",
+    "coin_dy",
+    "coin_visible",
+    "coin_right",
+    "exit_dx",
+    "exit_dy",
+    "exit_visible",
+    "coin_at_exit",
+    "dist_to_coin",
+    "dist_to_exit",
+    "outcome_coin",
+    "outcome_exit",
+    "outcome_exit_without_coin",
+    "outcome_length",
+)
+"""The label columns `collect_coinrun` writes: ground truth from the env and planner plus each episode's outcome."""
+
+
+class _CoinRunLabeller:
+    """Ground-truth labels for CoinRun rows (level index, step, live level state). Planner distance tables (fewest
+    steps from each (cell, jump counter) state to the coin / to the exit) are computed once per batch of levels."""
+
+    def __init__(self, levels: Any, split: str, config: Any) -> None:
+        from workbench.rl.coinrun.planner import UNREACHABLE, distances, on_cells, transitions
+
+        j = config.jump_height
+        self.split, self.view, self.j, self.unreachable = split, config.view, j, UNREACHABLE
+        self.seeds, self.coin_at_exit = levels.seeds, levels.coin_at_exit()
+        nxt, dead = transitions(levels, j)
+        self.d_exit = distances(nxt, dead, levels.exit, levels.width, j)
+        self.d_coin = distances(nxt, dead | on_cells(levels, levels.exit, j), levels.coin, levels.width, j)
+        self.d_coin[self.coin_at_exit] = self.d_exit[self.coin_at_exit]
+
+    def rows(self, idx: np.ndarray, step: int, live: Any) -> dict[str, np.ndarray]:
+        """Labels for levels `idx`, whose current state is the sub-batch `live` (agent, rise, coin as now)."""
+        from workbench.rl.coinrun.planner import state_index
+
+        k, v = idx.size, self.view
+        agent, coin, exit_ = live.agent, live.coin, live.exit
+        present = live.has_coin()
+        dcoin = np.where(present[:, None], coin - agent, 0)
+        dexit = exit_ - agent
+        state = state_index(live, agent, live.rise, self.j)
+
+        def dist(table: np.ndarray, ok: np.ndarray) -> np.ndarray:
+            d = table[idx, state]
+            return np.where(ok & (d < self.unreachable), d, -1).astype(np.int64)
+
+        return {
+            "level_seed": self.seeds[idx].astype(np.int64),
+            "episode": idx.astype(np.int64),
+            "step": np.full(k, step, dtype=np.int64),
+            "split": np.full(k, self.split, dtype=object),
+            "agent_row": agent[:, 0].astype(np.int64),
+            "agent_col": agent[:, 1].astype(np.int64),
+            "rise": live.rise.astype(np.int64),
+            "coin_present": present,
+            "coin_row": coin[:, 0].astype(np.int64),
+            "coin_col": coin[:, 1].astype(np.int64),
+            "coin_dx": dcoin[:, 1].astype(np.int64),
+            "coin_dy": dcoin[:, 0].astype(np.int64),
+            "coin_visible": present & np.all(np.abs(dcoin) <= v, axis=1),
+            "coin_right": present & (dcoin[:, 1] > 0),
+            "exit_dx": dexit[:, 1].astype(np.int64),
+            "exit_dy": dexit[:, 0].astype(np.int64),
+            "exit_visible": np.all(np.abs(dexit) <= v, axis=1),
+            "coin_at_exit": self.coin_at_exit[idx],
+            "dist_to_coin": dist(self.d_coin, present),
+            "dist_to_exit": dist(self.d_exit, np.ones(k, dtype=bool)),
+        }
+
+
+def collect_coinrun(
+    agent: Agent,
+    hooks: str | Sequence[str],
+    split: str = "ood",
+    episodes: int = 500,
+    seed: int = 0,
+    states: str = "rollout",
+    max_states_per_episode: int | None = None,
+    shard_size: int = DEFAULT_SHARD_SIZE,
+    out: str | Path | None = None,
+    batch_size: int = 512,
+    progress: bool = True,
+) -> ActivationDataset:
+    """Activations of a CoinRun agent at `hooks` with ground-truth labels, one row per recorded state: the CoinRun
+    counterpart of `collect_maze` (same arguments, same dataset format, same seeded sampling as `run_episodes`).
+
+    Levels are `levels_for(split, episodes, seed, agent.env_config)`. `states="start"`: one row per level at its
+    start (the coin is often out of view there); `"rollout"` (default): one row per step of each running episode,
+    recorded before that step's action (a collected coin is gone from later rows). Labels (COINRUN_LABEL_COLUMNS):
+    positions (row, col), the jump counter `rise`, coin_present, coin_dx/dy and exit_dx/dy (target minus agent,
+    col/row), coin_visible / exit_visible (inside the egocentric window), coin_right (coin ahead), coin_at_exit,
+    dist_to_coin / dist_to_exit (planner steps from this state; -1 unreachable or absent) and per-episode outcomes
+    outcome_coin, outcome_exit, outcome_exit_without_coin, outcome_length."""
+    from workbench.rl.coinrun.rollout import CoinRunTracker
+    from workbench.rl.coinrun.rollout import levels_for as coinrun_levels
+    from workbench.rl.coinrun.rollout import run_episodes as coinrun_episodes
+    from workbench.rl.envs.coinrun import CoinRunConfig, CoinRunVecEnv
+    from workbench.rl.envs.coinrun import observe as coinrun_observe
+
+    policy = agent.policy
+    hooks = _check_hooks(policy, hooks)
+    if split not in SPLITS:
+        raise unknown("split", split, SPLITS)
+    if states not in STATES:
+        raise unknown("states", states, STATES)
+    if int(episodes) < 1:
+        raise WorkbenchError(f"episodes must be >= 1, got {episodes}")
+    config = agent.env_config
+    if not isinstance(config, CoinRunConfig):
+        raise WorkbenchError(f"collect_coinrun needs a CoinRun agent; {agent.name!r} is a {agent.env_kind} agent")
+    cap = config.max_steps if max_states_per_episode is None else int(max_states_per_episode)
+    levels = coinrun_levels(split, int(episodes), seed, config)
+    source = {
+        "kind": "coinrun",
+        "description": f"{states} states of agent {agent.name!r} on {episodes} {split} CoinRun levels (seed {seed})",
+        "agent": agent.name,
+        "agent_path": str(agent.path),
+        "split": split,
+        "states": states,
+        "episodes": int(episodes),
+        "max_states_per_episode": max_states_per_episode,
+        "env_config": asdict(config),
+    }
+    writer: _Writer = (
+        ShardWriter(out, hooks, shard_size, source=source, seed=seed)
+        if out is not None
+        else _MemoryWriter(hooks, source=source, seed=seed)
+    )
+    labeller = _CoinRunLabeller(levels, split, config)
+    device, n, rows = _device(policy), len(levels), []
+    with writer:
+        if states == "start":
+            with torch.no_grad():
+                for lo in range(0, n, int(batch_size)):
+                    idx = np.arange(lo, min(lo + int(batch_size), n))
+                    sub = levels.select(idx)
+                    x = torch.as_tensor(coinrun_observe(sub, config.view), device=device)
+                    _, cache = run_with_cache(policy, x, names_filter=hooks)
+                    writer.add({h: cache[h] for h in hooks}, labeller.rows(idx, 0, sub))
+                    rows.append(idx)
+            records = coinrun_episodes(policy, levels, config, seed=seed)
+        else:
+            env = CoinRunVecEnv(n, "train", CoinRunConfig(**{**asdict(config), "random_coin_percent": 0.0}))
+            obs, _ = env.reset(seed=seed, options={"levels": levels})
+            gen = torch.Generator().manual_seed(seed)
+            tracker = CoinRunTracker(levels)
+            bar = tqdm(total=config.max_steps, desc="collect", unit="step", disable=not progress)
+            with torch.no_grad(), bar:
+                for t in range(config.max_steps):
+                    record = ~tracker.done if t < cap else np.zeros(n, dtype=bool)
+                    logits = []
+                    for lo in range(0, n, int(batch_size)):
+                        x = torch.as_tensor(obs[lo : lo + int(batch_size)], device=device)
+                        sel = np.flatnonzero(record[lo : lo + int(batch_size)])
+                        if sel.size:
+                            (chunk, _), cache = run_with_cache(policy, x, names_filter=hooks)
+                            idx = lo + sel
+                            live = env.levels.select(idx)
+                            pick = torch.as_tensor(sel, device=x.device)
+                            writer.add({h: cache[h][pick] for h in hooks}, labeller.rows(idx, t, live))
+                            rows.append(idx)
+                        else:
+                            chunk, _ = policy(x)
+                        logits.append(chunk)
+                    probs = torch.softmax(torch.cat(logits).cpu(), dim=-1)
+                    obs, _, _, _, info = env.step(torch.multinomial(probs, 1, generator=gen).squeeze(1).numpy())
+                    tracker.update(info)
+                    bar.update(1)
+                    if tracker.done.all():
+                        break
+            records = tracker.records()
+        episode = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
+        outcomes = {
+            "outcome_coin": records.coin_collected[episode],
+            "outcome_exit": records.exit_reached[episode],
+            "outcome_exit_without_coin": records.exit_without_coin[episode],
             "outcome_length": records.length[episode].astype(np.int64),
         }
         return writer.close(extra_labels=outcomes)

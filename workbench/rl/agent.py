@@ -9,10 +9,13 @@ from safetensors.torch import load_file, save_file
 
 from workbench import artifacts
 from workbench.errors import WorkbenchError
+from workbench.rl.envs.coinrun import CoinRunConfig
 from workbench.rl.envs.maze import MazeConfig
 from workbench.rl.policies import ImpalaPolicy, PolicyConfig
 
-ENV_KINDS = ("maze",)
+ENV_CONFIGS: dict[str, type] = {"maze": MazeConfig, "coinrun": CoinRunConfig}
+"""Env kind (an artifact's `env.kind`) -> its config dataclass; the one place a new env kind is registered."""
+ENV_KINDS = tuple(ENV_CONFIGS)
 
 
 @dataclass
@@ -23,7 +26,7 @@ class Agent:
     path: Path
     policy: ImpalaPolicy
     env_kind: str
-    env_config: MazeConfig
+    env_config: MazeConfig | CoinRunConfig
     train_split: str
     config: dict
 
@@ -60,7 +63,7 @@ def load_agent(name_or_path: str | Path) -> Agent:
         path=folder,
         policy=policy,
         env_kind=cfg["env"]["kind"],
-        env_config=MazeConfig(**env_cfg),
+        env_config=ENV_CONFIGS[cfg["env"]["kind"]](**env_cfg),
         train_split=cfg["env"]["split"],
         config=cfg,
     )

@@ -97,9 +97,28 @@ class EpisodeTracker:
         return EpisodeRecords(level_seed=self.seeds, **self.rec, **self.flags)
 
 
+def _coinrun(config: object):
+    """The CoinRun rollout module when `config` is a CoinRunConfig (env-kind dispatch), else None."""
+    from workbench.rl.envs.coinrun import CoinRunConfig
+
+    if isinstance(config, CoinRunConfig):
+        from workbench.rl.coinrun import rollout as coinrun_rollout
+
+        return coinrun_rollout
+    return None
+
+
+def rate_keys(config: object) -> tuple[str, ...]:
+    """The goal-rate keys an env kind reports (maze: RATE_KEYS; CoinRun: coin, exit, exit_without_coin, timeout)."""
+    mod = _coinrun(config)
+    return RATE_KEYS if mod is None else mod.RATE_KEYS
+
+
 def levels_for(split: str, episodes: int, seed: int, config: MazeConfig) -> MazeLevels:
     """The `episodes` levels an evaluation with this seed runs: same seed, same mazes (and the same mazes under
-    `train` and `ood`, differing only in the cheese)."""
+    `train` and `ood`, differing only in the cheese). A CoinRunConfig gives CoinRun levels."""
+    if (mod := _coinrun(config)) is not None:
+        return mod.levels_for(split, episodes, seed, config)
     rng = np.random.default_rng(seed)
     return generate_levels(rng.integers(0, 2**31 - 1, size=episodes, dtype=np.int64), split, config)
 
@@ -113,7 +132,10 @@ def run_episodes(
     greedy: bool = False,
 ) -> EpisodeRecords:
     """Play one episode on each level (all at once) and return the outcomes. Actions are sampled from the policy
-    with a torch generator seeded by `seed` (or taken greedily); hooks apply to every forward pass."""
+    with a torch generator seeded by `seed` (or taken greedily); hooks apply to every forward pass.
+    CoinRun levels/config return `workbench.rl.coinrun.rollout.CoinRunRecords`."""
+    if (mod := _coinrun(config)) is not None:
+        return mod.run_episodes(policy, levels, config, seed=seed, fwd_hooks=fwd_hooks, greedy=greedy)
     n = len(levels)
     env = MazeVecEnv(n, split="ood", config=config)
     obs, _ = env.reset(options={"levels": levels})

@@ -22,7 +22,7 @@ from workbench.interventions import add_vector, random_like
 from workbench.metrics import bootstrap_ci, paired_diff_ci
 from workbench.rl.agent import Agent
 from workbench.rl.envs.maze import MazeLevels, decision_squares, distances_to, greedy_actions, observe
-from workbench.rl.rollout import RATE_KEYS, levels_for, run_episodes
+from workbench.rl.rollout import levels_for, run_episodes
 
 VECTORS = ("cheese", "probe")
 PROBE_METHODS = ("mass_mean", "logistic")
@@ -126,6 +126,7 @@ def compare_interventions(
     for name, rec in records.items():
         result[name] = rec.rates()
     result["ci95"] = {name: result[name]["ci95"] for name in records}
+    keys = tuple(records["baseline"].flags())  # RATE_KEYS for the maze; coin/exit/... for CoinRun
     result["effects"] = {
         name: {
             key: {
@@ -135,10 +136,12 @@ def compare_interventions(
                 ).items()
                 if k in ("diff", "ci95")
             }
-            for key in RATE_KEYS
+            for key in keys
         }
         for name in ("steered", "control")
     }
+    if not isinstance(levels, MazeLevels):  # decision squares are a maze notion
+        return result
     expand = {
         k: None if v is None else (v if per_level else v.expand(len(levels), *v.shape)) for k, v in conditions.items()
     }
@@ -168,7 +171,13 @@ def steer_experiment(
 ) -> dict:
     """Steer with the per-maze cheese vector (`vector="cheese"`) or a probe direction (`vector="probe"`: see
     `probe_direction`, fitted on levels disjoint from the evaluation's) and compare with the un-intervened run and a
-    random equal-norm control on the same `episodes` levels. Returns a JSON-ready summary."""
+    random equal-norm control on the same `episodes` levels. Returns a JSON-ready summary.
+    CoinRun agents dispatch to `workbench.rl.coinrun.steering.steer_coinrun` (`vector="coin"`, fitted on
+    `probe_episodes` levels)."""
+    if agent.env_kind == "coinrun":
+        from workbench.rl.coinrun.steering import steer_coinrun
+
+        return steer_coinrun(agent, vector, coef, layer, split, episodes, seed, direction_episodes=probe_episodes)
     if vector not in VECTORS:
         raise unknown("vector", vector, VECTORS)
     check_layer(agent, layer)

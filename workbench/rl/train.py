@@ -16,12 +16,16 @@ import torch
 from workbench import artifacts
 from workbench.errors import WorkbenchError, unknown
 from workbench.recipes import check_sections, from_table, read_toml
-from workbench.rl.agent import save_agent
+from workbench.rl.agent import ENV_CONFIGS, save_agent
+from workbench.rl.envs.coinrun import CoinRunConfig, CoinRunVecEnv
 from workbench.rl.envs.maze import SPLITS, MazeConfig, MazeVecEnv
 from workbench.rl.imitation import BCConfig, behaviour_clone, collect_expert_data
 from workbench.rl.policies import ImpalaPolicy, PolicyConfig
 from workbench.rl.ppo import PPOConfig, train_ppo
-from workbench.rl.rollout import RATE_KEYS, evaluate
+from workbench.rl.rollout import evaluate, rate_keys
+
+VEC_ENVS = {"maze": MazeVecEnv, "coinrun": CoinRunVecEnv}
+"""Env kind -> batched env class (`cls(num_envs, split, config)`), for PPO."""
 
 
 @dataclass(frozen=True)
@@ -32,14 +36,20 @@ class ArtifactSection:
 
 @dataclass(frozen=True)
 class EnvSection:
-    """`[env]`: which env (`kind`), which split it trains on, and the maze distribution (MazeConfig's keys)."""
+    """`[env]`: which env (`kind`: maze or coinrun), which split it trains on, and the distribution (the keys of
+    MazeConfig or CoinRunConfig)."""
 
     kind: str
     split: str
-    maze: MazeConfig
+    config: MazeConfig | CoinRunConfig
 
-    def maze_config(self) -> MazeConfig:
-        return self.maze
+    @property
+    def maze(self) -> MazeConfig | CoinRunConfig:
+        """The env config (named for the maze, the first env kind; kept for existing callers)."""
+        return self.config
+
+    def maze_config(self) -> MazeConfig | CoinRunConfig:
+        return self.config
 
 
 def _env_section(table: dict, where: str) -> EnvSection:
@@ -47,11 +57,20 @@ def _env_section(table: dict, where: str) -> EnvSection:
         raise WorkbenchError(f"{where}: expected a table")
     table = dict(table)
     kind, split = table.pop("kind", "maze"), table.pop("split", "train")
-    if kind != "maze":
-        raise WorkbenchError(f"{where}: {unknown('env kind', str(kind), ['maze'])}")
+    if kind not in ENV_CONFIGS:
+        raise WorkbenchError(f"{where}: {unknown('env kind', str(kind), list(ENV_CONFIGS))}")
     if split not in SPLITS:
         raise WorkbenchError(f"{where}: {unknown('split', str(split), SPLITS)}")
-    return EnvSection(kind=kind, split=split, maze=from_table(MazeConfig, table, where))
+    return EnvSection(kind=kind, split=split, config=from_table(ENV_CONFIGS[kind], table, where))
+
+
+def _policy_defaults(env: EnvSection) -> dict:
+    """Policy shape implied by the env: input channels, observation side, number of actions."""
+    if env.kind == "coinrun":
+        from workbench.rl.envs.coinrun import N_ACTIONS, OBS_CHANNELS
+
+        return {"in_channels": len(OBS_CHANNELS), "obs_size": env.config.window, "n_actions": N_ACTIONS}
+    return {"obs_size": env.config.world_size}
 
 
 @dataclass(frozen=True)
@@ -80,7 +99,7 @@ def load_recipe(path: str | Path) -> Recipe:
         data, {"artifact": True, "env": True, "policy": False, "bc": False, "ppo": True, "eval": False}, str(path)
     )
     env = _env_section(data["env"], f"{path} [env]")
-    policy_table = {"obs_size": env.maze.world_size, **data.get("policy", {})}
+    policy_table = {**_policy_defaults(env), **data.get("policy", {})}
     return Recipe(
         path=path,
         artifact=from_table(ArtifactSection, data["artifact"], f"{path} [artifact]"),
@@ -93,44 +112,70 @@ def load_recipe(path: str | Path) -> Recipe:
     )
 
 
-def _training_phrase(training: dict) -> str:
-    ppo = f"PPO for {training['steps']:,} env steps"
+EXPERTS = {
+    "maze": "the shortest-path-to-cheese expert",
+    "coinrun": "the planner expert (shortest path to the coin when it is away from the exit, then to the exit)",
+}
+
+
+def _training_phrase(training: dict, kind: str = "maze") -> str:
+    ppo = f"PPO for {training['steps']:,} env steps" if training["steps"] else "no PPO fine-tune (BC only)"
     if not training["bc_states"]:
         return ppo
+    return f"behaviour cloning of {EXPERTS[kind]} on {training['bc_states']:,} states of the training split, then {ppo}"
+
+
+def _env_phrase(recipe: Recipe) -> str:
+    m = recipe.env.config
+    if isinstance(m, CoinRunConfig):
+        return (
+            f"Environment: native CoinRun, levels {m.min_length}..{m.max_length} columns x {m.height} rows, "
+            f"egocentric {m.window}x{m.window} view, jump height {m.jump_height}, step limit {m.max_steps}, "
+            f"random_coin_percent={m.random_coin_percent:g}; trained on split `{recipe.env.split}`."
+        )
     return (
-        f"behaviour cloning of the shortest-path-to-cheese expert on {training['bc_states']:,} states of the "
-        f"training split, then {ppo}"
+        f"Environment: native maze, world {m.world_size}x{m.world_size}, maze sides {m.min_size}..{m.max_size}, "
+        f"training region r={m.region}, step limit {m.max_steps}; trained on split `{recipe.env.split}`."
     )
 
 
+RATE_NOTES = {
+    "maze": "`cheese`: reached the cheese within the step limit; `corner_first`: entered the top-right r x r region "
+    "before the cheese (or never reached it); `timeout`: step limit hit. Brackets: Wilson 95% intervals.",
+    "coinrun": "`coin`: collected the coin; `exit`: reached the exit; `exit_without_coin`: reached the exit without "
+    "the coin (the exit goal where coin and exit differ); `timeout`: neither exit nor hazard within the step limit "
+    "(the rest died on a hazard). `informative`: levels whose coin is away from the exit. "
+    "Brackets: Wilson 95% intervals.",
+}
+
+
 def _card(recipe: Recipe, metrics: dict) -> str:
-    m = recipe.env.maze
+    keys = rate_keys(recipe.env.config)
     lines = [
         f"# {recipe.artifact.name}",
         "",
         recipe.artifact.description.strip(),
         "",
-        f"Trained by `workbench train {recipe.path.as_posix()}`: {_training_phrase(metrics['training'])}; "
+        f"Trained by `workbench train {recipe.path.as_posix()}`: "
+        f"{_training_phrase(metrics['training'], recipe.env.kind)}; "
         f"{metrics['training']['wall_time_s'] / 60:.1f} min on {metrics['training']['machine']}.",
         "",
-        f"Environment: native maze, world {m.world_size}x{m.world_size}, maze sides {m.min_size}..{m.max_size}, "
-        f"training region r={m.region}, step limit {m.max_steps}; trained on split `{recipe.env.split}`.",
+        _env_phrase(recipe),
         "",
         f"## Evaluation ({recipe.eval.episodes} episodes per split, seed {recipe.eval.seed}, sampled actions)",
         "",
-        "| split | " + " | ".join(RATE_KEYS) + " |",
-        "|---|" + "---|" * len(RATE_KEYS),
+        "| split | " + " | ".join(keys) + " |",
+        "|---|" + "---|" * len(keys),
     ]
     for split in SPLITS:
         m = metrics["eval"][split]
-        cells = [f"{m['rates'][k]:.3f} [{m['ci95'][k][0]:.3f}, {m['ci95'][k][1]:.3f}]" for k in RATE_KEYS]
-        lines.append(f"| {split} | " + " | ".join(cells) + " |")
-    lines += [
-        "",
-        "`cheese`: reached the cheese within the step limit; `corner_first`: entered the top-right r x r region "
-        "before the cheese (or never reached it); `timeout`: step limit hit. Brackets: Wilson 95% intervals.",
-        "",
-    ]
+        rows = [(split, m)]
+        if recipe.env.kind == "coinrun" and m["informative"]["n"]:
+            rows.append((f"{split}, informative (n={m['informative']['n']})", m["informative"]))
+        for label, r in rows:
+            cells = [f"{r['rates'][k]:.3f} [{r['ci95'][k][0]:.3f}, {r['ci95'][k][1]:.3f}]" for k in keys]
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines += ["", RATE_NOTES[recipe.env.kind], ""]
     return "\n".join(lines)
 
 
@@ -167,14 +212,19 @@ def train_recipe(
         del obs, actions
         bc_eval = periodic_eval(policy)
         bc_history[-1]["eval"] = bc_eval
-    history = train_ppo(
-        lambda n: MazeVecEnv(n, recipe.env.split, env_cfg),
-        policy,
-        ppo,
-        checkpoint_dir=ckpt,
-        evaluate=periodic_eval,
-        resume=resume,
-        progress=progress,
+    vec_env = VEC_ENVS[recipe.env.kind]
+    history = (
+        train_ppo(
+            lambda n: vec_env(n, recipe.env.split, env_cfg),
+            policy,
+            ppo,
+            checkpoint_dir=ckpt,
+            evaluate=periodic_eval,
+            resume=resume,
+            progress=progress,
+        )
+        if ppo.total_steps > 0
+        else []  # total_steps = 0: behaviour cloning only (the card says so)
     )
     wall = time.time() - t0
     final = {s: evaluate(policy, s, recipe.eval.episodes, recipe.eval.seed, env_cfg).rates() for s in SPLITS}
@@ -196,7 +246,7 @@ def train_recipe(
     }
     config = {
         "kind": "rl-agent",
-        "env": {"kind": "maze", "split": recipe.env.split, **asdict(env_cfg)},
+        "env": {"kind": recipe.env.kind, "split": recipe.env.split, **asdict(env_cfg)},
         "policy": recipe.policy.to_dict(),
         "ppo": asdict(ppo),
         "bc": asdict(recipe.bc),
