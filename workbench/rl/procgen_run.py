@@ -1,0 +1,191 @@
+"""Run IMPALA policies on real procgen: evaluation, vector fields by state editing, and PPO on a chosen device.
+
+Why a module of its own: the native rollout (`workbench.rl.rollout`) builds levels itself; procgen builds them in C++
+and we only edit them. The outputs are the same record types (`EpisodeRecords` for maze, `CoinRunRecords` for
+CoinRun), so rate tables, CLI output and the results store read them unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from workbench.errors import WorkbenchError
+from workbench.hooks import hooks
+from workbench.rl.envs.procgen import NOOP, ProcgenConfig, ProcgenVecEnv, _SideEnvs
+from workbench.rl.procgen_state import MAZE_CHEESE, MazeView, ProcgenState, maze_with_mouse
+
+CHUNK = 256  # envs per procgen batch in evaluation
+
+# procgen's 15 actions grouped by maze direction (LEFT 0,1,2; DOWN 3; UP 5; RIGHT 6,7,8; the rest NOOP)
+MAZE_ACTION_GROUPS = {"up": (5,), "down": (3,), "left": (0, 1, 2), "right": (6, 7, 8)}
+
+
+def _coinrun_records_cls():
+    from workbench.rl.coinrun.rollout import CoinRunRecords
+
+    class ProcgenCoinRunRecords(CoinRunRecords):
+        """CoinRun records where collecting the coin ends the episode (procgen's rule, unlike the native env), so a
+        timeout is: no coin, no exit, no death within the step limit."""
+
+        @property
+        def timeout(self) -> np.ndarray:
+            return ~self.exit_reached & ~self.died & ~self.coin_collected
+
+    return ProcgenCoinRunRecords
+
+
+class _Seeds:
+    """What the episode trackers need from a level batch: its length and level seeds."""
+
+    def __init__(self, n: int) -> None:
+        self.seeds = np.full(n, -1, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.seeds)
+
+
+def pick_device(device: str | None = None) -> torch.device:
+    """`device` if given, else CUDA when present, else CPU."""
+    if device:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def run_procgen_episodes(
+    policy: nn.Module,
+    game: str,
+    split: str,
+    episodes: int,
+    seed: int,
+    fwd_hooks: list | tuple = (),
+    greedy: bool = False,
+    config: ProcgenConfig | None = None,
+    device: str | torch.device | None = None,
+    max_steps: int = 1000,
+):
+    """One episode on each of `episodes` procgen levels (batches of CHUNK envs; chunk c uses env seed seed + c) and
+    their outcomes: `EpisodeRecords` for maze, `CoinRunRecords` for coinrun. Actions are sampled from the policy with
+    a torch generator seeded by `seed`; hooks apply on every forward pass."""
+    from workbench.rl.coinrun.rollout import CoinRunTracker
+    from workbench.rl.rollout import EpisodeRecords, EpisodeTracker
+
+    if episodes < 1:
+        raise WorkbenchError(f"episodes must be >= 1, got {episodes}")
+    cfg = config or ProcgenConfig(game=game)
+    if cfg.game != game:
+        cfg = ProcgenConfig(game=game, distribution_mode=cfg.distribution_mode, region=cfg.region)
+    dev = pick_device(str(device) if device is not None else None)
+    gen = torch.Generator().manual_seed(seed)
+    parts = []
+    for c, start in enumerate(range(0, episodes, CHUNK)):
+        n = min(CHUNK, episodes - start)
+        env = ProcgenVecEnv(n, split, cfg)
+        obs, info = env.reset(seed=seed + c)
+        shim = _Seeds(n)
+        shim.seeds[:] = info["level_seed"]
+        tracker = EpisodeTracker(shim) if game == "maze" else CoinRunTracker(shim)
+        with torch.no_grad(), hooks(policy, fwd_hooks):
+            for _ in range(max_steps):
+                logits = policy(torch.as_tensor(obs, device=dev))[0].float().cpu()
+                probs = torch.softmax(logits, dim=-1)
+                action = probs.argmax(-1) if greedy else torch.multinomial(probs, 1, generator=gen).squeeze(1)
+                obs, _, _, _, info = env.step(action.numpy())
+                tracker.update(info)
+                if tracker.done.all():
+                    break
+        parts.append(tracker.records())
+        env.close()
+    cls = EpisodeRecords if game == "maze" else _coinrun_records_cls()
+    fields = parts[0].__dataclass_fields__
+    return cls(**{k: np.concatenate([getattr(p, k) for p in parts]) for k in fields})
+
+
+# ----------------------------------------------------------------------------------------------------- vector field
+@dataclass
+class ProcgenVectorField:
+    """`probs[k]` (4,) is P(up, down, left, right) (procgen's 15 actions summed by direction; the rest is NOOP)
+    with the mouse at `cells[k]` (row, col, row 0 at the top) of `state`'s maze."""
+
+    state: ProcgenState
+    cells: np.ndarray  # (K, 2)
+    probs: np.ndarray  # (K, 4)
+    noop: np.ndarray  # (K,) probability of the actions that do not move
+
+    def arrows(self) -> np.ndarray:
+        """(K, 2) expected displacement (d_row, d_col)."""
+        deltas = np.array([[-1, 0], [1, 0], [0, -1], [0, 1]], dtype=np.float64)
+        return self.probs @ deltas
+
+
+def render_states(states: list[ProcgenState], config: ProcgenConfig = ProcgenConfig()) -> np.ndarray:
+    """(K, 3, 64, 64) uint8 procgen frames of edited states (a NOOP step in a side env, the clock rewound first)."""
+    blobs = []
+    for s in states:
+        s = s.copy()
+        s.head["cur_time"] -= 1
+        blobs.append(s.to_bytes())
+    frames, _, _ = _SideEnvs(config).step(blobs, NOOP)
+    return frames.transpose(0, 3, 1, 2)
+
+
+def procgen_vector_field(
+    policy: nn.Module,
+    state: ProcgenState,
+    fwd_hooks: list | tuple = (),
+    device: str | torch.device | None = None,
+) -> ProcgenVectorField:
+    """The policy's action distribution with the mouse on every free cell of one procgen maze (the cheese cell is
+    left out: stepping onto it ends the episode), from one batched render and one batched forward pass."""
+    view = MazeView(state)
+    free = np.argwhere(~view.walls())
+    cheese = view.cheese()
+    if cheese is not None:
+        free = free[~np.all(free == np.asarray(cheese), axis=1)]
+    edited = [maze_with_mouse(state, (int(r), int(c))) for r, c in free]
+    frames = render_states(edited, ProcgenConfig(game="maze", distribution_mode=_mode(state)))
+    dev = pick_device(str(device) if device is not None else None)
+    with torch.no_grad(), hooks(policy, fwd_hooks):
+        p = torch.softmax(policy(torch.as_tensor(frames, device=dev))[0].float(), dim=-1).cpu().double().numpy()
+    grouped = np.stack([p[:, list(a)].sum(1) for a in MAZE_ACTION_GROUPS.values()], axis=1)
+    return ProcgenVectorField(state=state, cells=free, probs=grouped, noop=1.0 - grouped.sum(1))
+
+
+def _mode(state: ProcgenState) -> str:
+    return "hard" if state.head["options.distribution_mode"] == 1 else "easy"
+
+
+def has_cheese(state: ProcgenState) -> bool:
+    return bool((state.grid == MAZE_CHEESE).any())
+
+
+# ------------------------------------------------------------------------------------------------------------- PPO
+class OnDevice(nn.Module):
+    """Runs `policy` on `device` while PPO keeps its buffers on the CPU: inputs go to the device, outputs come back.
+    Lets `workbench.rl.ppo.train_ppo` (CPU buffers) use a GPU without changing PPO. Hook names are unchanged under
+    `.policy`; pass the inner policy to hooks."""
+
+    def __init__(self, policy: nn.Module, device: torch.device) -> None:
+        super().__init__()
+        self.policy = policy.to(device)
+        self.device = device
+
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits, value = self.policy(obs.to(self.device, non_blocking=True))
+        return logits.float().cpu(), value.float().cpu()
+
+
+def train_procgen_ppo(policy: nn.Module, game: str, split: str, ppo_config, device: str | None = None, **kwargs):
+    """PPO (`workbench.rl.ppo.train_ppo`, unchanged) on procgen `game`/`split`, the policy on `device` (GPU when
+    present). Returns PPO's history; the trained weights are in `policy` (moved back to the CPU)."""
+    from workbench.rl.ppo import train_ppo
+
+    dev = pick_device(device)
+    cfg = ProcgenConfig(game=game)
+    wrapped = OnDevice(policy, dev)
+    history = train_ppo(lambda n: ProcgenVecEnv(n, split, cfg), wrapped, ppo_config, **kwargs)
+    policy.to("cpu")
+    return history
