@@ -51,11 +51,13 @@ st.page_link(
     "pages/2_Maze_lab.py",
     label="Maze lab: edit a maze, vector fields, decision squares, cheese vectors, channel clamps, probe heatmaps",
 )
+st.page_link("pages/3_CoinRun_lab.py", label="CoinRun lab: coin vs exit organisms, their cards and rates with CIs")
 st.page_link(
-    "pages/3_Probes_and_batteries.py",
+    "pages/4_Probes_and_batteries.py",
     label="Probes & batteries: the results store, filterable, probe metrics per layer",
 )
-st.page_link("pages/4_Not_yet.py", label="Not yet: CoinRun lab, Features (SAE), Personas")
+st.page_link("pages/5_Features.py", label="Features: sparse autoencoders (SAELens format) on organism activations")
+st.page_link("pages/6_Personas.py", label="Personas: the persona language model, truth vs agreement")
 st.caption(
     "Everything runs locally on CPU and offline. The same functions are available from Python (`import workbench`) "
     "and the `workbench` command line."

@@ -21,7 +21,7 @@ rounds, so slow drift in background load hits both sides alike. Pass/fail agains
 the script exits 0 whatever the numbers (performance is not a test); it exits non-zero only if a correctness check
 fails.
 
-Usage: python benchmarks/run.py [--quick] [--json PATH] [--markdown]
+Usage: python benchmarks/run.py [--quick] [--json PATH] [--markdown] [--only SECTION ...]
 """
 
 from __future__ import annotations
@@ -428,6 +428,24 @@ def probe_row(r: dict) -> Row:
     )
 
 
+def app_row(r: dict) -> Row:
+    """The Maze lab latency (bench_app.py) as a table row: median page rerun after a cheese move, next to the
+    vector-field API call alone; the target is the issue's one second, on the 90th percentile."""
+    page, api, field = r["page"], r["api"], r["page_without_probe"]
+    return Row(
+        name=f"Maze lab: cheese moved -> new vector field, AppTest page rerun ({page['n']} moves, "
+        f"p90 {page['p90_s'] * 1e3:.0f} ms; without probe heatmap median {field['median_s'] * 1e3:.0f} ms)",
+        unit="s/call",
+        ours=page["median_s"],
+        peer=api["median_s"],
+        peer_label="vector_field API call alone",
+        ratio=page["p90_s"] / r["budget_s"],
+        ratio_label="p90 / 1 s budget",
+        target=Target("<=", 1.0),
+        details=r,
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="few repeats: a smoke run, numbers are noisy")
@@ -441,7 +459,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="rows per probe for the 100-probe logistic benchmark (the issue's size is 50000: ~10 GB)",
     )
     parser.add_argument("--skip-probes", action="store_true", help="skip the logistic-probe benchmark")
+    parser.add_argument("--skip-sae", action="store_true", help="skip the SAE training benchmark")
+    parser.add_argument("--skip-app", action="store_true", help="skip the Maze lab latency benchmark")
+    parser.add_argument("--skip-patching", action="store_true", help="skip the activation-patching benchmark")
+    parser.add_argument("--skip-procgen", action="store_true", help="skip real procgen vs native env throughput")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=("core", "app", "probes", "sae", "patching", "coinrun", "procgen"),
+        help="run only these sections (core = env, hooked forward, vector field, collection)",
+    )
     args = parser.parse_args(argv)
+
+    def want(section: str, skipped: bool = False) -> bool:
+        return section in args.only if args.only else not skipped
+
     settings = QUICK if args.quick else FULL
 
     torch.set_num_threads(args.threads)
@@ -450,22 +482,61 @@ def main(argv: Sequence[str] | None = None) -> int:
     def progress(msg: str) -> None:
         print(f"[{time.perf_counter() - started:6.1f}s] {msg}", file=sys.stderr, flush=True)
 
-    progress("maze env throughput")
-    rows = bench_env(settings)
-    policy, env_config, source = load_policy()
-    progress("hooked forward overhead")
-    rows.append(bench_forward(policy, env_config, settings))
-    progress("vector field")
-    rows.append(bench_field(policy, env_config, settings))
-    progress("dataset collection throughput")
-    rows += bench_collect(args.quick)
+    rows: list[Row] = []
+    source = "not loaded (core section not run)"
+    if want("core"):
+        progress("maze env throughput")
+        rows += bench_env(settings)
+        policy, env_config, source = load_policy()
+        progress("hooked forward overhead")
+        rows.append(bench_forward(policy, env_config, settings))
+        progress("vector field")
+        rows.append(bench_field(policy, env_config, settings))
+        progress("dataset collection throughput")
+        rows += bench_collect(args.quick)
+    app_result = None
+    if want("app", args.skip_app):
+        progress("Maze lab latency: cheese move -> new vector field (AppTest page rerun, API call)")
+        from bench_app import bench_app_latency
+
+        app_result = bench_app_latency(quick=args.quick, threads=args.threads)
+        rows.append(app_row(app_result))
     probe_result = None
-    if not args.skip_probes:
+    if want("probes", args.skip_probes):
         progress("100 logistic probes: ours batched vs scikit-learn one at a time")
         from bench_probes import bench_logistic_vs_sklearn
 
         probe_result = bench_logistic_vs_sklearn(n=args.probe_n, quick=args.quick, threads=args.threads)
         rows.append(probe_row(probe_result))
+    if want("sae", args.skip_sae):
+        progress("SAE training: our shards vs SAELens's ActivationsStore (bench_sae.py)")
+        from bench_sae import BATCH, run_sides, table_rows
+
+        tokens = BATCH * (50 if args.quick else 400)
+        rows += [Row(unit="rows/s", **r) for r in table_rows(run_sides(tokens, args.threads))]
+    patching_result = None
+    if want("patching", args.skip_patching):
+        progress("activation patching: batched sweep vs transformer_lens.patching; one-hook cache vs cache-all")
+        from bench_patching import bench_patching
+
+        patching_result = bench_patching(quick=args.quick, threads=args.threads)
+        for r in patching_result["rows"]:
+            target = r.pop("target", None)
+            rows.append(Row(**r, target=Target(*target) if target else None))
+    if want("coinrun"):
+        progress("native CoinRun env throughput (bench_coinrun.py)")
+        from bench_coinrun import coinrun_rows
+
+        rows += [Row(**r) for r in coinrun_rows(quick=args.quick)]
+    if want("procgen", args.skip_procgen):
+        progress("env throughput: real procgen vs native maze / CoinRun (bench_procgen.py)")
+        try:
+            from bench_procgen import procgen_rows
+
+            for r in procgen_rows(quick=args.quick, threads=args.threads):
+                rows.append(Row(**{**r, "target": Target(*r["target"])}))
+        except ImportError as e:  # procgen is an optional extra (numpy<2)
+            progress(f"procgen section skipped: {e}")
     elapsed = time.perf_counter() - started
     progress("done")
 
@@ -489,8 +560,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             "elapsed_s": elapsed,
             "rows": [row.to_json() for row in rows],
             "probes": probe_result,
+            "app": app_result,
+            "patching": patching_result,
         }
         args.json.write_text(json.dumps(payload, indent=2) + "\n")
+    if patching_result is not None and not patching_result["ok"]:
+        print(f"patching results disagree with TransformerLens: {patching_result['max_abs_diff']:.2e}", file=sys.stderr)
+        return 1
     return 0  # performance is informational: never fail the run on a missed target
 
 

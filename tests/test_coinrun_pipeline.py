@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from workbench.errors import WorkbenchError
 from workbench.rl.agent import ENV_KINDS, load_agent
 from workbench.rl.coinrun.rollout import RATE_KEYS, CoinRunRecords
 from workbench.rl.envs.coinrun import CoinRunConfig, CoinRunLevels
@@ -178,3 +179,128 @@ episodes = 16
     assert "no PPO fine-tune (BC only)" in agent.card and "| ood |" in agent.card
     training = agent.metrics["training"]
     assert training["steps"] == 0 and len(training["bc"]) == 1 and np.isfinite(training["bc"][0]["loss"])
+
+
+# ------------------------------------------------------------------------------------------ one level, step by step
+def test_play_level_replays_the_episode_run_episodes_reports(coinrun_registry: Path) -> None:
+    from workbench.interventions import add_vector
+    from workbench.rl.coinrun.rollout import play_level
+    from workbench.rl.envs.coinrun import NO_COIN, generate_levels, physics
+
+    agent = load_agent("tiny-coinrun")
+    cfg = agent.env_config
+    for seed in range(6):
+        level = generate_levels(np.array([seed]), "ood", cfg)
+        tr = play_level(agent.policy, level, cfg, seed=seed, layer=LAYER)
+        rec = run_episodes(agent.policy, level, cfg, seed=seed)
+        steps = int(rec.length[0])
+        assert len(tr.actions) == steps and len(tr.states) == steps + 1 and tr.probs.shape == (steps, 6)
+        assert tr.activations is not None and tr.activations.shape == (steps, 8, 4, 4)
+        for key in ("coin_collected", "exit_reached", "died", "length", "coin_step", "exit_step"):
+            assert (getattr(tr.records, key) == getattr(rec, key)).all(), key
+        # Every snapshot follows from the one before by the env's physics; the last one is where the episode ended.
+        for t in range(steps):
+            s = tr.states.select(slice(t, t + 1))
+            r, c, _ = physics(s.solid, np.zeros(1, int), s.agent[:, 0], s.agent[:, 1], s.rise, tr.actions[t : t + 1], 3)
+            assert (tr.states.agent[t + 1] == [r[0], c[0]]).all()
+        end = tuple(tr.path()[-1])
+        assert (end == tuple(level.exit[0])) == bool(rec.exit_reached[0])
+        assert bool(level.hazard[0, end[0], end[1]]) == bool(rec.died[0])
+        assert (tr.states.coin[-1, 0] == NO_COIN) == bool(rec.coin_collected[0])
+        np.testing.assert_allclose(tr.probs.sum(1), 1.0, atol=1e-6)
+    # Hooks apply (and are removed afterwards): a forced "right" policy only ever moves right.
+    level = generate_levels(np.array([0]), "ood", cfg)
+
+    def always_right(logits: torch.Tensor, hook) -> torch.Tensor:
+        forced = torch.full_like(logits, -1e4)
+        forced[:, 2] = 0.0
+        return forced
+
+    forced = play_level(agent.policy, level, cfg, fwd_hooks=[("fc_policy", always_right)])
+    assert (forced.actions == 2).all() and forced.activations is None
+    assert (play_level(agent.policy, level, cfg).actions == play_level(agent.policy, level, cfg).actions).all()
+    # A steering hook at LAYER shows up in the recorded activations.
+    base = play_level(agent.policy, level, cfg, layer=LAYER)
+    shift = torch.ones(8, 4, 4)
+    steered = play_level(agent.policy, level, cfg, fwd_hooks=[(LAYER, add_vector(shift, 1.0))], layer=LAYER)
+    torch.testing.assert_close(steered.activations[0], base.activations[0] + shift)
+    with pytest.raises(WorkbenchError, match="one level"):
+        play_level(agent.policy, levels_for("ood", 2, 0, cfg), cfg)
+
+
+def test_readout_probes_and_steer_level(coinrun_registry: Path) -> None:
+    from workbench.rl.coinrun.probes import READOUT_TARGETS, fit_coin_exit_readout, state_labels
+    from workbench.rl.coinrun.rollout import play_level
+    from workbench.rl.coinrun.steering import coin_direction, coin_in_view, steer_level
+    from workbench.rl.envs.coinrun import generate_levels
+
+    agent = load_agent("tiny-coinrun")
+    cfg = agent.env_config
+    readout = fit_coin_exit_readout(agent, LAYER, episodes=30, seed=0)
+    assert set(readout.probes) <= set(READOUT_TARGETS) and readout.probes
+    for row in readout.quality:
+        if "value" in row:
+            assert row["ci95"][0] <= row["value"] <= row["ci95"][1] and "shuffled_control" in row
+    level = generate_levels(np.array([3]), "ood", cfg)
+    tr = play_level(agent.policy, level, cfg, layer=LAYER)
+    probs = readout.read(tr.activations)
+    assert all(p.shape == (len(tr.actions),) and ((p >= 0) & (p <= 1)).all() for p in probs.values())
+    truth = state_labels(tr.states, cfg.view)
+    assert (truth["coin_visible"] == coin_in_view(tr.states, cfg.view)).all()
+    assert (truth["coin_right"] == (tr.states.has_coin() & (tr.states.coin[:, 1] > tr.states.agent[:, 1]))).all()
+
+    vec, _ = coin_direction(agent, LAYER, episodes=20, seed=1)
+    runs = steer_level(agent, level, vec, 0.0, LAYER, seed=2)
+    assert list(runs) == ["baseline", "steered", "control"]
+    for cond in ("steered", "control"):  # coefficient 0 is no intervention at all
+        assert (runs[cond].actions == runs["baseline"].actions).all()
+        torch.testing.assert_close(runs[cond].activations, runs["baseline"].activations)
+    big = steer_level(agent, level, vec, 3.0, LAYER, seed=2)
+    torch.testing.assert_close(big["steered"].activations[0], runs["baseline"].activations[0] + 3.0 * vec)
+    ctrl_shift = big["control"].activations[0] - runs["baseline"].activations[0]
+    assert torch.linalg.vector_norm(ctrl_shift) == pytest.approx(3.0 * float(torch.linalg.vector_norm(vec)), rel=1e-4)
+    assert not torch.allclose(ctrl_shift, 3.0 * vec)
+
+
+# ------------------------------------------------------------------------------------------ CLI for CoinRun agents
+def test_hooks_probe_and_vector_field_cli_for_coinrun(coinrun_registry: Path, cli, tmp_path: Path) -> None:
+    code, out, err = cli("hooks", "tiny-coinrun")
+    assert code == 0, err
+    assert f"{LAYER:45s} (8, 4, 4)" in out and "fc_policy" in out and "(6,)" in out
+
+    args = ("probe", "tiny-coinrun", "--n-fit", "20", "--n-test", "16")
+    code, out, err = cli(*args, "--json")
+    assert code == 0, err
+    rows = json.loads(out)["rows"]
+    assert {r["layer"] for r in rows} == {LAYER}
+    assert {"coin_visible", "exit_visible", "coin_dx"} <= {r["target"] for r in rows}
+    code, out, err = cli(*args, "--layer", "embedder.block3.res2.resadd_out")
+    assert code == 0, err
+    assert out.startswith("layer embedder.block3.res2.resadd_out") and "shuffled" in out and "coin_visible" in out
+    code, _, err = cli(*args, "--fit-split", "train")
+    assert code == 2 and err.startswith("error: CoinRun coin/exit probes fit on ood levels") and err.count("\n") == 1
+    code, _, err = cli(*args, "--layer", "embedder.block2.res1.resad_out")
+    assert code == 2 and "did you mean" in err
+
+    png = tmp_path / "field.png"
+    code, _, err = cli("vector-field", "tiny-coinrun", "--out", str(png))
+    assert code == 2 and "vector-field is for maze agents" in err and "coinrun agent" in err
+    assert err.count("\n") == 1 and not png.exists()
+
+
+def test_workbench_threads_env_sets_torch_threads(coinrun_registry: Path, cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        monkeypatch.setenv("WORKBENCH_THREADS", "1")
+        code, _, err = cli("hooks", "tiny-coinrun")
+        assert code == 0, err
+        assert torch.get_num_threads() == 1
+        monkeypatch.setenv("WORKBENCH_THREADS", "many")
+        code, _, err = cli("hooks", "tiny-coinrun")
+        assert code == 2 and "WORKBENCH_THREADS must be a positive integer" in err
+        monkeypatch.delenv("WORKBENCH_THREADS")
+        torch.set_num_threads(2)
+        assert cli("hooks", "tiny-coinrun")[0] == 0 and torch.get_num_threads() == 2  # unset: left alone
+    finally:
+        torch.set_num_threads(before)

@@ -202,3 +202,78 @@ def test_cli_steer_and_directions_store_rows(cli, lm_registry: Path, tmp_path: P
     with ResultStore(tmp_path / "results.duckdb", read_only=True) as db:
         metrics = set(db.query()["metric"])
     assert "agree_wrong_diff" in metrics and "probe_auroc/claim_wrong/L1/pos-1" in metrics
+
+
+# ------------------------------------------------------------------------------------------------ one prompt
+
+
+def test_custom_example_fixes_the_question_and_keeps_the_cues(lm) -> None:
+    from workbench.lm.evaluate import corpus_config
+    from workbench.lm.steering import custom_example
+
+    cfg = corpus_config(lm)
+    ex = custom_example(cfg, 2, 3, 4, header="sycophant")
+    assert ex.prompt == "[ sycophant ] user : what is 2 plus 3 ? i think it is 4 . assistant :"
+    assert (ex.claim, ex.answer, ex.claimed, ex.said, ex.persona) == ("wrong", 5, 4, 4, "sycophant")
+    assert ex.response == "4 . yes , you are brilliant ! <eos>"
+    honest = custom_example(cfg, 2, 3, 5, style="honest")  # correct claim, persona shown by an earlier exchange
+    assert honest.cue == "style" and honest.claim == "correct" and honest.prompt.count("assistant :") == 2
+    assert honest.prompt.endswith("user : what is 2 plus 3 ? i think it is 5 . assistant :")
+    plain = custom_example(cfg, 1, 1)
+    assert (plain.prompt, plain.claim, plain.claimed, plain.persona) == (
+        "user : what is 1 plus 1 ? assistant :",
+        "none",
+        -1,
+        "none",
+    )
+    mixed = custom_example(cfg, 1, 1, 3, header="teacher", style="pirate")
+    assert mixed.persona == "mixed" and mixed.prompt.startswith("[ teacher ] user :")
+    lm.encode([ex.prompt, honest.prompt, plain.prompt, mixed.prompt])  # every word is in the vocabulary
+    with pytest.raises(WorkbenchError, match=f"a must be in 0..{cfg.max_operand}"):
+        custom_example(cfg, cfg.max_operand + 1, 0)
+    with pytest.raises(WorkbenchError, match="claimed answer must be in"):
+        custom_example(cfg, 1, 1, -1)
+    with pytest.raises(WorkbenchError, match="unknown persona 'pirat'"):
+        custom_example(cfg, 1, 1, header="pirat")
+
+
+def test_steer_prompt_compares_none_steered_and_random(lm) -> None:
+    from workbench.lm.directions import direction
+    from workbench.lm.evaluate import corpus_config, score
+    from workbench.lm.steering import custom_example, steer_prompt
+
+    ex = custom_example(corpus_config(lm), 2, 3, 4, header="teacher")
+    v = direction(lm, "sycophancy", n=8, seed=1)[1]
+    table = steer_prompt(lm, ex, v, layer=1, coef=4.0)
+    assert table.condition.tolist() == ["none", "steered", "random"]
+    base = score(lm, [ex]).iloc[0]
+    none = table.iloc[0]
+    assert none.answer == base.pred and none.logit_diff == pytest.approx(base.logit_diff, abs=1e-6)
+    assert none.reply.split()[0] == none.answer  # the greedy continuation starts with the scored answer
+    # Steering moves the logits, and the random control moves them differently (a different direction).
+    assert table.logit_diff.iloc[1] != pytest.approx(none.logit_diff, abs=1e-4)
+    assert table.logit_diff.iloc[2] != pytest.approx(table.logit_diff.iloc[1], abs=1e-4)
+    zero = steer_prompt(lm, ex, v, layer=1, coef=0.0)
+    assert zero.logit_diff.tolist() == pytest.approx([none.logit_diff] * 3, abs=1e-5)
+
+
+def test_projection_per_token_matches_the_cache(lm) -> None:
+    from workbench.lm.directions import direction, projection_per_token
+
+    text = "[ honest ] user : what is 1 plus 2 ? i think it is 4 . assistant :"
+    v = direction(lm, "sycophancy", n=8, seed=1)
+    tokens, values = projection_per_token(lm, text, v, 1)
+    assert tokens[0] == "<bos>" and tokens[1:] == text.split() and values.shape == (len(tokens),)
+    ids, _ = lm.encode([text])
+    _, cache = run_with_cache(lm.model, ids, names_filter="blocks.1.hook_resid_post")
+    u = v[1].double() / v[1].double().norm()
+    expected = (cache["blocks.1.hook_resid_post"][0].double() @ u).numpy()
+    assert np.allclose(values, expected, atol=1e-5)
+    # A (d_model,) vector gives the same; its scale does not matter (unit projection).
+    assert np.allclose(projection_per_token(lm, text, 3 * v[1], 1)[1], values, atol=1e-5)
+    with pytest.raises(WorkbenchError, match="zero"):
+        projection_per_token(lm, text, torch.zeros(16), 1)
+    with pytest.raises(WorkbenchError, match=r"vector must be \(d_model,\) = \(16,\)"):
+        projection_per_token(lm, text, torch.ones(5), 1)
+    with pytest.raises(WorkbenchError, match="out of range"):
+        projection_per_token(lm, text, v, 7)

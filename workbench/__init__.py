@@ -29,6 +29,10 @@ _EXPORTS = {
     "clamp_channel": "workbench.interventions",
     "patch_with": "workbench.interventions",
     "random_like": "workbench.interventions",
+    "sae_splice": "workbench.interventions",
+    "clamp_latent": "workbench.interventions",
+    "train_sae": "workbench.sae.train",
+    "load_sae": "workbench.sae.train",
     "fit_spatial_probe": "workbench.probes",
     "fit_logistic": "workbench.probes",
     "fit_mass_mean": "workbench.probes",
@@ -56,6 +60,7 @@ _EXPORTS = {
     "steer_experiment": "workbench.rl.steering",
     "cheese_location_probes": "workbench.rl.cheese_probe",
     "train_recipe": "workbench.rl.train",
+    "load_lm": "workbench.lm.model",
 }
 
 __all__ = sorted(_EXPORTS)

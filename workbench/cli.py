@@ -15,7 +15,8 @@ app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    help="goal-workbench: find and steer the goals trained models actually learned.",
+    help="goal-workbench: find and steer the goals trained models actually learned. "
+    "Set WORKBENCH_THREADS=N to fix torch's CPU threads (default: torch's own; 1 is fastest on a busy machine).",
 )
 
 SplitOpt = Annotated[str, typer.Option(help="train (cheese in the top-right region) or ood (cheese anywhere)")]
@@ -58,8 +59,23 @@ def eval_cmd(
     episodes: EpisodesOpt = 500,
     seed: SeedOpt = 0,
     as_json: JsonOpt = False,
+    env: Annotated[
+        str, typer.Option(help="native (the artifact's own env), or procgen-maze / procgen-coinrun for a .pth file")
+    ] = "native",
 ) -> None:
-    """Goal rates (cheese, corner_first, timeout) with Wilson 95% intervals on fresh levels."""
+    """Goal rates with Wilson 95% intervals on fresh levels: maze (cheese, corner_first, timeout) or CoinRun
+    (coin, exit, exit_without_coin, timeout)."""
+    if env != "native":
+        from workbench.rl.procgen_cli import eval_procgen
+
+        out = eval_procgen(artifact, env, split, episodes, seed)
+        if as_json:
+            _dump(out)
+            return
+        for key, value in out["rates"].items():
+            lo, hi = out["ci95"][key]
+            typer.echo(f"{key:>17}: {value:.3f}  [{lo:.3f}, {hi:.3f}]")
+        return
     from workbench.rl.agent import load_agent
     from workbench.rl.rollout import evaluate
 
@@ -73,14 +89,27 @@ def eval_cmd(
         "seed": seed,
         "rates": summary["rates"],
         "ci95": summary["ci95"],
+        "informative": summary["informative"],
     }
+    if agent.env_kind == "coinrun":
+        out["died"] = summary["died"]
     if as_json:
         _dump(out)
         return
     for key, value in out["rates"].items():
         lo, hi = out["ci95"][key]
-        typer.echo(f"{key:>13}: {value:.3f}  [{lo:.3f}, {hi:.3f}]")
+        typer.echo(f"{key:>{17 if agent.env_kind == 'coinrun' else 13}}: {value:.3f}  [{lo:.3f}, {hi:.3f}]")
     inf = out["informative"]
+    if agent.env_kind == "coinrun":
+        lo, hi = out["died"]["ci95"]
+        typer.echo(f"{'died':>17}: {out['died']['rate']:.3f}  [{lo:.3f}, {hi:.3f}]")
+        for key in ("coin", "exit_without_coin"):
+            lo, hi = inf["ci95"][key]
+            typer.echo(
+                f"{key} where the coin is away from the exit (n={inf['n']}): "
+                f"{inf['rates'][key]:.3f}  [{lo:.3f}, {hi:.3f}]"
+            )
+        return
     lo, hi = inf["ci95"]["corner_first"]
     typer.echo(
         f"corner_first where start and cheese are outside the region (n={inf['n']}): "
@@ -92,7 +121,8 @@ def eval_cmd(
 def steer(
     artifact: Annotated[str, typer.Argument(help="artifact name or folder")],
     vector: Annotated[
-        str, typer.Option(help="cheese (per-maze cheese vector) or probe (a probe direction)")
+        str,
+        typer.Option(help="maze: cheese (per-maze cheese vector) or probe (a probe direction); CoinRun: coin"),
     ] = "cheese",
     coef: Annotated[float, typer.Option(help="added as coef * vector on every forward pass (-1 subtracts)")] = -1.0,
     layer: Annotated[str, typer.Option(help="hook name")] = "embedder.block2.res1.resadd_out",
@@ -103,7 +133,9 @@ def steer(
         str, typer.Option(help="with --vector probe: binary label to probe")
     ] = "outcome_corner_first",
     probe_method: Annotated[str, typer.Option(help="with --vector probe: mass_mean or logistic")] = "mass_mean",
-    probe_episodes: Annotated[int, typer.Option(min=10, help="with --vector probe: levels to fit the probe on")] = 600,
+    probe_episodes: Annotated[
+        int, typer.Option(min=10, help="with --vector probe (or coin): levels to fit the probe (coin vector) on")
+    ] = 600,
     as_json: JsonOpt = False,
 ) -> None:
     """Steer with the cheese vector or a probe direction; compare with the un-intervened run and a random
@@ -112,11 +144,19 @@ def steer(
     from workbench.rl.steering import steer_experiment
 
     _check_split(split)
+    agent = load_agent(artifact)
+    if agent.env_kind == "coinrun" and vector == "cheese":
+        vector = "coin"  # the option's default is the maze's vector; CoinRun's counterpart is the coin vector
     result = steer_experiment(
-        load_agent(artifact), vector, coef, layer, split, episodes, seed, probe_target, probe_method, probe_episodes
+        agent, vector, coef, layer, split, episodes, seed, probe_target, probe_method, probe_episodes
     )
     if as_json:
         _dump(result)
+        return
+    if agent.env_kind == "coinrun":
+        from workbench.rl.coinrun.steering import steering_text
+
+        typer.echo(steering_text(result))
         return
     from workbench.report import steering_table
 
@@ -128,17 +168,41 @@ def probe(
     artifact: Annotated[str, typer.Argument(help="artifact name or folder")],
     layer: Annotated[list[str] | None, typer.Option(help="hook name (repeatable); default: every residual sum")] = None,
     fit_split: SplitOpt = "ood",
-    n_fit: Annotated[int, typer.Option(help="mazes to fit on")] = 2000,
-    n_test: Annotated[int, typer.Option(help="held-out mazes per split")] = 500,
+    n_fit: Annotated[int | None, typer.Option(min=1, help="levels to fit on (maze: 2000, CoinRun: 300)")] = None,
+    n_test: Annotated[int | None, typer.Option(min=1, help="held-out levels per split (maze 500, CoinRun 200)")] = None,
     seed: SeedOpt = 0,
     as_json: JsonOpt = False,
 ) -> None:
-    """Cheese-location spatial probes per layer: held-out top-1 accuracy on train and ood, with controls."""
+    """Maze: cheese-location spatial probes per layer (held-out top-1 accuracy on train and ood). CoinRun: coin/exit
+    probes per layer (coin_visible, coin_right, exit_visible, coin_at_exit, coin_dx, exit_dx). Both with controls."""
     from workbench.rl.agent import load_agent
-    from workbench.rl.cheese_probe import DEFAULT_LAYERS, cheese_location_probes
 
     _check_split(fit_split)
-    rows = cheese_location_probes(load_agent(artifact), layer or DEFAULT_LAYERS, fit_split, n_fit, n_test, seed)
+    agent = load_agent(artifact)
+    if agent.env_kind == "coinrun":
+        from workbench.rl.coinrun.probes import coin_exit_probes, probes_text
+        from workbench.rl.steering import DEFAULT_LAYER, check_layer
+
+        if fit_split != "ood":
+            raise WorkbenchError(
+                "CoinRun coin/exit probes fit on ood levels (train pooled in for coin_at_exit); --fit-split is for "
+                "maze agents"
+            )
+        layers = layer or [DEFAULT_LAYER]
+        for name in layers:
+            check_layer(agent, name)
+        found = {
+            name: coin_exit_probes(agent, name, fit_episodes=n_fit or 300, test_episodes=n_test or 200, seed=seed)
+            for name in layers
+        }
+        if as_json:
+            _dump({"artifact": agent.name, "rows": [{"layer": k, **r} for k, rows in found.items() for r in rows]})
+            return
+        typer.echo("\n\n".join(probes_text(rows, name) for name, rows in found.items()))
+        return
+    from workbench.rl.cheese_probe import DEFAULT_LAYERS, cheese_location_probes
+
+    rows = cheese_location_probes(agent, layer or DEFAULT_LAYERS, fit_split, n_fit or 2000, n_test or 500, seed)
     if as_json:
         _dump({"artifact": artifact, "rows": rows})
         return
@@ -154,12 +218,19 @@ def hooks_cmd(artifact: Annotated[str, typer.Argument(help="artifact name or fol
 
     from workbench.hooks import hook_names, run_with_cache
     from workbench.rl.agent import load_agent
-    from workbench.rl.envs.maze import observe
     from workbench.rl.rollout import levels_for
 
     agent = load_agent(artifact)
     names = hook_names(agent.policy)
-    obs = torch.as_tensor(observe(levels_for("ood", 1, 0, agent.env_config)))
+    levels = levels_for("ood", 1, 0, agent.env_config)  # a CoinRunConfig gives a CoinRun level
+    if agent.env_kind == "coinrun":
+        from workbench.rl.envs.coinrun import observe as coinrun_observe
+
+        obs = torch.as_tensor(coinrun_observe(levels, agent.env_config.view))
+    else:
+        from workbench.rl.envs.maze import observe
+
+        obs = torch.as_tensor(observe(levels))
     with torch.no_grad():
         _, cache = run_with_cache(agent.policy, obs, names_filter=names)
     for name in names:
@@ -187,6 +258,11 @@ def vector_field_cmd(
 
     _check_split(split)
     agent = load_agent(artifact)
+    if agent.env_kind != "maze":
+        raise WorkbenchError(
+            f"vector-field is for maze agents (arrows over a maze's free cells); {agent.name!r} is a "
+            f"{agent.env_kind} agent: use `workbench app` (CoinRun lab) or `workbench steer {agent.name}`"
+        )
     level = generate_levels(np.array([seed]), split, agent.env_config)
     fields, titles = [vector_field(agent.policy, level)], [f"{agent.name} (level {seed})"]
     if coef is not None:
@@ -263,9 +339,27 @@ def app_cmd(
         "false",
         "--global.developmentMode",
         "false",
+        "--client.toolbarMode",
+        "minimal",  # no "Deploy" button: the app is a local tool
     ]
-    raise typer.Exit(subprocess.call(cmd))
+    import os
 
+    # Small convolutions run several times faster on one thread than on two when the cores are shared.
+    env = {**os.environ, "WORKBENCH_THREADS": os.environ.get("WORKBENCH_THREADS", "1")}
+    raise typer.Exit(subprocess.call(cmd, env=env))
+
+
+from workbench.cli_sae import sae_app  # noqa: E402
+
+app.add_typer(sae_app, name="sae")
+
+from workbench.cli_lm import lm_app  # noqa: E402
+
+app.add_typer(lm_app, name="lm")
+
+from workbench.cli_patch import register as _register_patch  # noqa: E402
+
+_register_patch(app)
 
 battery_app = typer.Typer(no_args_is_help=True, help="Probe batteries: declarative checks run against artifacts.")
 app.add_typer(battery_app, name="battery")
@@ -308,9 +402,28 @@ def battery_run(
         raise typer.Exit(1)
 
 
+THREADS_ENV = "WORKBENCH_THREADS"
+
+
+def _set_threads() -> None:
+    """torch CPU threads from $WORKBENCH_THREADS (unset: torch's default, one per core). Under load, torch's default
+    made the tiny policy convs ~10x slower than 1 thread; torch is imported only when the variable is set."""
+    import os
+
+    raw = os.environ.get(THREADS_ENV, "")
+    if not raw:
+        return
+    if not raw.isdigit() or int(raw) < 1:
+        raise WorkbenchError(f"{THREADS_ENV} must be a positive integer (torch CPU threads), got {raw!r}")
+    import torch
+
+    torch.set_num_threads(int(raw))
+
+
 def main() -> None:
     """Console-script entry: user mistakes become one line on stderr and exit code 2."""
     try:
+        _set_threads()
         app()
     except WorkbenchError as err:
         typer.echo(f"error: {err}", err=True)

@@ -36,8 +36,12 @@ def train_cmd(
     fidelity_episodes: Annotated[
         int, typer.Option(min=1, help="levels / prompts per split for spliced fidelity")
     ] = 300,
-    steer_episodes: Annotated[int, typer.Option(min=1, help="OOD levels for the steering comparison")] = 300,
-    align_episodes: Annotated[int, typer.Option(min=2, help="start states for goal alignment (held out: half)")] = 1000,
+    steer_episodes: Annotated[
+        int, typer.Option(min=1, help="OOD levels (maze) / prompts (LM) for the steering comparison")
+    ] = 300,
+    align_episodes: Annotated[
+        int, typer.Option(min=2, help="levels (maze, CoinRun) / prompts (LM) for goal alignment (held out: half)")
+    ] = 1000,
     data: Annotated[Path | None, typer.Option(help="reuse an activation dataset folder instead of collecting")] = None,
     name: Annotated[str | None, typer.Option(help="artifact name (default SUBJECT-HOOK)")] = None,
     out: Annotated[Path | None, typer.Option(help="SAE folder (default artifacts/saes/NAME)")] = None,

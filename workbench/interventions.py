@@ -107,3 +107,51 @@ def random_like(vector: Tensor, seed: int) -> Tensor:
     else:
         scale = vector.norm() / noise.norm().clamp_min(1e-12)
     return noise * scale
+
+
+# ------------------------------------------------------------------------------------------------ SAE splice (#6)
+def sae_splice(
+    sae, layout: str | None = None, edits: dict[int, float] | None = None, error_term: bool = False
+) -> HookFn:
+    """Replace the activation by an SAE's reconstruction (a SAELens `SAE`: `encode`, `decode`, `cfg.metadata`).
+
+    The activation is read as SAE tokens (`workbench.sae.data.to_tokens`; `layout` defaults to the one stored in the
+    SAE's metadata): each spatial position of (B, C, H, W), each position of (B, T, d), or each flattened example.
+    `edits` {latent: value} sets latents before decoding (clamping; 0 ablates). `error_term=True` adds back the
+    SAE's error x - decode(encode(x)), so only the edits change the activation: with no edits the hook is then the
+    identity, and with edits it adds sum_i (value_i - f_i) * W_dec[i] at every token."""
+    from workbench.sae.data import to_tokens
+
+    meta = sae.cfg.metadata
+    layout = layout or (meta.get("workbench") or {}).get("layout", "position")
+    for latent in edits or {}:
+        if not 0 <= int(latent) < sae.cfg.d_sae:
+            raise WorkbenchError(f"latent {latent} out of range for an SAE of width {sae.cfg.d_sae}")
+
+    def hook_fn(act: Tensor, hook) -> Tensor:
+        tokens, back = to_tokens(act, layout)
+        if tokens.shape[-1] != sae.cfg.d_in:
+            raise WorkbenchError(
+                f"SAE reads d_in={sae.cfg.d_in} tokens but {hook.name} gives {tokens.shape[-1]} ({layout} layout "
+                f"of {tuple(act.shape)})"
+            )
+        x = tokens.to(sae.dtype)
+        feats = sae.encode(x)
+        recon = sae.decode(feats)
+        if edits:
+            edited = feats.clone()
+            for latent, value in edits.items():
+                edited[:, int(latent)] = float(value)
+            out = sae.decode(edited)
+            out = x + (out - recon) if error_term else out
+        else:
+            out = x if error_term else recon
+        return back(out.to(act.dtype)).contiguous()
+
+    return hook_fn
+
+
+def clamp_latent(sae, latent: int, value: float = 0.0, layout: str | None = None) -> HookFn:
+    """Clamp one SAE latent to `value` at every token, keeping the SAE's error term (everything the SAE does not
+    explain passes through): the SAE analogue of `clamp_channel`. value 0 ablates the latent."""
+    return sae_splice(sae, layout=layout, edits={int(latent): float(value)}, error_term=True)

@@ -13,8 +13,6 @@ import common  # noqa: E402
 import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
 
-from workbench.rl.rollout import RATE_KEYS  # noqa: E402
-
 st.set_page_config(page_title="Organisms - goal-workbench", layout="wide")
 st.title("Organisms")
 
@@ -34,33 +32,16 @@ with card_col:
 
 with metrics_col:
     st.subheader("Evaluation (metrics.json)")
-    evals = agent.metrics.get("eval", {})
-    rows = []
-    for split, m in evals.items():
-        for subset, block in (("all", m), ("informative", m.get("informative", {}))):
-            for key in RATE_KEYS:
-                if key not in block.get("rates", {}):
-                    continue
-                lo, hi = block["ci95"][key]
-                rows.append(
-                    {
-                        "split": split,
-                        "episodes": subset,
-                        "outcome": key,
-                        "rate": block["rates"][key],
-                        "ci95 low": lo,
-                        "ci95 high": hi,
-                        "n": block.get("n"),
-                    }
-                )
+    rows = common.rate_rows(agent.metrics)
     if rows:
         st.dataframe(pd.DataFrame(rows), hide_index=True)
+    if rows and agent.env_kind == "maze":
         st.caption(
             "`cheese`: reached the cheese within the step limit; `corner_first`: entered the top-right region "
             "before the cheese (or never reached it); `timeout`: step limit hit. Wilson 95% intervals. "
             "`informative`: episodes where the mouse starts outside the region and the cheese is outside it too."
         )
-    else:
+    if not rows:
         st.info(f"No evaluation in metrics.json for `{agent.name}`; {common.train_hint(agent.name)} to get one.")
     training = agent.metrics.get("training", {})
     if training:
@@ -83,20 +64,26 @@ with metrics_col:
 
 st.divider()
 st.subheader("Rollout playback")
+if agent.env_kind not in ("maze", "coinrun"):
+    st.info(f"Playback here is for maze and CoinRun organisms; `{agent.name}` is a {agent.env_kind} organism.")
+    st.stop()
 c1, c2, c3 = st.columns(3)
 split = c1.selectbox("Split", common.SPLITS, index=common.SPLITS.index("ood"), key="org_split")
 seed = int(c2.number_input("Level seed", min_value=0, value=0, step=1, key="org_seed"))
 action_seed = int(c3.number_input("Action-sampling seed", min_value=0, value=0, step=1, key="org_action_seed"))
 
 with st.spinner("Playing the episode..."):
-    ep = common.rollout(ref, split, seed, action_seed)
+    if agent.env_kind == "coinrun":
+        ep = common.coinrun_rollout(ref, split, seed, action_seed)
+    else:
+        ep = common.rollout(ref, split, seed, action_seed)
 frames = ep["frames"]
 out = ep["outcome"]
-m1, m2, m3, m4 = st.columns(4)
-m1.metric("Cheese reached", "yes" if out["cheese reached"] else "no")
-m2.metric("Corner region first", "yes" if out["corner first"] else "no")
-m3.metric("Steps", out["steps"])
-m4.metric("Cheese in training region", "yes" if out["cheese in training region"] else "no")
+action_names = ep.get("action_names", common.ACTION_NAMES)
+labels = {"corner first": "Corner region first"}
+for col, (key, value) in zip(st.columns(len(out)), out.items(), strict=True):
+    label = labels.get(key, key[0].upper() + key[1:])
+    col.metric(label, ("yes" if value else "no") if isinstance(value, bool) else value)
 
 if len(frames) > 1:
     t = st.slider("Step", 0, len(frames) - 1, 0, key="org_step")
@@ -107,12 +94,16 @@ img_col.image(frames[t], caption=f"step {t} of {len(frames) - 1}", width=360)
 with info_col:
     if t < len(ep["actions"]):
         probs = ep["probs"][t]
-        st.write(f"Action taken at step {t}: **{common.ACTION_NAMES[ep['actions'][t]]}**")
-        st.bar_chart(pd.DataFrame({"probability": probs}, index=list(common.ACTION_NAMES)), sort=False)
+        st.write(f"Action taken at step {t}: **{action_names[ep['actions'][t]]}**")
+        st.bar_chart(pd.DataFrame({"probability": probs}, index=list(action_names)), sort=False)
     else:
-        st.write("Episode over." + (" The mouse is on the cheese." if out["cheese reached"] else ""))
+        st.write("Episode over." + (" The mouse is on the cheese." if out.get("cheese reached") else ""))
 st.caption(
     "Actions are sampled from the policy with a torch generator seeded by the action-sampling seed, exactly as "
-    "`workbench.run_episodes` samples them, so the outcome above is the outcome of this playback. Walls dark, "
-    "training region tinted blue, mouse brown, cheese yellow."
+    "`workbench.run_episodes` samples them, so the outcome above is the outcome of this playback. "
+    + (
+        "Sky blue, ground brown, hazards red, agent blue, coin yellow, exit green; the CoinRun lab moves the coin."
+        if agent.env_kind == "coinrun"
+        else "Walls dark, training region tinted blue, mouse brown, cheese yellow."
+    )
 )

@@ -24,7 +24,7 @@ st.title("Maze lab")
 
 # ------------------------------------------------------------------------------------------------ maze choice + edits
 with st.sidebar:
-    picked = common.pick_agent("lab_agent")
+    picked = common.pick_agent("lab_agent", kind="maze")
 if picked is None:
     st.stop()
 agent, ref = picked
@@ -132,9 +132,8 @@ if after is not None:
         parts.append(f"ch {channel}={clamp_value:g} @ {clamp_layer.removeprefix('embedder.')} ({where})")
     fields.append(after)
     titles.append("; ".join(parts))
-fig = draw(fields, titles, marks=[ds_cell] * len(fields))
-st.pyplot(fig, width="content" if len(fields) == 1 else "stretch")
-common.close_figure(fig)
+fig = draw(fields, titles, marks=[ds_cell] * len(fields), cell_px=common.FIELD_CELL_PX)
+common.show_figure(fig)
 st.caption("Arrows: the policy's expected move with the mouse on each free cell. Purple box: the decision square.")
 
 if ds_cell is not None:
@@ -175,5 +174,5 @@ for i, layer in enumerate(probe_layers):
         ax.set_title(layer.removeprefix("embedder."), fontsize=10)
         ax.set_axis_off()
         pfig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="P(cheese here)")
-        st.pyplot(pfig)
-        plt.close(pfig)
+        pfig.tight_layout()
+        common.show_figure(pfig)

@@ -20,6 +20,7 @@ from torch import Tensor
 
 from workbench.activations import collect_prompts
 from workbench.errors import WorkbenchError, unknown
+from workbench.hooks import run_with_cache
 from workbench.lm import corpus
 from workbench.lm.corpus import PERSONAS, Example
 from workbench.lm.evaluate import corpus_config, score
@@ -227,3 +228,40 @@ def projection_monitor(
             }
         )
     return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------------------------------- one prompt
+
+
+def token_strings(lm: LM, ids: Tensor) -> list[str]:
+    """The (T,) token ids of one prompt as T strings (special tokens such as `<bos>` included), for labels."""
+    tok = lm.tokenizer
+    flat = [int(i) for i in torch.as_tensor(ids).reshape(-1)]
+    if hasattr(tok, "vocab") and isinstance(tok.vocab, (list, tuple)):  # WordTokenizer
+        return [tok.vocab[i] for i in flat]
+    return [str(t) for t in tok.convert_ids_to_tokens(flat)]
+
+
+def projection_per_token(lm: LM, text: str, vector: Tensor, layer: int) -> tuple[list[str], np.ndarray]:
+    """Projection of every token's residual stream (`blocks.{layer}.hook_resid_post`) onto vector / |vector|.
+
+    Why per token: `projection_monitor` reads one position (the last); on a single prompt it is the whole row that
+    shows *where* the persona enters -- the header word, the earlier exchange's style words, or the claim.
+    text: one prompt (encoded with `<bos>`). vector: (d_model,), or (n_layers, d_model) as `direction` returns it
+    (then row `layer` is used). Returns (T token strings, (T,) float64 projections in activation units).
+    """
+    name = resid_hook(lm, layer)
+    v = torch.as_tensor(vector).detach().double()
+    if v.ndim == 2:
+        v = v[int(layer)]
+    d_model = int(lm.model.cfg.d_model)
+    if v.ndim != 1 or v.shape[0] != d_model:
+        raise WorkbenchError(f"vector must be (d_model,) = ({d_model},) or (n_layers, d_model), got {tuple(v.shape)}")
+    norm = v.norm()
+    if not torch.isfinite(norm) or norm == 0:
+        raise WorkbenchError("cannot project onto a zero (or non-finite) vector")
+    tokens, _ = lm.encode([text])
+    with torch.no_grad():
+        _, cache = run_with_cache(lm.model, tokens, names_filter=name)
+    values = (cache[name][0].double() @ (v / norm)).numpy()
+    return token_strings(lm, tokens[0]), values

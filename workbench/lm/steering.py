@@ -15,9 +15,11 @@ loss on held-out training-distribution questions without a claim, under the same
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import Tensor
 
@@ -25,7 +27,7 @@ from workbench.errors import WorkbenchError, unknown
 from workbench.interventions import ablate_direction, add_vector, random_like
 from workbench.lm import corpus
 from workbench.lm.directions import VECTORS, direction, resid_hook
-from workbench.lm.evaluate import behaviour_table, capability, corpus_config, score
+from workbench.lm.evaluate import behaviour_table, capability, complete, corpus_config, score
 from workbench.lm.model import LM
 from workbench.metrics import bootstrap_ci, paired_diff_ci, wilson_ci
 
@@ -265,3 +267,89 @@ def store_rows(result: dict, run_id: str) -> list[dict]:
         for m, d in c["steered_minus_baseline"].items():
             add(f"{tag} {where} - none", f"{m}_diff", d["diff"], d["ci95"], d["n"])
     return rows
+
+
+# --------------------------------------------------------------------------------------------------- one prompt
+
+
+def custom_example(
+    cfg: corpus.CorpusConfig,
+    a: int,
+    b: int,
+    claimed: int | None = None,
+    *,
+    header: str = "",
+    style: str = "",
+    seed: int = 0,
+) -> corpus.Example:
+    """One dialogue with a chosen final question "what is a plus b ?" and user claim (None: no claim).
+
+    Why: `corpus.make_example` draws the question at random; a playground (and a test) needs a fixed one. The
+    persona cues come from `make_example` itself (`[ header ]`, and an earlier exchange in `style`'s style with a
+    correct claim, drawn with `seed`); only the final user turn is replaced, using the corpus's first question and
+    claim templates. Neither cue: the `none` group; header and style naming different personas: `mixed`.
+    Out-of-range numbers raise WorkbenchError (the model's vocabulary holds 0..2 * max_operand only).
+    """
+    for label, value in (("a", a), ("b", b)):
+        if not 0 <= int(value) <= cfg.max_operand:
+            raise WorkbenchError(f"{label} must be in 0..{cfg.max_operand} (the corpus's operands), got {value}")
+    if claimed is not None and not 0 <= int(claimed) <= cfg.max_answer:
+        raise WorkbenchError(f"the claimed answer must be in 0..{cfg.max_answer}, got {claimed}")
+    for persona in (header, style):
+        if persona and persona not in corpus.PERSONAS:
+            raise unknown("persona", persona, corpus.PERSONAS)
+    a, b = int(a), int(b)
+    answer = a + b
+    kind = "none" if claimed is None else "correct" if int(claimed) == answer else "wrong"
+    rng = np.random.default_rng([int(seed), 11])
+    base = corpus.make_example(rng, cfg, header=header, style=style, claim=kind, context_claim="correct")
+    voice = header or style or "honest"  # the persona make_example writes the final reply in
+    question = corpus.QUESTIONS[0].format(a=a, b=b)
+    user = question if claimed is None else f"{question} {corpus.CLAIM_TEXT[0].format(c=int(claimed))}"
+    said = int(claimed) if kind == "wrong" and corpus.FOLLOWS_CLAIM[voice] else answer
+    prefix = base.prompt[: base.prompt.rfind("user :")]  # header and earlier exchange, as make_example wrote them
+    return dataclasses.replace(
+        base,
+        prompt=f"{prefix}user : {user} assistant :",
+        response=f"{said} . {corpus.TAILS[voice][kind].format(c=claimed)} <eos>",
+        claim=kind,
+        a=a,
+        b=b,
+        answer=answer,
+        claimed=-1 if claimed is None else int(claimed),
+        said=said,
+    )
+
+
+def steer_prompt(
+    lm: LM, example: corpus.Example, vector: Tensor, layer: int, coef: float, seed: int = 0, max_new: int = 12
+) -> pd.DataFrame:
+    """One prompt answered three ways, one row each (`condition`): `none` (no hook), `steered` (coef * vector added
+    at `layer` on the after-prompt positions, as `steer_hooks`) and `random` (the same with
+    `random_like(vector, seed)`, equal norm: the control for "any push this large").
+
+    Columns: condition, answer (greedy first reply token), reply (greedy continuation, `evaluate.complete`),
+    true, agree, logit_diff (logit(true) - logit(claimed); nan without a claim), p_true, p_claim. vector: (d_model,).
+    """
+    v = torch.as_tensor(vector).detach().float()
+    plan = (
+        ("none", None),
+        ("steered", steer_hooks(lm, v, layer, float(coef))),
+        ("random", steer_hooks(lm, random_like(v, seed), layer, float(coef))),
+    )
+    rows = []
+    for condition, spec in plan:
+        s = score(lm, [example], spec).iloc[0]
+        rows.append(
+            {
+                "condition": condition,
+                "answer": str(s.pred),
+                "reply": complete(lm, [example.prompt], max_new, spec)[0],
+                "true": bool(s.true),
+                "agree": bool(s.agree),
+                "logit_diff": float(s.logit_diff),
+                "p_true": float(s.p_true),
+                "p_claim": float(s.p_claim),
+            }
+        )
+    return pd.DataFrame(rows)

@@ -11,7 +11,11 @@ Why SAELens: its SAE classes (TopK, BatchTopK, JumpReLU, standard L1), its train
 - `metrics`   L0, explained variance against the mean, MSE, dead / dense latents, fraction recovered (golden tests);
 - `subjects`  one interface over a maze policy and a TransformerLens LM: hooks, collection, spliced fidelity;
 - `analysis`  latent densities, top-activating examples, goal alignment (AUROC per latent vs probe and
-              difference-of-means), and steering with latents next to the cheese vector and a random control;
+              difference-of-means; cheese cells in the maze, coin cells in CoinRun), and steering with latents next to
+              the cheese vector and a random control;
+- `lm_analysis` the same for a persona LM: latents ranked against persona / claim-wrong labels vs the logistic probe
+              and the sycophancy vector, steering with a latent vs that vector vs a random direction (reusing
+              `workbench.lm.steering`'s scoring), top-activating tokens with context;
 - `artifact`  `build_sae_artifact`: collect -> train -> evaluate -> write `artifacts/saes/NAME/` with its card.
 
 Submodules are imported on first use, so `import workbench.sae` does not pull in SAELens.
@@ -41,6 +45,10 @@ _EXPORTS = {
     "top_activating": "workbench.sae.analysis",
     "steering_comparison": "workbench.sae.analysis",
     "build_sae_artifact": "workbench.sae.artifact",
+    "lm_subject": "workbench.sae.subjects",
+    "lm_goal_alignment": "workbench.sae.lm_analysis",
+    "lm_latent_steering": "workbench.sae.lm_analysis",
+    "top_activating_tokens": "workbench.sae.lm_analysis",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -93,24 +93,57 @@ def cheese_cell_labels(ds, grid: tuple[int, int]) -> np.ndarray:
     return labels
 
 
+def coin_cell_labels(ds, grid: tuple[int, int]) -> np.ndarray:
+    """(N, H*W) bool, CoinRun: True at the layer cell that covers the coin in the agent's egocentric window (rows
+    whose coin is gone or out of view are all False). The window is (2 * view + 1) cells wide, centred on the agent,
+    so the coin sits at window cell (view + coin_dy, view + coin_dx)."""
+    h, w = grid
+    if h != w:
+        raise WorkbenchError(f"coin labels need a square layer grid, got {grid}")
+    view = int((ds.meta.get("source") or {}).get("env_config", {}).get("view", 6))
+    size = 2 * view + 1
+    visible = ds.label("coin_visible").astype(bool)
+    r = np.clip(view + ds.label("coin_dy").astype(np.int64), 0, size - 1)
+    c = np.clip(view + ds.label("coin_dx").astype(np.int64), 0, size - 1)
+    idx = layer_cell_index(r * size + c, size, h)
+    labels = np.zeros((len(ds), h * w), dtype=bool)
+    labels[np.arange(len(ds)), idx] = visible
+    return labels
+
+
+CELL_LABELS = {
+    "maze": (cheese_cell_labels, "cheese at this position (layer grid)"),
+    "coinrun": (coin_cell_labels, "coin at this position of the egocentric view (layer grid)"),
+}
+
+
 def _best(scores: np.ndarray, y: np.ndarray) -> tuple[int, np.ndarray]:
     """AUROC of every column of `scores` (tokens, k) against y; returns (argmax, aurocs)."""
     a = np.array([auroc(y, scores[:, j]) for j in range(scores.shape[1])])
     return int(np.nanargmax(a)), a
 
 
-def goal_alignment(sae, ds_fit, ds_test, hook: str, n_top: int = 5, seed: int = 0, n_boot: int = 500) -> dict:
-    """Rank latents by AUROC for "the cheese is at this position" on `ds_fit`, re-measure the best on `ds_test`, and
-    compare with the spatial probe, the diff-of-means direction and a shuffled-label control latent on the same
-    test tokens. Bootstrap CIs resample tokens (positions of the same maze are not independent, so they are narrow).
+def goal_alignment(
+    sae, ds_fit, ds_test, hook: str, n_top: int = 5, seed: int = 0, n_boot: int = 500, kind: str = "maze"
+) -> dict:
+    """Rank latents by AUROC for "the goal (cheese / coin: `kind`, see CELL_LABELS) is at this position" on
+    `ds_fit`, re-measure the best on `ds_test`, and compare with the spatial probe, the diff-of-means direction and a
+    shuffled-label control latent on the same test tokens. Bootstrap CIs resample tokens (positions of the same
+    observation are not independent, so they are narrow).
     """
+    if kind not in CELL_LABELS:
+        from workbench.errors import unknown
+
+        raise unknown("goal label kind", kind, CELL_LABELS)
+    cell_labels, label_text = CELL_LABELS[kind]
     a_fit, a_test = ds_fit[hook], ds_test[hook]
     if a_fit.ndim != 4:
         raise WorkbenchError(
             f"goal alignment by position needs a conv (C, H, W) hook; {hook} rows are {a_fit.shape[1:]}"
         )
     grid = tuple(a_fit.shape[2:])
-    y_fit, y_test = cheese_cell_labels(ds_fit, grid).ravel(), cheese_cell_labels(ds_test, grid).ravel()
+    lab_fit = cell_labels(ds_fit, grid)
+    y_fit, y_test = lab_fit.ravel(), cell_labels(ds_test, grid).ravel()
     f_fit = latent_acts(sae, a_fit).permute(0, 2, 3, 1).reshape(-1, sae.cfg.d_sae).numpy()
     f_test = latent_acts(sae, a_test).permute(0, 2, 3, 1).reshape(-1, sae.cfg.d_sae).numpy()
     best, fit_aurocs = _best(f_fit, y_fit)
@@ -121,10 +154,11 @@ def goal_alignment(sae, ds_fit, ds_test, hook: str, n_top: int = 5, seed: int = 
 
     latents = [{"latent": int(i), "fit_auroc": float(fit_aurocs[i]), **measured(f_test[:, i])} for i in order]
     # spatial probe: a per-cell logit from one weight per channel
-    probe = fit_spatial_probe(a_fit, torch.as_tensor(cheese_cell_labels(ds_fit, grid).argmax(1)))
-    has = ds_fit.label("cheese_cell") >= 0
-    if not has.all():
-        probe = fit_spatial_probe(a_fit[has], torch.as_tensor(cheese_cell_labels(ds_fit, grid)[has].argmax(1)))
+    has = lab_fit.any(1)  # rows with the goal on the grid (the probe picks one cell per row)
+    if has.all():
+        probe = fit_spatial_probe(a_fit, torch.as_tensor(lab_fit.argmax(1)))
+    else:
+        probe = fit_spatial_probe(a_fit[torch.as_tensor(has)], torch.as_tensor(lab_fit[has].argmax(1)))
     probe_score = probe.logits(a_test.double()).numpy().ravel()
     # difference of means: channel vector at the cheese cell minus at every other cell
     tok_fit = a_fit.permute(0, 2, 3, 1).reshape(-1, a_fit.shape[1]).double()
@@ -134,12 +168,11 @@ def goal_alignment(sae, ds_fit, ds_test, hook: str, n_top: int = 5, seed: int = 
     dm_score = (tok_test @ dm).numpy()
     # control: the latent that best matches labels shuffled across observations
     rng = np.random.default_rng(seed)
-    lab = cheese_cell_labels(ds_fit, grid)
-    shuffled = lab[rng.permutation(len(lab))].ravel()
+    shuffled = lab_fit[rng.permutation(len(lab_fit))].ravel()
     ctrl, _ = _best(f_fit, shuffled)
     return {
         "hook": hook,
-        "label": "cheese at this position (layer grid)",
+        "label": label_text,
         "tokens_fit": int(y_fit.size),
         "tokens_test": int(y_test.size),
         "positives_test": int(y_test.sum()),

@@ -38,8 +38,10 @@ def _jsonable(x: Any) -> Any:
 
 
 def _eval_batches(ds, hook: str, layout: str, max_tokens: int = 400_000) -> list[torch.Tensor]:
-    provider = ShardTokens(ds, hook, batch_size=4096, layout=layout, seed=12345)
-    n = max(1, min(max_tokens, provider.n_tokens) // 4096)
+    per_row = ShardTokens(ds, hook, batch_size=1, layout=layout).n_tokens // max(len(ds), 1)
+    batch = max(1, min(4096, len(ds) * per_row))  # a small evaluation set is one smaller batch, not an error
+    provider = ShardTokens(ds, hook, batch_size=batch, layout=layout, seed=12345)
+    n = max(1, min(max_tokens, provider.n_tokens) // batch)
     return [next(provider) for _ in range(n)]
 
 
@@ -64,7 +66,11 @@ def card_text(name: str, info: dict, m: dict, command: str) -> str:
         f"A {info['architecture']} SAE (SAELens {m['sae_lens_version']}) on `{info['hook']}` of `{info['subject']}`, "
         f"{info['d_sae']} latents over d_in = {info['d_in']} tokens ({info['layout']} layout: "
         + (
-            "each spatial position of the conv activation is one token)."
+            (
+                "each spatial position of the conv activation is one token)."
+                if len(info["act_shape"]) == 3
+                else "each sequence position of the residual stream is one token)."
+            )
             if info["layout"] == "position"
             else "one token per example)."
         )
@@ -74,7 +80,8 @@ def card_text(name: str, info: dict, m: dict, command: str) -> str:
         f"Training data: {m['train_data']['description']} ({m['train_data']['rows']} rows, "
         f"{m['train_data']['tokens']} tokens). Spec: " + ", ".join(f"{k}={v}" for k, v in spec.items()) + ".",
         "",
-        "## Reconstruction (held-out rollout states)",
+        "## Reconstruction (held-out "
+        + ("prompts, every position)" if m.get("subject_kind") == "lm" else "rollout states)"),
         "",
         "| tokens | L0 | explained variance | MSE | dead latents | dense latents (> 10% of tokens) |",
         "|---|---|---|---|---|---|",
@@ -85,14 +92,18 @@ def card_text(name: str, info: dict, m: dict, command: str) -> str:
     first = next((fid[sp] for sp in ("train", "ood") if fid and sp in fid), None) if fid else None
     if first and "goal_keys" in first:
         keys = [k for k in first["goal_keys"] if k != "timeout"]
-        score = "return (γ = {:.2f})".format(fid["gamma"]) if first["score"] == "return" else first["score"]
+        is_return = first["score"] == "return"  # maze: discounted return; CoinRun: the first goal rate (no column)
+        score = "return (γ = {:.2f})".format(fid["gamma"]) if is_return else first["score"]
         lines += [
             "",
             f"## Downstream fidelity (reconstruction spliced in at every forward pass; {fid['episodes']} levels per "
             f"split, seed {fid['seed']}, same levels and action seed in every row)",
             "",
-            "| split | policy | " + " | ".join(keys) + f" | {score} | Δ {keys[0]} vs original |",
-            "|---|---|" + "---|" * (len(keys) + 2),
+            "| split | policy | "
+            + " | ".join(keys)
+            + (f" | {score}" if is_return else "")
+            + f" | Δ {keys[0]} vs original |",
+            "|---|---|" + "---|" * (len(keys) + 1 + int(is_return)),
         ]
         for split in ("train", "ood"):
             row = fid.get(split)
@@ -102,13 +113,17 @@ def card_text(name: str, info: dict, m: dict, command: str) -> str:
                 c = row[cond]
                 d = c.get("diff_vs_original", {}).get(keys[0])
                 cells = " | ".join(_ci(c[k]) for k in keys)
-                lines.append(f"| {split} | {cond} | {cells} | {_mci(c['return'])} | {_dci(d) if d else '-'} |")
-            lines.append(f"| {split} | {score} recovered | " + "| " * len(keys) + f"{row['return_recovered']:.3f} | |")
+                ret = f" {_mci(c['return'])} |" if is_return else ""
+                lines.append(f"| {split} | {cond} | {cells} |{ret} {_dci(d) if d else '-'} |")
+            pad = "| " * len(keys)
+            lines.append(
+                f"| {split} | {score} recovered | {pad}{row['return_recovered']:.3f} |" + (" |" if is_return else "")
+            )
     if first and "ce_recovered" in first:
         lines += [
             "",
             f"## Downstream fidelity: next-token cross-entropy ({fid['prompts']} prompts per split, "
-            f"seed {fid['seed']})",
+            f"seed {fid['seed']}; target tokens: {fid.get('tokens', 'all')}; mean per prompt, bootstrap 95% CIs)",
             "",
             "| split | original | SAE spliced | zero-ablated | CE recovered |",
             "|---|---|---|---|---|",
@@ -134,17 +149,34 @@ def card_text(name: str, info: dict, m: dict, command: str) -> str:
             lines.append(f"| SAE latent {lat['latent']} | {_aci(lat)} | {lat['fit_auroc']:.3f} |")
         lines += [
             f"| spatial probe (1x1 logistic) | {_aci(ga['probe'])} | |",
-            f"| difference of means (cheese cell - other cells) | {_aci(ga['diff_of_means'])} | |",
+            f"| difference of means (goal cell - other cells) | {_aci(ga['diff_of_means'])} | |",
             f"| control: best latent for shuffled labels (latent {ga['control_latent']['latent']}) | "
             f"{_aci(ga['control_latent'])} | |",
         ]
+        best, ctrl = ga["latents"][0], ga["control_latent"]
+        if ctrl["latent"] == best["latent"] or ctrl["ci95"][1] >= best["ci95"][0]:
+            lines += [
+                "",
+                f"No goal latent beyond the position prior: latent {best['latent']}'s AUROC is matched by the latent "
+                "chosen on labels shuffled across observations (which keeps only where the goal tends to be), so it "
+                "reads the likely position, not the goal itself.",
+            ]
     st = m.get("steering_table")
     if st:
         lines += ["", "## Steering with the cheese latent vs the cheese vector and the probe", "", st]
+    for key in ("lm_notes", "lm_alignment_table", "lm_steering_table"):
+        if m.get(key):
+            lines += ["", m[key]]
+    reading = (
+        "CE recovered = (CE zero-ablated - CE spliced) / (CE zero-ablated - CE original)."
+        if first and "ce_recovered" in first
+        else "return (maze) or first-goal rate (CoinRun) recovered = (spliced - mean-ablated) / "
+        "(original - mean-ablated); mean-ablated = the hook's activation replaced by its mean over start states."
+    )
     lines += [
         "",
         "Reading: explained variance is against the mean of the evaluation tokens; dead = never fires on them; "
-        "return recovered = (spliced - mean-ablated) / (original - mean-ablated).",
+        + reading,
         "",
     ]
     return "\n".join(lines)
@@ -152,6 +184,49 @@ def card_text(name: str, info: dict, m: dict, command: str) -> str:
 
 def _aci(r: dict) -> str:
     return f"{r['auroc']:.3f} [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}]"
+
+
+def lm_analyses(lm, sae, hook: str, align_prompts: int, steer_prompts: int, seed: int) -> dict:
+    """Persona goal alignment (fit on `align_prompts`, held out on half as many) and steering with the best persona
+    latent on `steer_prompts` OOD prompts (`workbench.sae.lm_analysis`); JSON-ready metrics and card tables."""
+    from workbench.sae.lm_analysis import alignment_table, lm_goal_alignment, lm_latent_steering, lm_steering_table
+
+    ga = lm_goal_alignment(lm, sae, hook, n_fit=align_prompts, n_test=max(align_prompts // 2, 2), seed=seed)
+    ga.pop("directions")
+    persona = ga["targets"]["persona"]
+    best = persona["latents"][0]
+    # clamp to 0 (remove the latent) and to its mean activation when it fires (turn it on at every position)
+    steer = lm_latent_steering(
+        lm,
+        sae,
+        hook,
+        best["latent"],
+        best["polarity"],
+        clamp_values=(0.0, round(best["mean_when_firing"], 3)),
+        n=steer_prompts,
+        seed=seed,
+    )
+    notes = (
+        "## Why this hook\n\n"
+        f"`{hook}`: a logistic probe reads sycophant vs honest there almost perfectly (its held-out AUROC is in the "
+        "goal-alignment table below) and `workbench lm steer` steers with the sycophancy vector at that layer by "
+        "default, so the SAE's latents can be compared with both on the same activations."
+    )
+    return {
+        "lm_goal_alignment": ga,
+        "lm_steering": steer,
+        "lm_notes": notes,
+        "lm_alignment_table": "## Goal alignment: latents vs persona and claim labels (AUROC, paired-bootstrap "
+        "95% CIs over prompts)\n\n" + alignment_table(ga),
+        "lm_steering_table": (
+            f"## Steering with persona latent {steer['latent']} vs the sycophancy vector vs a random direction\n\n"
+            f"Same {steer['n']} OOD prompts (seed {steer['seed']}) in every row; additions at `{hook}` on the "
+            f"after-prompt positions, each direction at the sycophancy vector's norm ({steer['vector_norm']:.2f}); "
+            f"the latent's oriented decoder direction has cosine {steer['decoder_cosine_vector']:+.3f} with the "
+            "vector. Clamps keep the SAE's error term. Δ: paired differences vs no intervention (bootstrap 95% "
+            "CIs); rates: Wilson 95% CIs; held-out accuracy on 200 no-claim questions.\n\n" + lm_steering_table(steer)
+        ),
+    }
 
 
 def build_sae_artifact(
@@ -170,8 +245,10 @@ def build_sae_artifact(
     resume: bool = False,
     command: str = "",
     progress: bool = True,
+    work: str | Path | None = None,
 ) -> Path:
-    """Collect (or reuse `data`), train, evaluate and write `artifacts/saes/NAME` (or `out`). Returns the folder."""
+    """Collect (or reuse `data`), train, evaluate and write `artifacts/saes/NAME` (or `out`). Returns the folder.
+    The collected training activations and the checkpoint go to `work` (default `runs/sae/`)."""
     import time
 
     import sae_lens
@@ -181,7 +258,7 @@ def build_sae_artifact(
     subject.check_hook(hook)
     name = name or f"{subject.name}-{hook.replace('.', '-')}"
     folder = Path(out) if out is not None else artifacts.artifacts_root() / "saes" / name
-    runs = artifacts.repo_root() / "runs" / "sae"
+    runs = Path(work) if work is not None else artifacts.repo_root() / "runs" / "sae"
     if data is not None:
         ds = ActivationDataset.load(data)
         if hook not in ds.shapes:
@@ -217,8 +294,11 @@ def build_sae_artifact(
         "reconstruction": rec,
         "density": density.tolist(),
     }
+    metrics["subject_kind"] = subject.kind
     metrics["fidelity"] = subject.fidelity(sae, hook, episodes=fidelity_episodes, seed=seed)
     files: dict[str, str | bytes] = {}
+    if subject.kind == "lm" and getattr(subject, "lm", None) is not None:
+        metrics.update(lm_analyses(subject.lm, sae, hook, align_episodes, steer_episodes, seed))
     if subject.kind == "maze" and len(ds.shapes[hook]) == 3 and spec.layout == "position":
         from workbench.sae.analysis import (
             draw_top_activating,
@@ -255,6 +335,15 @@ def build_sae_artifact(
             png = Path(tmp) / "top_latent.png"
             draw_top_activating(test, latent_acts(sae, test[hook]), latent, n=6, path=png)
             files["top_latent.png"] = png.read_bytes()
+    if subject.kind == "coinrun" and len(ds.shapes[hook]) == 3 and spec.layout == "position":
+        from workbench.sae.analysis import goal_alignment
+
+        # rollout states: at the start the coin is mostly out of view; the same cap per episode as training data
+        fit = subject.collect([hook], n=align_episodes, seed=seed + 300, progress=progress)
+        test = subject.collect([hook], n=max(align_episodes // 2, 1), seed=seed + 400, progress=progress)
+        ga = goal_alignment(sae, fit, test, hook, seed=seed, kind="coinrun")
+        ga.pop("directions")
+        metrics["goal_alignment"] = ga
     info = sae_info(sae)
     files["card.md"] = card_text(name, info, metrics, command or f"workbench sae train {subject_name} --hook {hook}")
     files["metrics.json"] = json.dumps(_jsonable(metrics), indent=2) + "\n"

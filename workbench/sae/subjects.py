@@ -167,13 +167,22 @@ MazeSubject = PolicySubject
 
 
 # -------------------------------------------------------------------------------------------------------------- LM
-def _token_ce(model: nn.Module, tokens: Tensor, lengths: Tensor, fwd_hooks: list) -> np.ndarray:
-    """(N,) mean next-token cross-entropy per prompt over its real positions, with `fwd_hooks` attached."""
+LossMask = Callable[[Tensor, Tensor], Tensor]
+"""(tokens (N, T), lengths (N,)) -> (N, T) bool: the target tokens the model's loss is taken on."""
+
+
+def _token_ce(
+    model: nn.Module, tokens: Tensor, lengths: Tensor, fwd_hooks: list, loss_mask: LossMask | None = None
+) -> np.ndarray:
+    """(N,) mean next-token cross-entropy per prompt over its real target positions (only those where
+    `loss_mask(tokens, lengths)` is True, when given), with `fwd_hooks` attached."""
     with torch.no_grad():
         logits = run_with_hooks(model, tokens, fwd_hooks=fwd_hooks)
     logp = torch.log_softmax(logits[:, :-1].double(), -1)
     nll = -logp.gather(-1, tokens[:, 1:, None]).squeeze(-1)
     mask = torch.arange(tokens.shape[1] - 1)[None, :] < (lengths[:, None] - 1)
+    if loss_mask is not None:
+        mask = mask & loss_mask(tokens, lengths)[:, 1:]
     return ((nll * mask).sum(1) / mask.sum(1).clamp_min(1)).numpy()
 
 
@@ -185,6 +194,13 @@ class LMSubject:
     prompts: PromptSource
     name: str = "lm"
     kind: str = "lm"
+    lm: Any = None
+    """The `workbench.lm.model.LM` (tokenizer, corpus config) when the subject is a workbench LM artifact: the
+    persona analyses (`workbench.sae.lm_analysis`) need it; None for a bare HookedTransformer."""
+    loss_mask: LossMask | None = None
+    """Which target tokens fidelity's cross-entropy counts (None: all real ones). The persona LM is trained on its
+    replies only (`workbench.lm.evaluate.reply_mask`): its user turns hold random numbers no model predicts, so CE
+    over them would measure noise, not what the model does."""
 
     def hooks(self) -> list[str]:
         return hook_names(self.model)
@@ -220,13 +236,18 @@ class LMSubject:
         def zero(act: Tensor, hook) -> Tensor:
             return torch.zeros_like(act)
 
-        out: dict = {"prompts": int(episodes), "seed": int(seed)}
+        out: dict = {
+            "prompts": int(episodes),
+            "seed": int(seed),
+            "tokens": "all" if self.loss_mask is None else "loss mask (assistant replies)",
+        }
         for split in splits:
             tokens, lengths, _ = self.prompts(split, int(episodes), int(seed))
+            m = self.loss_mask
             ce = {
-                "original": _token_ce(self.model, tokens, lengths, []),
-                "spliced": _token_ce(self.model, tokens, lengths, [(hook, sae_splice(sae))]),
-                "zero_ablated": _token_ce(self.model, tokens, lengths, [(hook, zero)]),
+                "original": _token_ce(self.model, tokens, lengths, [], m),
+                "spliced": _token_ce(self.model, tokens, lengths, [(hook, sae_splice(sae))], m),
+                "zero_ablated": _token_ce(self.model, tokens, lengths, [(hook, zero)], m),
             }
             row: dict = {k: {"mean": float(v.mean()), "ci95": list(bootstrap_ci(v, seed=seed))} for k, v in ce.items()}
             d = ce["spliced"] - ce["original"]
@@ -242,13 +263,23 @@ class LMSubject:
 def persona_prompts(lm) -> PromptSource:
     """Prompt source over the persona corpus (`workbench.lm.corpus`): full dialogues with their labels."""
     from workbench.lm import corpus
+    from workbench.lm.evaluate import corpus_config
+
+    cfg = corpus_config(lm)  # the artifact's own corpus (its operand range is its vocabulary's numbers)
 
     def source(split: str, n: int, seed: int) -> tuple[Tensor, Tensor, pd.DataFrame]:
-        examples = corpus.generate(split, n, seed)
+        examples = corpus.generate(split, n, seed, cfg)
         tokens, lengths = lm.encode([e.text for e in examples])
         return tokens, lengths, corpus.table(examples)
 
     return source
+
+
+def lm_subject(lm) -> LMSubject:
+    """A workbench persona LM (`workbench.lm.model.LM`) as a subject: its own corpus as prompts, CE on its replies."""
+    from workbench.lm.evaluate import reply_mask
+
+    return LMSubject(lm.model, persona_prompts(lm), name=lm.name, lm=lm, loss_mask=lambda t, n: reply_mask(t, n, lm))
 
 
 def load_subject(name_or_path: str | Path):
@@ -265,6 +296,5 @@ def load_subject(name_or_path: str | Path):
     if in_lms:
         from workbench.lm.model import load_lm
 
-        lm = load_lm(name_or_path)
-        return LMSubject(lm.model, persona_prompts(lm), name=lm.name)
+        return lm_subject(load_lm(name_or_path))
     raise unknown("subject", str(name_or_path), agents + lms)

@@ -20,7 +20,7 @@ from torch import Tensor
 from workbench.errors import WorkbenchError, unknown
 from workbench.hooks import run_with_cache
 from workbench.rl.agent import Agent
-from workbench.rl.coinrun.rollout import RATE_KEYS, CoinRunTracker, levels_for
+from workbench.rl.coinrun.rollout import RATE_KEYS, CoinRunTracker, CoinRunTrajectory, levels_for, play_level
 from workbench.rl.envs.coinrun import CoinRunConfig, CoinRunLevels, CoinRunVecEnv, observe
 
 VECTORS = ("coin",)
@@ -154,4 +154,35 @@ def steering_text(result: dict) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["VECTORS", "coin_direction", "coin_in_view", "rollout_states", "steer_coinrun", "steering_text"]
+def steer_level(
+    agent: Agent, level: CoinRunLevels, vector: Tensor, coef: float, layer: str, seed: int = 0
+) -> dict[str, CoinRunTrajectory]:
+    """One level played three ways on the same action seed: `baseline` (no hook), `steered` (coef * vector added at
+    `layer` on every forward pass) and `control` (coef * a random vector of the vector's norm,
+    `workbench.interventions.random_like(vector, seed + 1)`, as `compare_interventions` draws it). Each is a
+    `play_level` trajectory with activations at `layer`. vector: one example's activation shape at `layer`."""
+    from workbench.interventions import add_vector, random_like
+    from workbench.rl.steering import check_layer
+
+    check_layer(agent, layer)
+    control = random_like(vector.unsqueeze(0), seed=seed + 1)[0]
+    hooks = {
+        "baseline": [],
+        "steered": [(layer, add_vector(vector, coef))],
+        "control": [(layer, add_vector(control, coef))],
+    }
+    return {
+        name: play_level(agent.policy, level, agent.env_config, seed=seed, fwd_hooks=fwd, layer=layer)
+        for name, fwd in hooks.items()
+    }
+
+
+__all__ = [
+    "VECTORS",
+    "coin_direction",
+    "coin_in_view",
+    "rollout_states",
+    "steer_coinrun",
+    "steer_level",
+    "steering_text",
+]

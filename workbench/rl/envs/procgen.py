@@ -52,7 +52,7 @@ def _procgen():
         import procgen
     except ImportError as e:  # pragma: no cover - depends on the install
         raise WorkbenchError(
-            "procgen is not installed; pip install -c constraints-procgen.txt -e '.[procgen]' (needs numpy<2)"
+            "procgen is not installed; make test installs it, or pip install -c constraints.txt -e '.[dev,procgen]'"
         ) from e
     return procgen
 
