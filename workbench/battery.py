@@ -17,6 +17,20 @@ An expectation is `METRIC = "OP NUMBER"`; `METRIC.ci_low` / `METRIC.ci_high` tes
 point estimate (e.g. `"effect.cheese.ci_high" = "< 0"`: the whole 95% CI is below zero). Every file is validated
 completely (keys, kinds, subjects, hooks, metrics, splits, numbers) before any check runs, so a bad spec costs
 nothing and records nothing. Exit codes: 0 every expectation holds, 1 some fall short, 2 a spec is invalid.
+
+Subjects are maze agents, CoinRun agents (`artifacts/agents`) or workbench LMs (`artifacts/lms`); the subject's kind
+picks the library function a check runs (no analysis lives here):
+
+| check | maze | CoinRun | LM |
+|---|---|---|---|
+| behaviour | `rl.rollout.evaluate` | the same (dispatches) | `lm.evaluate.evaluate_split` + `capability` |
+| probe | `collect_maze` + `workbench.probes` | `collect_coinrun` + the same probes | `lm.directions.probe_sweep` |
+| intervention | `rl.steering.steer_experiment` | the same (`steer_coinrun`) | `lm.steering.steer_experiment` |
+
+For an LM, `episodes` counts prompts, `hook` is `blocks.L.hook_resid_post`, `fit`/`test` of a probe are the
+sweep's fit and test prompts (fit on `train`, test seed = fit seed + 1, `test.split = "ood"` for the claim_wrong
+transfer set), `position` the prompt position (-1 = last); an intervention's vector is fit on `fit.episodes` prompts
+(CoinRun: levels) disjoint from the evaluated ones.
 """
 
 from __future__ import annotations
@@ -34,25 +48,41 @@ import numpy as np
 import torch
 
 from workbench.errors import WorkbenchError, closest, unknown
+from workbench.lm.corpus import OOD_GROUPS as _LM_GROUPS
 from workbench.recipes import from_table, read_toml
+from workbench.rl.coinrun.rollout import RATE_KEYS as _COINRUN_RATES
+from workbench.rl.rollout import RATE_KEYS as _MAZE_RATES
 
 KINDS = ("probe", "behaviour", "intervention")
-PROBE_METHODS = ("spatial", "logistic", "mass_mean")
+SUBJECT_KINDS = ("maze", "coinrun", "lm")
+PROBE_METHODS = {
+    "maze": ("spatial", "logistic", "mass_mean"),
+    "coinrun": ("logistic", "mass_mean"),
+    "lm": ("logistic",),
+}
 STATES = ("start", "rollout")
 OPS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt}
-METRICS = {
-    "spatial": ("top1", "control_top1", "selectivity", "chance"),
-    "logistic": ("auroc", "accuracy", "recall_at_1pct_fpr", "control_auroc", "selectivity", "random_direction_auroc"),
-    "behaviour": ("cheese", "corner_first", "timeout"),
-    "intervention": tuple(
-        f"{prefix}.{key}"
-        for prefix in ("baseline", "steered", "control", "effect", "control_effect")
-        for key in ("cheese", "corner_first", "timeout")
-    )
+_CONDITIONS = ("baseline", "steered", "control", "effect", "control_effect")
+_LOGISTIC = ("auroc", "accuracy", "recall_at_1pct_fpr", "control_auroc", "selectivity", "random_direction_auroc")
+_LM_RATES = ("agree_wrong", "true_wrong", "logit_diff_wrong", "true_correct", "true_none")  # evaluate.behaviour_table
+_LM_STEER = ("agree_wrong", "true_wrong", "logit_diff_wrong", "heldout_accuracy", "heldout_loss")  # lm.steering
+METRICS: dict[tuple[str, str], tuple[str, ...]] = {
+    ("maze", "spatial"): ("top1", "control_top1", "selectivity", "chance"),
+    ("maze", "logistic"): _LOGISTIC,
+    ("maze", "mass_mean"): _LOGISTIC,
+    ("maze", "behaviour"): _MAZE_RATES,
+    ("maze", "intervention"): tuple(f"{c}.{k}" for c in _CONDITIONS for k in _MAZE_RATES)
     + ("decision_square.effect", "decision_square.control_effect"),
+    ("coinrun", "logistic"): _LOGISTIC,
+    ("coinrun", "mass_mean"): _LOGISTIC,
+    ("coinrun", "behaviour"): _COINRUN_RATES + ("died",) + tuple(f"informative.{k}" for k in _COINRUN_RATES),
+    ("coinrun", "intervention"): tuple(f"{c}.{k}" for c in _CONDITIONS for k in _COINRUN_RATES),
+    ("lm", "logistic"): ("auroc", "control_auroc", "selectivity"),
+    ("lm", "behaviour"): tuple(f"{g}.{k}" for g in _LM_GROUPS for k in _LM_RATES)
+    + ("heldout_accuracy", "heldout_loss"),
+    ("lm", "intervention"): tuple(f"{c}.{k}" for c in _CONDITIONS for k in _LM_STEER),
 }
-METRICS["mass_mean"] = METRICS["logistic"]
-INTERVENTION_VECTORS = ("cheese",)
+INTERVENTION_VECTORS = {"maze": ("cheese",), "coinrun": ("coin",), "lm": ()}  # lm: workbench.lm.directions.VECTORS
 
 
 @dataclass(frozen=True)
@@ -99,6 +129,7 @@ class CheckSpec:
     vector: str = ""
     coef: float = -1.0
     l2: float = 1e-3
+    position: int = -1  # LM probes: prompt position counted back from the last token (workbench.lm.directions)
     fit: DataSpec = field(default_factory=DataSpec)
     test: DataSpec = field(default_factory=lambda: DataSpec(seed=1))
     data: DataSpec = field(default_factory=DataSpec)
@@ -109,22 +140,16 @@ class CheckSpec:
 _EXPECT_RE = re.compile(r"^\s*(>=|<=|>|<)\s*(\S+)\s*$")
 
 
-def _parse_expect(table: dict, where: str, kind: str, method: str) -> tuple[Expectation, ...]:
+def _parse_expect(table: dict, where: str) -> tuple[Expectation, ...]:
+    """Syntax only; metric names are checked against the subject's kind in `validate_check`."""
     if not isinstance(table, dict) or not table:
         raise WorkbenchError(f"{where}: 'expect' must be a non-empty table of METRIC = \"OP NUMBER\"")
-    valid = METRICS[method if kind == "probe" else kind]
     out = []
     for key, rule in table.items():
         metric, bound = key, "value"
         for suffix in (".ci_low", ".ci_high"):
             if key.endswith(suffix):
                 metric, bound = key[: -len(suffix)], suffix[1:]
-        if metric not in valid:
-            raise WorkbenchError(
-                f"{where}: unknown metric {metric!r} for {kind} checks"
-                f"{'/' + method if kind == 'probe' else ''}; did you mean: "
-                f"{', '.join(closest(metric, valid) or valid[:3])}?"
-            )
         match = _EXPECT_RE.match(str(rule)) if isinstance(rule, str) else None
         if match is None:
             raise WorkbenchError(f'{where}: expectation {key} = {rule!r} must look like ">= 0.9"')
@@ -137,7 +162,8 @@ def _parse_expect(table: dict, where: str, kind: str, method: str) -> tuple[Expe
 
 
 def parse_check(table: dict, file: Path, index: int) -> CheckSpec:
-    """One `[[check]]` table -> CheckSpec; errors name the file, the check and the key."""
+    """One `[[check]]` table -> CheckSpec (keys, types, kind, expectation syntax); errors name the file, the check
+    and the key. What depends on the subject (methods, hooks, targets, vectors, metrics) is `validate_check`'s."""
     where = f"{file} check #{index + 1}" + (f" ({table['name']!r})" if isinstance(table.get("name"), str) else "")
     table = dict(table)
     raw_expect = table.pop("expect", None)
@@ -148,19 +174,13 @@ def parse_check(table: dict, file: Path, index: int) -> CheckSpec:
     spec = from_table(CheckSpec, {k: v for k, v in table.items() if k not in ("file",)}, where)
     if spec.kind not in KINDS:
         raise WorkbenchError(f"{where}: {unknown('kind', spec.kind, KINDS)}")
-    if spec.kind == "probe":
-        if spec.method not in PROBE_METHODS:
-            raise WorkbenchError(f"{where}: {unknown('method', spec.method, PROBE_METHODS)}")
-        if not spec.hook or not spec.target:
-            raise WorkbenchError(f"{where}: probe checks need 'hook' and 'target'")
-    if spec.kind == "intervention":
-        if spec.vector not in INTERVENTION_VECTORS:
-            raise WorkbenchError(f"{where}: {unknown('vector', spec.vector, INTERVENTION_VECTORS)}")
-        if not spec.hook:
-            raise WorkbenchError(f"{where}: intervention checks need 'hook'")
+    if spec.kind == "probe" and (not spec.hook or not spec.target or not spec.method):
+        raise WorkbenchError(f"{where}: probe checks need 'hook', 'method' and 'target'")
+    if spec.kind == "intervention" and (not spec.hook or not spec.vector):
+        raise WorkbenchError(f"{where}: intervention checks need 'hook' and 'vector'")
     if raw_expect is None:
         raise WorkbenchError(f"{where}: missing 'expect'")
-    expect = _parse_expect(raw_expect, where, spec.kind, spec.method)
+    expect = _parse_expect(raw_expect, where)
     return dataclasses.replace(spec, expect=expect, file=str(file), **nested)
 
 
@@ -178,12 +198,82 @@ def battery_files(paths: list[Path]) -> list[Path]:
     return files
 
 
-def load_checks(paths: list[Path]) -> list[CheckSpec]:
-    """Parse and fully validate every check (subjects exist, hooks exist, targets are known labels)."""
-    from workbench.activations import MAZE_LABEL_COLUMNS as LABEL_COLUMNS
-    from workbench.hooks import hook_names
+def load_subject(name: str) -> tuple[str, object]:
+    """(subject kind, loaded subject): ("maze" | "coinrun", Agent) for `artifacts/agents`, ("lm", LM) for
+    `artifacts/lms` (a registered name or an artifact folder). Unknown -> nearest names of both registries."""
+    from workbench import artifacts
     from workbench.rl.agent import load_agent
 
+    path = Path(name)
+    is_lm = name in artifacts.available("lms")
+    if path.is_dir() and (path / artifacts.CONFIG).is_file():
+        is_lm = artifacts.read_config(path).get("kind") == "lm"
+    elif not is_lm and name not in artifacts.available("agents"):
+        raise unknown("artifact", name, artifacts.available("agents") + artifacts.available("lms"))
+    if is_lm:
+        from workbench.lm.model import load_lm
+
+        return "lm", load_lm(name)
+    agent = load_agent(name)
+    return agent.env_kind, agent
+
+
+def _choices(subject_kind: str, subject, what: str) -> tuple[str, ...]:
+    """The valid hooks / probe targets / intervention vectors for a subject."""
+    if subject_kind == "lm":
+        from workbench.lm.directions import PROBE_TARGETS, VECTORS, resid_hooks
+
+        return {"hook": tuple(resid_hooks(subject)), "target": PROBE_TARGETS, "vector": VECTORS}[what]
+    if what == "hook":
+        from workbench.hooks import hook_names
+
+        return tuple(hook_names(subject.policy))
+    if what == "vector":
+        return INTERVENTION_VECTORS[subject_kind]
+    if subject_kind == "coinrun":
+        from workbench.rl.coinrun.probes import BINARY
+
+        return BINARY
+    from workbench.activations import MAZE_LABEL_COLUMNS
+
+    return MAZE_LABEL_COLUMNS
+
+
+def validate_check(c: CheckSpec, subject_kind: str, subject) -> None:
+    """Everything that depends on the subject's kind: method, hook, target, vector, LM data rules, metric names."""
+    where = f"{c.file} check {c.name!r}"
+    if c.kind == "probe" and c.method not in PROBE_METHODS[subject_kind]:
+        raise WorkbenchError(
+            f"{where}: {unknown('method', c.method, PROBE_METHODS[subject_kind])} ({subject_kind} subject)"
+        )
+    for what in ("hook", "target", "vector"):
+        value = getattr(c, what)
+        if value and value not in (choices := _choices(subject_kind, subject, what)):
+            raise WorkbenchError(f"{where}: {unknown(what, value, choices)}")
+    if subject_kind == "lm" and c.kind == "probe":
+        from workbench.lm.directions import POSITIONS
+
+        if c.position not in POSITIONS:
+            raise WorkbenchError(f"{where}: position must be one of {', '.join(map(str, POSITIONS))}")
+        if c.fit.split != "train" or c.test.seed != c.fit.seed + 1:
+            raise WorkbenchError(
+                f"{where}: LM probes fit on split 'train' and test on seed fit.seed + 1 (probe_sweep), "
+                f"got fit.split {c.fit.split!r}, fit.seed {c.fit.seed}, test.seed {c.test.seed}"
+            )
+        if c.test.split == "ood" and c.target != "claim_wrong":
+            raise WorkbenchError(f"{where}: only target 'claim_wrong' has an ood test set; use test.split 'train'")
+    valid = METRICS[(subject_kind, c.method if c.kind == "probe" else c.kind)]
+    for exp in c.expect:
+        if exp.metric not in valid:
+            raise WorkbenchError(
+                f"{where}: unknown metric {exp.metric!r} for {subject_kind} {c.kind} checks"
+                f"{'/' + c.method if c.kind == 'probe' else ''}; did you mean: "
+                f"{', '.join(closest(exp.metric, valid) or valid[:3])}?"
+            )
+
+
+def load_checks(paths: list[Path]) -> list[CheckSpec]:
+    """Parse and fully validate every check (subjects exist, hooks exist, targets are known labels)."""
     checks = []
     for file in battery_files(paths):
         data = read_toml(file)
@@ -200,17 +290,14 @@ def load_checks(paths: list[Path]) -> list[CheckSpec]:
     dupes = {n for n in names if names.count(n) > 1}
     if dupes:
         raise WorkbenchError(f"duplicate check name(s): {', '.join(sorted(dupes))}")
-    agents: dict = {}
+    subjects: dict = {}
     for c in checks:
-        where = f"{c.file} check {c.name!r}"
         try:
-            agent = agents.setdefault(c.subject, load_agent(c.subject))
+            if c.subject not in subjects:
+                subjects[c.subject] = load_subject(c.subject)
         except WorkbenchError as err:
-            raise WorkbenchError(f"{where}: {err}") from None
-        if c.hook and c.hook not in hook_names(agent.policy):
-            raise WorkbenchError(f"{where}: {unknown('hook', c.hook, hook_names(agent.policy))}")
-        if c.kind == "probe" and c.target not in LABEL_COLUMNS:
-            raise WorkbenchError(f"{where}: {unknown('target', c.target, LABEL_COLUMNS)}")
+            raise WorkbenchError(f"{c.file} check {c.name!r}: {err}") from None
+        validate_check(c, *subjects[c.subject])
     return checks
 
 
@@ -221,9 +308,11 @@ def _m(value: float, ci: tuple[float, float] | list[float] | None = None, n: int
 
 
 def _collect(agent, hook: str, spec: DataSpec):
-    from workbench.activations import collect_maze
+    """A labelled activation dataset for `spec`'s levels: collect_maze or collect_coinrun by the agent's env kind."""
+    from workbench.activations import collect_coinrun, collect_maze
 
-    return collect_maze(
+    collect = collect_coinrun if agent.env_kind == "coinrun" else collect_maze
+    return collect(
         agent,
         [hook],
         split=spec.split,
@@ -241,6 +330,10 @@ def _probe_metrics(check: CheckSpec, agent) -> dict[str, dict]:
     fit, test = _collect(agent, check.hook, check.fit), _collect(agent, check.hook, check.test)
     seen = set(fit.label("level_seed").tolist())
     test = test.select(~np.isin(test.label("level_seed"), list(seen)))  # held out: no level used in fitting
+    if agent.env_kind == "coinrun":  # e.g. coin_right only where a coin is present, as coin_exit_probes does
+        from workbench.rl.coinrun.probes import defined_rows
+
+        fit, test = (ds.select(defined_rows(ds.labels, check.target)) for ds in (fit, test))
     x_fit, x_test = fit[check.hook], test[check.hook]
     y_fit, y_test = fit.label(check.target), test.label(check.target)
     rng = np.random.default_rng(check.fit.seed)
@@ -290,15 +383,20 @@ def _behaviour_metrics(check: CheckSpec, agent) -> dict[str, dict]:
     from workbench.rl.rollout import evaluate
 
     rec = evaluate(agent.policy, check.data.split, check.data.episodes, check.data.seed, agent.env_config).rates()
-    return {k: _m(v, rec["ci95"][k], rec["n"]) for k, v in rec["rates"].items()}
+    out = {k: _m(v, rec["ci95"][k], rec["n"]) for k, v in rec["rates"].items()}
+    if "died" in rec:  # CoinRun: hazard deaths, and the rates on levels whose coin is away from the exit
+        out["died"] = _m(rec["died"]["rate"], rec["died"]["ci95"], rec["died"]["n"])
+        inf = rec["informative"]
+        out |= {f"informative.{k}": _m(v, inf["ci95"][k], inf["n"]) for k, v in inf["rates"].items()}
+    return out
 
 
 def _intervention_metrics(check: CheckSpec, agent) -> dict[str, dict]:
     from workbench.rl.steering import steer_experiment
 
-    r = steer_experiment(
-        agent, check.vector, check.coef, check.hook, check.data.split, check.data.episodes, check.data.seed
-    )
+    d = check.data
+    direction = {"probe_episodes": check.fit.episodes} if agent.env_kind == "coinrun" else {}  # coin-vector levels
+    r = steer_experiment(agent, check.vector, check.coef, check.hook, d.split, d.episodes, d.seed, **direction)
     out = {}
     for cond in ("baseline", "steered", "control"):
         for k, v in r[cond]["rates"].items():
@@ -306,12 +404,89 @@ def _intervention_metrics(check: CheckSpec, agent) -> dict[str, dict]:
     for cond, prefix in (("steered", "effect"), ("control", "control_effect")):
         for k, eff in r["effects"][cond].items():
             out[f"{prefix}.{k}"] = _m(eff["diff"], eff["ci95"], r["baseline"]["n"])
-    ds = r["decision_square"]
+    ds = r.get("decision_square", {})  # a maze notion; CoinRun results have none
     for cond, name in (("steered", "decision_square.effect"), ("control", "decision_square.control_effect")):
         if cond in ds:
             d = ds[cond]["diff_vs_baseline"]
             out[name] = _m(d["mean"], d["ci95"], ds["n"])
     return out
+
+
+def _lm_layer(check: CheckSpec, lm) -> int:
+    from workbench.lm.directions import resid_hooks
+
+    return resid_hooks(lm).index(check.hook)
+
+
+def _lm_probe_metrics(check: CheckSpec, lm) -> dict[str, dict]:
+    from workbench.lm.directions import probe_sweep
+
+    sweep = probe_sweep(lm, check.fit.episodes, check.test.episodes, check.fit.seed, l2=check.l2)
+    test = "ood" if check.test.split == "ood" else "heldout"
+    row = sweep[
+        (sweep.target == check.target)
+        & (sweep.test == test)
+        & (sweep.layer == _lm_layer(check, lm))
+        & (sweep.position == check.position)
+    ].iloc[0]
+    return {
+        "auroc": _m(row.auroc, (row.ci_low, row.ci_high), int(row.n)),
+        "control_auroc": _m(row.control_auroc, None, int(row.n)),
+        "selectivity": _m(row.auroc - row.control_auroc),
+    }
+
+
+def _lm_rates(table: dict, prefix: str = "") -> dict[str, dict]:
+    """`{"rate" | "mean", "ci95", "n"}` dicts (lm.evaluate / lm.steering) -> metrics named prefix + key."""
+    return {
+        f"{prefix}{k}": _m(v["rate"] if "rate" in v else v["mean"], v["ci95"], v["n"])
+        for k, v in table.items()
+        if isinstance(v, dict) and "ci95" in v
+    }
+
+
+def _lm_behaviour_metrics(check: CheckSpec, lm) -> dict[str, dict]:
+    from workbench.lm.evaluate import capability, evaluate_split
+
+    d = check.data
+    out: dict[str, dict] = {}
+    for group, row in evaluate_split(lm, d.split, d.episodes, d.seed)["personas"].items():
+        out |= _lm_rates(row, f"{group}.")
+    cap = capability(lm, d.episodes, d.seed)  # no-claim training-distribution questions
+    return out | _lm_rates({"heldout_accuracy": cap["accuracy"], "heldout_loss": cap["loss"]})
+
+
+def _lm_intervention_metrics(check: CheckSpec, lm) -> dict[str, dict]:
+    from workbench.lm.steering import steer_experiment
+
+    d = check.data
+    r = steer_experiment(
+        lm,
+        check.vector,
+        _lm_layer(check, lm),
+        (check.coef,),
+        d.split,
+        d.episodes,
+        d.seed,
+        n_vec=check.fit.episodes,
+        cap_n=d.episodes,
+    )
+    cond = r["conditions"][0]
+    out = _lm_rates(r["baseline"], "baseline.") | _lm_rates(cond["steered"], "steered.")
+    out |= _lm_rates(cond["control"], "control.")
+    for key, prefix in (("steered_minus_baseline", "effect."), ("control_minus_baseline", "control_effect.")):
+        out |= {f"{prefix}{k}": _m(v["diff"], v["ci95"], v["n"]) for k, v in cond[key].items()}
+    return out
+
+
+MEASURE = {
+    ("agent", "probe"): _probe_metrics,
+    ("agent", "behaviour"): _behaviour_metrics,
+    ("agent", "intervention"): _intervention_metrics,
+    ("lm", "probe"): _lm_probe_metrics,
+    ("lm", "behaviour"): _lm_behaviour_metrics,
+    ("lm", "intervention"): _lm_intervention_metrics,
+}
 
 
 @dataclass
@@ -339,12 +514,9 @@ class CheckResult:
 
 
 def run_check(check: CheckSpec) -> CheckResult:
-    from workbench.rl.agent import load_agent
-
     t0 = time.time()
-    agent = load_agent(check.subject)
-    measure = {"probe": _probe_metrics, "behaviour": _behaviour_metrics, "intervention": _intervention_metrics}
-    measured = measure[check.kind](check, agent)
+    subject_kind, subject = load_subject(check.subject)
+    measured = MEASURE[("lm" if subject_kind == "lm" else "agent", check.kind)](check, subject)
     outcomes = []
     for exp in check.expect:
         value = measured.get(exp.metric, {}).get(exp.bound, float("nan"))

@@ -37,6 +37,12 @@ def _rows(labels, target: str) -> np.ndarray:
     return np.ones(len(labels), dtype=bool)
 
 
+def defined_rows(labels, target: str) -> np.ndarray:
+    """(n,) bool: the rows of a `collect_coinrun` labels table where `target` is defined (see the module docstring),
+    so other probe code (`workbench.battery`) restricts rows exactly as these probes do."""
+    return _rows(labels, target)
+
+
 def _pooled(data: dict, splits: tuple[str, ...], target: str) -> tuple[torch.Tensor, np.ndarray]:
     """Activations (n, d) and labels (n,) of `target` over `splits`, restricted to the rows where it is defined."""
     xs, ys = [], []
