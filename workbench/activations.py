@@ -799,6 +799,63 @@ def _collect_rollout(
     return episodes, outcomes.records()
 
 
+def _check_collect_args(
+    policy: nn.Module,
+    hooks: str | Sequence[str],
+    split: str,
+    states: str,
+    episodes: int,
+    batch_size: int,
+    max_states_per_episode: int | None,
+) -> list[str]:
+    """Validate the arguments every agent collector shares; returns the checked hook list."""
+    hooks = _check_hooks(policy, hooks)
+    if split not in SPLITS:
+        raise unknown("split", split, SPLITS)
+    if states not in STATES:
+        raise unknown("states", states, STATES)
+    if int(episodes) < 1:
+        raise WorkbenchError(f"episodes must be >= 1, got {episodes}")
+    if int(batch_size) < 1:
+        raise WorkbenchError(f"batch_size must be >= 1, got {batch_size}")
+    if max_states_per_episode is not None and int(max_states_per_episode) < 1:
+        raise WorkbenchError(
+            f"max_states_per_episode must be >= 1 (or None for whole episodes), got {max_states_per_episode}"
+        )
+    return hooks
+
+
+def _agent_source(
+    agent: Agent,
+    kind: str,
+    noun: str,
+    split: str,
+    states: str,
+    episodes: int,
+    seed: int,
+    max_states_per_episode: int | None,
+) -> dict:
+    """The dataset's `source` record for an agent collection (what was collected, from which agent and env)."""
+    return {
+        "kind": kind,
+        "description": f"{states} states of agent {agent.name!r} on {episodes} {split} {noun} (seed {seed})",
+        "agent": agent.name,
+        "agent_path": str(agent.path),
+        "split": split,
+        "states": states,
+        "episodes": int(episodes),
+        "max_states_per_episode": max_states_per_episode,
+        "env_config": asdict(agent.env_config),
+    }
+
+
+def _open_writer(out: str | Path | None, hooks: list[str], shard_size: int, source: dict, seed: int) -> _Writer:
+    """Shards on disk when `out` is given, else an in-memory dataset; same rows either way."""
+    if out is not None:
+        return ShardWriter(out, hooks, shard_size, source=source, seed=seed)
+    return _MemoryWriter(hooks, source=source, seed=seed)
+
+
 def collect_maze(
     agent: Agent,
     hooks: str | Sequence[str],
@@ -829,38 +886,12 @@ def collect_maze(
     returned loaded from it; otherwise it is built in memory. Same arguments, same dataset.
     """
     policy = agent.policy
-    hooks = _check_hooks(policy, hooks)
-    if split not in SPLITS:
-        raise unknown("split", split, SPLITS)
-    if states not in STATES:
-        raise unknown("states", states, STATES)
-    if int(episodes) < 1:
-        raise WorkbenchError(f"episodes must be >= 1, got {episodes}")
-    if int(batch_size) < 1:
-        raise WorkbenchError(f"batch_size must be >= 1, got {batch_size}")
-    if max_states_per_episode is not None and int(max_states_per_episode) < 1:
-        raise WorkbenchError(
-            f"max_states_per_episode must be >= 1 (or None for whole episodes), got {max_states_per_episode}"
-        )
+    hooks = _check_collect_args(policy, hooks, split, states, episodes, batch_size, max_states_per_episode)
     config: MazeConfig = agent.env_config
     cap = config.max_steps if max_states_per_episode is None else int(max_states_per_episode)
     levels = levels_for(split, int(episodes), seed, config)
-    source = {
-        "kind": "maze",
-        "description": f"{states} states of agent {agent.name!r} on {episodes} {split} mazes (seed {seed})",
-        "agent": agent.name,
-        "agent_path": str(agent.path),
-        "split": split,
-        "states": states,
-        "episodes": int(episodes),
-        "max_states_per_episode": max_states_per_episode,
-        "env_config": asdict(config),
-    }
-    writer: _Writer
-    if out is not None:
-        writer = ShardWriter(out, hooks, shard_size, source=source, seed=seed)
-    else:
-        writer = _MemoryWriter(hooks, source=source, seed=seed)
+    source = _agent_source(agent, "maze", "mazes", split, states, episodes, seed, max_states_per_episode)
+    writer = _open_writer(out, hooks, shard_size, source, seed)
     labeller = _MazeLabeller(levels, split)
     with writer:
         if states == "start":
@@ -995,34 +1026,14 @@ def collect_coinrun(
     from workbench.rl.envs.coinrun import observe as coinrun_observe
 
     policy = agent.policy
-    hooks = _check_hooks(policy, hooks)
-    if split not in SPLITS:
-        raise unknown("split", split, SPLITS)
-    if states not in STATES:
-        raise unknown("states", states, STATES)
-    if int(episodes) < 1:
-        raise WorkbenchError(f"episodes must be >= 1, got {episodes}")
+    hooks = _check_collect_args(policy, hooks, split, states, episodes, batch_size, max_states_per_episode)
     config = agent.env_config
     if not isinstance(config, CoinRunConfig):
         raise WorkbenchError(f"collect_coinrun needs a CoinRun agent; {agent.name!r} is a {agent.env_kind} agent")
     cap = config.max_steps if max_states_per_episode is None else int(max_states_per_episode)
     levels = coinrun_levels(split, int(episodes), seed, config)
-    source = {
-        "kind": "coinrun",
-        "description": f"{states} states of agent {agent.name!r} on {episodes} {split} CoinRun levels (seed {seed})",
-        "agent": agent.name,
-        "agent_path": str(agent.path),
-        "split": split,
-        "states": states,
-        "episodes": int(episodes),
-        "max_states_per_episode": max_states_per_episode,
-        "env_config": asdict(config),
-    }
-    writer: _Writer = (
-        ShardWriter(out, hooks, shard_size, source=source, seed=seed)
-        if out is not None
-        else _MemoryWriter(hooks, source=source, seed=seed)
-    )
+    source = _agent_source(agent, "coinrun", "CoinRun levels", split, states, episodes, seed, max_states_per_episode)
+    writer = _open_writer(out, hooks, shard_size, source, seed)
     labeller = _CoinRunLabeller(levels, split, config)
     device, n, rows = _device(policy), len(levels), []
     with writer:

@@ -84,3 +84,11 @@ def check_sections(data: dict, allowed: dict[str, bool], where: str) -> None:
     for key, required in allowed.items():
         if required and key not in data:
             raise WorkbenchError(f"{where}: missing section [{key}]")
+
+
+@dataclasses.dataclass(frozen=True)
+class ArtifactSection:
+    """A recipe's `[artifact]` table: the artifact's folder name and a one-line description (every trainer)."""
+
+    name: str
+    description: str = ""

@@ -21,13 +21,7 @@ from workbench.lm import corpus
 from workbench.lm.corpus import CorpusConfig
 from workbench.lm.model import LM, build_model, save_lm
 from workbench.lm.tokenizer import WordTokenizer
-from workbench.recipes import check_sections, from_table, read_toml
-
-
-@dataclass(frozen=True)
-class ArtifactSection:
-    name: str
-    description: str = ""
+from workbench.recipes import ArtifactSection, check_sections, from_table, read_toml
 
 
 @dataclass(frozen=True)

@@ -136,13 +136,26 @@ def run_episodes(
     CoinRun levels/config return `workbench.rl.coinrun.rollout.CoinRunRecords`."""
     if (mod := _coinrun(config)) is not None:
         return mod.run_episodes(policy, levels, config, seed=seed, fwd_hooks=fwd_hooks, greedy=greedy)
-    n = len(levels)
-    env = MazeVecEnv(n, split="ood", config=config)
+    env = MazeVecEnv(len(levels), split="ood", config=config)
     obs, _ = env.reset(options={"levels": levels})
+    return play_until_done(policy, env, obs, EpisodeTracker(levels), config.max_steps, seed, fwd_hooks, greedy)
+
+
+def play_until_done(
+    policy: nn.Module,
+    env,
+    obs: np.ndarray,
+    tracker,
+    max_steps: int,
+    seed: int = 0,
+    fwd_hooks: list | tuple = (),
+    greedy: bool = False,
+):
+    """Step a reset vector env with the policy until every env's first episode has ended (or `max_steps`), and
+    return `tracker.records()`. Shared by every env kind, so sampling, hooks and stopping mean the same everywhere."""
     gen = torch.Generator().manual_seed(seed)
-    tracker = EpisodeTracker(levels)
     with torch.no_grad(), hooks(policy, fwd_hooks):
-        for _ in range(config.max_steps):
+        for _ in range(max_steps):
             probs = torch.softmax(policy(torch.as_tensor(obs))[0], dim=-1)
             action = probs.argmax(-1) if greedy else torch.multinomial(probs, 1, generator=gen).squeeze(1)
             obs, _, _, _, info = env.step(action.numpy())

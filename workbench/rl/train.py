@@ -15,7 +15,7 @@ import torch
 
 from workbench import artifacts
 from workbench.errors import WorkbenchError, unknown
-from workbench.recipes import check_sections, from_table, read_toml
+from workbench.recipes import ArtifactSection, check_sections, from_table, read_toml
 from workbench.rl.agent import ENV_CONFIGS, save_agent
 from workbench.rl.envs.coinrun import CoinRunConfig, CoinRunVecEnv
 from workbench.rl.envs.maze import SPLITS, MazeConfig, MazeVecEnv
@@ -26,12 +26,6 @@ from workbench.rl.rollout import evaluate, rate_keys
 
 VEC_ENVS = {"maze": MazeVecEnv, "coinrun": CoinRunVecEnv}
 """Env kind -> batched env class (`cls(num_envs, split, config)`), for PPO."""
-
-
-@dataclass(frozen=True)
-class ArtifactSection:
-    name: str
-    description: str = ""
 
 
 @dataclass(frozen=True)

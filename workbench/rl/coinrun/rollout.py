@@ -121,20 +121,12 @@ def run_episodes(
     greedy: bool = False,
 ) -> CoinRunRecords:
     """Play one episode on each level (all at once) and return the outcomes; see `workbench.rl.rollout`."""
-    n = len(levels)
-    env = CoinRunVecEnv(n, split="train", config=CoinRunConfig(**{**config.__dict__, "random_coin_percent": 0.0}))
+    from workbench.rl.rollout import play_until_done
+
+    env_config = CoinRunConfig(**{**config.__dict__, "random_coin_percent": 0.0})
+    env = CoinRunVecEnv(len(levels), split="train", config=env_config)
     obs, _ = env.reset(seed=seed, options={"levels": levels})
-    gen = torch.Generator().manual_seed(seed)
-    tracker = CoinRunTracker(levels)
-    with torch.no_grad(), hooks(policy, fwd_hooks):
-        for _ in range(config.max_steps):
-            probs = torch.softmax(policy(torch.as_tensor(obs))[0], dim=-1)
-            action = probs.argmax(-1) if greedy else torch.multinomial(probs, 1, generator=gen).squeeze(1)
-            obs, _, _, _, info = env.step(action.numpy())
-            tracker.update(info)
-            if tracker.done.all():
-                break
-    return tracker.records()
+    return play_until_done(policy, env, obs, CoinRunTracker(levels), config.max_steps, seed, fwd_hooks, greedy)
 
 
 def evaluate(
