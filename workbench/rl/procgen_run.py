@@ -15,7 +15,7 @@ from torch import nn
 
 from workbench.errors import WorkbenchError
 from workbench.hooks import hooks
-from workbench.rl.envs.procgen import NOOP, ProcgenConfig, ProcgenVecEnv, _SideEnvs
+from workbench.rl.envs.procgen import ProcgenConfig, ProcgenVecEnv, _make, _StateIO
 from workbench.rl.procgen_state import MAZE_CHEESE, MazeView, ProcgenState, maze_with_mouse
 
 CHUNK = 256  # envs per procgen batch in evaluation
@@ -122,14 +122,14 @@ class ProcgenVectorField:
 
 
 def render_states(states: list[ProcgenState], config: ProcgenConfig = ProcgenConfig()) -> np.ndarray:
-    """(K, 3, 64, 64) uint8 procgen frames of edited states (a NOOP step in a side env, the clock rewound first)."""
-    blobs = []
-    for s in states:
-        s = s.copy()
-        s.head["cur_time"] -= 1
-        blobs.append(s.to_bytes())
-    frames, _, _ = _SideEnvs(config).step(blobs, NOOP)
-    return frames.transpose(0, 3, 1, 2)
+    """(K, 3, 64, 64) uint8 procgen frames of (edited) states, without stepping them: procgen 0.10.7's set_state
+    re-renders the env's observation, so the states are loaded into a fresh env of K games and observed."""
+    if not states:
+        return np.zeros((0, 3, 64, 64), dtype=np.uint8)
+    env = _make(config, len(states), seed=0)
+    _StateIO(env).set(range(len(states)), [s.to_bytes() for s in states])
+    _, ob, _ = env.observe()
+    return ob["rgb"].transpose(0, 3, 1, 2).copy()
 
 
 def procgen_vector_field(

@@ -385,6 +385,31 @@ def maze_open_top_right(state: ProcgenState) -> ProcgenState:
     return out
 
 
+def maze_top_right_path(state: ProcgenState) -> ProcgenState:
+    """A copy with procgen-tools' top-right path (`make_top_right_path`, used for Turner et al.'s top-right vector): a
+    corridor cut through the wall padding from the maze's top-right cell straight up to the world's top row, then
+    right along it to the world's top-right cell. Unlike `maze_open_top_right` the maze stays perfect: the corridor
+    touches the maze only at its corner, so every free cell is still reached by exactly one path. Refuses non-maze
+    states and mazes that fill the world (no padding to cut through)."""
+    if state.game != "maze":
+        raise WorkbenchError(f"maze_top_right_path needs a maze state, got a {state.game!r} state")
+    out = state.copy()
+    view = MazeView(out)
+    top, right = view.corner()
+    w = view.world_size
+    if top <= 0:
+        raise WorkbenchError(
+            f"the {view.size}x{view.size} maze fills its {w}x{w} world: no padding to cut a top-right path through"
+        )
+    tiles = out.tiles().copy()
+    corridor = [(r, right) for r in range(top)] + [(0, c) for c in range(right + 1, w)]
+    for r, c in corridor:
+        if tiles[r, c] == MAZE_WALL:
+            tiles[r, c] = MAZE_SPACE
+    out.grid = tiles[::-1].copy()
+    return out
+
+
 # ------------------------------------------------------------------------------------------------------ coinrun
 @dataclass
 class CoinRunView:

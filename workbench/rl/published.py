@@ -6,8 +6,13 @@ Why: the maze and CoinRun agents of Langosco et al. / Turner et al. ship as torc
 with a config (64x64x3 pixels scaled by 1/255, channels 16/32/32 x scale, 15 actions) and every hook name
 (`embedder.block2.res1.resadd_out`, ...) means what the published analyses mean by it.
 
-Safety: only `torch.load(..., weights_only=True)`; a file that is not a torch zip archive is refused before torch
-sees it, so nothing is ever unpickled.
+Formats: torch's zip archive (the default since torch 1.6) and torch's legacy format
+(`torch.save(..., _use_new_zipfile_serialization=False)`: a pickle stream that starts with torch's magic number, then
+tensor storages), in which some published checkpoints were written.
+
+Safety: only `torch.load(..., weights_only=True)`, whose restricted unpickler builds nothing but tensors and plain
+containers in both formats. A file that is neither a zip archive nor starts with the legacy magic number is refused
+before torch sees it, so nothing is ever unpickled.
 """
 
 from __future__ import annotations
@@ -21,6 +26,30 @@ from workbench.errors import WorkbenchError
 from workbench.rl.policies import ImpalaPolicy, PolicyConfig
 
 N_ACTIONS = 15
+# torch's legacy format begins with a pickle PROTO opcode (protocol 2 by default; 4 and 5 add an 8-byte FRAME), then
+# torch.serialization.MAGIC_NUMBER 0x1950a86a20f9469cfc6c as a LONG1 of 10 little-endian bytes.
+LEGACY_MAGIC = b"\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
+LEGACY_PROTOCOLS = (2, 3)  # torch's weights-only unpickler has no FRAME opcode, so protocols 4 and 5 cannot be read
+
+
+def _sniff(path: Path) -> tuple[str | None, int]:
+    """(format, pickle protocol): ("zip", 0), ("legacy", protocol) or (None, 0), from the first bytes only."""
+    if zipfile.is_zipfile(path):
+        return "zip", 0
+    with path.open("rb") as f:
+        head = f.read(32)
+    if len(head) < 2 or head[0] != 0x80 or not 2 <= head[1] <= 5:
+        return None, 0
+    body = head[2:]
+    if body[:1] == b"\x95":  # FRAME + 8-byte length (protocol 4+)
+        body = body[9:]
+    return ("legacy", head[1]) if body.startswith(LEGACY_MAGIC) else (None, 0)
+
+
+def checkpoint_format(path: str | Path) -> str | None:
+    """`zip`, `legacy` (torch's pre-1.6 format, `_use_new_zipfile_serialization=False`) or None for anything else;
+    reads only the first bytes."""
+    return _sniff(Path(path))[0]
 
 
 def published_config(scale: int = 1) -> PolicyConfig:
@@ -54,9 +83,15 @@ def load_published(path: str | Path, map_location: str | torch.device = "cpu") -
     path = Path(path)
     if not path.is_file():
         raise WorkbenchError(f"checkpoint {str(path)!r} does not exist")
-    if not zipfile.is_zipfile(path):
+    kind, protocol = _sniff(path)
+    if kind is None:
         raise WorkbenchError(
-            f"{str(path)!r} is not a torch checkpoint (expected a torch.save zip archive holding model_state_dict)"
+            f"{str(path)!r} is not a torch checkpoint (expected a torch.save zip archive or legacy-format file)"
+        )
+    if kind == "legacy" and protocol not in LEGACY_PROTOCOLS:
+        raise WorkbenchError(
+            f"{str(path)!r} is a legacy torch file pickled with protocol {protocol}; weights-only loading reads "
+            "protocols 2-3 only: re-save it with torch.save(obj, path) where you trust the file"
         )
     try:
         blob = torch.load(path, map_location=map_location, weights_only=True)

@@ -12,9 +12,13 @@ Distributions come from state editing (`workbench.rl.procgen_state`), applied wh
 - coinrun `train`: procgen's own level (coin at the end); `ood`: the coin moved to a uniform standable cell between
   the start and the exit. Reaching the exit column then ends the episode (terminated, `exit_reached`), as in
   Langosco et al.'s fork.
-An edited state must be drawn before the policy sees it. procgen only renders inside a step, so edited states are
-copied into a small side env, stepped once with NOOP (cur_time pre-decremented, so the clock is unchanged), and the
-rendered frame and the post-step state are copied back: the main env's other episodes are not disturbed.
+An edited state must be drawn before the policy sees it. procgen 0.10.7's set_state re-renders that game's
+observation (vecgame.cpp calls observe() after deserialising), so no step is needed to draw a state: set_state then
+observe() gives, byte for byte, the frame procgen showed for that state (maze and CoinRun) and, for maze, the frame a
+NOOP step would draw (tests/test_procgen_parity.py); only CoinRun's camera fields (center_x, x_off) move to the agent.
+Today edited states are still copied into a small side env, stepped once with NOOP (cur_time pre-decremented, so the
+clock is unchanged), and the frame and the post-step state are copied back; the main env's other episodes are not
+disturbed either way.
 
 Observations are (N, 3, 64, 64) uint8 (channels first, like our policies take them; scale 1/255 in the policy).
 Actions are procgen's 15 (LEFT 0-2, DOWN 3, NOOP 4, UP 5, RIGHT 6-8, 9-14 special; NOOP for maze and movement).
