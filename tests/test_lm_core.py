@@ -221,7 +221,9 @@ def test_local_pretrained_gpt2_loads_offline_with_matching_logits(tmp_path: Path
     )
     hf = GPT2LMHeadModel(cfg).eval()
     hf.save_pretrained(tmp_path / "tiny-gpt2")
-    lm = load_lm(tmp_path / "tiny-gpt2")
+    with pytest.raises(WorkbenchError, match=r"tiny-gpt2: no tokenizer \(looked for tokenizer.json"):
+        load_lm(tmp_path / "tiny-gpt2")
+    lm = load_lm(tmp_path / "tiny-gpt2", require_tokenizer=False)
     x = torch.randint(0, 50, (3, 10))
     with torch.no_grad():
         assert torch.allclose(lm.model(x), hf(x).logits, atol=1e-4)

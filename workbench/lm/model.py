@@ -5,11 +5,15 @@ made its vocabulary, where it came from, and a way to turn strings into a right-
 `load_lm(name_or_path)` returns that for
 
 - a workbench artifact (`artifacts/lms/NAME` or a folder with weights.safetensors + config.json + tokenizer.json),
-- a Hugging Face model folder written by `save_pretrained` (config.json + model.safetensors/pytorch_model.bin),
+- a Hugging Face model folder written by `save_pretrained` (config.json + model.safetensors, and a tokenizer),
 - a model name (e.g. `gpt2`) that is already in the local Hugging Face cache.
 
-Nothing is ever downloaded: HF_HUB_OFFLINE is set and every Hugging Face call uses local_files_only. A model that
-is not on disk gives one WorkbenchError naming the model and how to make it available, never a hang or a traceback.
+`load_lm` is THE loading function: the CLI, the app, batteries and the subject registry all call it, so a later move
+from `HookedTransformer` to TransformerLens's TransformerBridge touches this file only. Nothing is ever downloaded:
+HF_HUB_OFFLINE is set and every Hugging Face call uses local_files_only. A model that is not on disk, a folder
+without weights or tokenizer, or pickled weights (`pytorch_model.bin`: refused, never unpickled) give one
+WorkbenchError naming the file, never a hang or a traceback. Config gaps TransformerLens trips over (GPT-2 configs
+saved by transformers 5 carry no `n_ctx`; `n_inner`) are filled from the fields that do exist.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from torch import Tensor
 
 from workbench import artifacts
 from workbench.errors import WorkbenchError
-from workbench.lm.tokenizer import WordTokenizer
+from workbench.lm.tokenizer import HFTokenizer, WordTokenizer, load_tokenizer
 
 TOKENIZER = "tokenizer.json"
 MODEL_KEYS = (
@@ -93,24 +97,75 @@ class LM:
         return tokens, lengths
 
     @property
-    def pad_id(self) -> int:
+    def tok(self) -> WordTokenizer | HFTokenizer:
+        """The tokenizer behind the one interface (encode / decode / token_id / ids); a bare Hugging Face tokenizer
+        given to `LM(...)` is wrapped on first use."""
         tok = self.tokenizer
-        if isinstance(tok, WordTokenizer):
-            return tok.pad_id
-        pid = getattr(tok, "pad_token_id", None)
-        return int(pid) if pid is not None else int(getattr(tok, "eos_token_id", 0) or 0)
-
-    def _ids(self, text: str, bos: bool) -> list[int]:
-        tok = self.tokenizer
-        if isinstance(tok, WordTokenizer):
-            return tok.encode(text, bos=bos)
         if tok is None:
             raise WorkbenchError(f"{self.name} was loaded without a tokenizer; pass token ids instead of text")
-        ids = list(tok(text)["input_ids"])
-        bos_id = getattr(tok, "bos_token_id", None)
-        if bos and bos_id is not None and (not ids or ids[0] != bos_id):
-            ids = [int(bos_id), *ids]
-        return ids
+        if not isinstance(tok, (WordTokenizer, HFTokenizer)):
+            tok = HFTokenizer(tok)
+        return tok
+
+    @property
+    def pad_id(self) -> int:
+        if self.tokenizer is None:
+            return 0
+        return int(self.tok.pad_id)
+
+    @property
+    def bos_id(self) -> int | None:
+        return self.tok.bos_id
+
+    @property
+    def eos_id(self) -> int | None:
+        return self.tok.eos_id
+
+    def _ids(self, text: str, bos: bool) -> list[int]:
+        return list(self.tok.encode(text, bos=bos))
+
+    def token_ids(self, text: str, bos: bool = False) -> list[int]:
+        """Token ids of one text (no BOS unless asked): the one encode call behind every tokenizer kind."""
+        return self._ids(text, bos)
+
+    def decode(self, ids) -> str:
+        return self.tok.decode([int(i) for i in torch.as_tensor(ids).reshape(-1)])
+
+    def token_strings(self, ids) -> list[str]:
+        """Token ids as strings (special tokens included), for position labels."""
+        flat = [int(i) for i in torch.as_tensor(ids).reshape(-1)]
+        tok = self.tok
+        if isinstance(tok, WordTokenizer):
+            return [tok.vocab[i] for i in flat]
+        return tok.convert_ids_to_tokens(flat)
+
+    def single_token(self, text: str, where: str = "") -> int:
+        """The id of `text` when it is exactly one token; else a WorkbenchError prefixed by `where`."""
+        try:
+            return int(self.tok.token_id(text))
+        except WorkbenchError as err:
+            raise WorkbenchError(f"{where}{': ' if where else ''}{err} for {self.name}'s tokenizer") from None
+
+    @property
+    def has_chat_template(self) -> bool:
+        return bool(getattr(self.tok, "has_chat_template", False))
+
+    def format_prompt(self, user: str = "", system: str = "", assistant: str | None = None) -> str:
+        """A (system, user) prompt, optionally with the assistant's reply, as the text the model reads.
+
+        With a chat template (an instruction-tuned HF tokenizer) the messages go through it; without one the parts
+        are joined by newlines (a base model, our organisms). With `assistant=None` and a template the generation
+        prompt is appended, so the next token is the assistant's first.
+        """
+        if self.has_chat_template:
+            msgs = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
+            head = self.tok.chat(msgs, add_generation_prompt=True)
+            return head if assistant is None else head + assistant
+        parts = [p for p in (system, user) if p]
+        head = "\n".join(parts)
+        if assistant is None:
+            return head
+        return head + assistant if head else assistant
 
     def __repr__(self) -> str:
         cfg = self.model.cfg
@@ -159,7 +214,7 @@ def save_lm(folder: Path, model: Any, tokenizer: WordTokenizer, config: dict, ca
     return Path(folder)
 
 
-def check_tokenizer(tokenizer: WordTokenizer, config: dict, d_vocab: int, where: str) -> None:
+def check_tokenizer(tokenizer: WordTokenizer | HFTokenizer, config: dict, d_vocab: int, where: str) -> None:
     """Refuse a tokenizer that does not belong to the model: wrong size or a different vocabulary (hash)."""
     if tokenizer.vocab_size != d_vocab:
         raise WorkbenchError(
@@ -183,8 +238,10 @@ def _load_artifact(folder: Path) -> LM:
         raise WorkbenchError(f"{folder} is not an LM artifact (config kind {config.get('kind')!r}, expected 'lm')")
     tok_path = folder / TOKENIZER
     if not tok_path.is_file():
-        raise WorkbenchError(f"{folder}: missing {TOKENIZER}")
-    tokenizer = WordTokenizer.load(tok_path)
+        raise WorkbenchError(f"{tok_path}: missing (the model's tokenizer)")
+    if not (folder / artifacts.WEIGHTS).is_file():
+        raise WorkbenchError(f"{folder / artifacts.WEIGHTS}: missing (the model's weights)")
+    tokenizer = load_tokenizer(folder)
     model_cfg = config.get("model")
     if not isinstance(model_cfg, dict):
         raise WorkbenchError(f"{folder / artifacts.CONFIG}: missing the 'model' table")
@@ -204,6 +261,16 @@ def _load_artifact(folder: Path) -> LM:
 
 
 # --------------------------------------------------------------------------------------------- pretrained, offline
+
+SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
+PICKLED_WEIGHTS = (
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+    "model.bin",
+    "model.pt",
+    "model.pth",
+    "model.ckpt",
+)
 
 
 def _offline_hint(name: str) -> str:
@@ -231,70 +298,156 @@ def _hf_folder(name_or_path: str) -> Path:
         raise WorkbenchError(_offline_hint(str(name_or_path))) from None
 
 
-def load_pretrained(name_or_path: str | Path, tokenizer: Any = None) -> LM:
+def check_hf_folder(folder: Path, require_tokenizer: bool = True) -> None:
+    """Refuse, before anything is loaded, a folder whose weights are missing or pickled, or that has no tokenizer.
+
+    Why refuse `pytorch_model.bin`: unpickling a third-party file can run arbitrary code (DESIGN: nothing is ever
+    unpickled). Convert it where it came from with `save_pretrained(FOLDER, safe_serialization=True)`.
+    """
+    folder = Path(folder)
+    if not any((folder / f).is_file() for f in SAFE_WEIGHTS):
+        pickled = [f for f in PICKLED_WEIGHTS if (folder / f).is_file()]
+        pickled += sorted(p.name for p in folder.glob("pytorch_model-*.bin"))
+        if pickled:
+            raise WorkbenchError(
+                f"{folder / pickled[0]}: pickled PyTorch weights are refused (unpickling can run code); save the model "
+                "as safetensors (`model.save_pretrained(FOLDER, safe_serialization=True)`) and pass that folder"
+            )
+        raise WorkbenchError(f"{folder / SAFE_WEIGHTS[0]}: missing (no model weights in {folder})")
+    index = folder / "model.safetensors.index.json"
+    if index.is_file() and not (folder / "model.safetensors").is_file():
+        try:
+            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        except (OSError, json.JSONDecodeError, KeyError, AttributeError):
+            raise WorkbenchError(f"{index}: unreadable shard index") from None
+        for shard in shards:
+            if not (folder / shard).is_file():
+                raise WorkbenchError(f"{folder / shard}: missing (listed in {index.name})")
+    if require_tokenizer:
+        from workbench.lm.tokenizer import HF_TOKENIZER_FILES, has_tokenizer
+
+        if not has_tokenizer(folder):
+            raise WorkbenchError(
+                f"{folder}: no tokenizer (looked for {', '.join(HF_TOKENIZER_FILES)}); save it beside the weights with "
+                f"`tokenizer.save_pretrained({str(folder)!r})`"
+            )
+
+
+def hf_config_gaps(hf_cfg: dict) -> tuple[dict, list[str]]:
+    """Fill the config fields TransformerLens's converter reads but a saved config may lack; returns (patched
+    config, notes). GPT-2 saved by transformers 5 has no `n_ctx` (it is `n_positions`)."""
+    cfg = dict(hf_cfg)
+    notes = []
+    if cfg.get("model_type") == "gpt2" and "n_ctx" not in cfg:
+        cfg["n_ctx"] = int(cfg.get("n_positions", 1024))
+        notes.append(f"n_ctx taken from n_positions ({cfg['n_ctx']})")
+    return cfg, notes
+
+
+def _tl_config(folder: Path) -> tuple[dict, list[str]]:
+    """TransformerLens config dict for a local HF folder, converted from a gap-filled copy of its config.json."""
+    import tempfile
+
+    from transformer_lens import loading_from_pretrained as loading
+
+    try:
+        raw = json.loads((folder / "config.json").read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise WorkbenchError(f"{folder / 'config.json'}: unreadable ({err})") from None
+    patched, notes = hf_config_gaps(raw)
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "config.json").write_text(json.dumps(patched))
+        try:
+            cfg_dict = loading.convert_hf_model_config(tmp)
+        except (NotImplementedError, ValueError, KeyError, AttributeError, TypeError, IndexError) as err:
+            arch = (raw.get("architectures") or [raw.get("model_type", "?")])[0]
+            raise WorkbenchError(
+                f"{folder / 'config.json'}: TransformerLens cannot convert architecture {arch!r} "
+                f"({str(err).splitlines()[0][:120] if str(err) else type(err).__name__})"
+            ) from None
+    if raw.get("model_type") == "gpt2" and raw.get("n_inner"):
+        cfg_dict["d_mlp"] = int(raw["n_inner"])
+        notes.append(f"d_mlp taken from n_inner ({cfg_dict['d_mlp']})")
+    cfg_dict["tokenizer_name"] = None  # never let TransformerLens fetch or load a tokenizer itself
+    return cfg_dict, notes
+
+
+def load_pretrained(name_or_path: str | Path, tokenizer: Any = None, require_tokenizer: bool = True) -> LM:
     """A Hugging Face causal LM from a local folder or the local cache, converted into a HookedTransformer.
 
     Why not `HookedTransformer.from_pretrained`: in TransformerLens 3.9 it accepts only its list of official names,
     not a folder. We reuse its own converters (`convert_hf_model_config`, `get_pretrained_state_dict`) on the local
-    folder instead, with HF_HUB_OFFLINE=1 and local_files_only, so nothing is fetched.
+    folder instead, with HF_HUB_OFFLINE=1 and local_files_only, so nothing is fetched. Weights are read from
+    safetensors only. `require_tokenizer=False` accepts a weights-only folder (then `encode` asks for token ids).
     """
     os.environ["HF_HUB_OFFLINE"] = "1"
     folder = _hf_folder(str(name_or_path))
+    check_hf_folder(folder, require_tokenizer=require_tokenizer and tokenizer is None)
     from transformer_lens import HookedTransformer, HookedTransformerConfig
     from transformer_lens import loading_from_pretrained as loading
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
+    cfg_dict, notes = _tl_config(folder)
     try:
-        hf_model = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True)
-    except (OSError, ValueError) as err:
+        hf_model = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True, use_safetensors=True)
+    except (OSError, ValueError, KeyError, TypeError) as err:
         raise WorkbenchError(f"{folder}: cannot load the Hugging Face model ({str(err).splitlines()[0]})") from None
-    if tokenizer is None:
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-        except (OSError, ValueError, TypeError):
-            tokenizer = None  # a weights-only folder: encode() then asks for token ids
-    try:
-        cfg_dict = loading.convert_hf_model_config(str(folder))
-    except (NotImplementedError, ValueError, KeyError, AttributeError) as err:
-        raise WorkbenchError(f"{folder}: TransformerLens cannot convert this architecture ({err})") from None
+    if tokenizer is None and (require_tokenizer or _has_tok(folder)):
+        tokenizer = load_tokenizer(folder)
+    elif tokenizer is not None and not isinstance(tokenizer, (WordTokenizer, HFTokenizer)):
+        tokenizer = HFTokenizer(tokenizer)
     cfg = HookedTransformerConfig(**cfg_dict, device="cpu")
     state = loading.get_pretrained_state_dict(str(folder), cfg, hf_model)
     model = HookedTransformer(cfg, tokenizer=None, move_to_device=False)
     model.load_and_process_state_dict(
         state, fold_ln=False, center_writing_weights=False, center_unembed=False, fold_value_biases=False
     )
-    if tokenizer is not None:
-        model.tokenizer = tokenizer
+    if isinstance(tokenizer, HFTokenizer):
+        model.tokenizer = tokenizer.tok
+        if tokenizer.vocab_size > cfg.d_vocab:
+            raise WorkbenchError(
+                f"{folder}: the tokenizer has {tokenizer.vocab_size} tokens but the model's vocabulary is {cfg.d_vocab}"
+            )
     model.eval()
-    config = {"kind": "hf", "source": str(name_or_path), "folder": str(folder)}
-    return LM(model=model, tokenizer=tokenizer, name=Path(str(name_or_path)).name, path=folder, config=config)
+    del hf_model
+    config = {"kind": "hf", "source": str(name_or_path), "folder": str(folder), "config_notes": notes}
+    name = Path(str(name_or_path)).name if Path(str(name_or_path)).is_dir() else str(name_or_path)
+    return LM(model=model, tokenizer=tokenizer, name=name, path=folder, config=config)
 
 
-def load_lm(name_or_path: str | Path) -> LM:
-    """A workbench LM artifact (registered name or folder) or a locally available pretrained model.
+def _has_tok(folder: Path) -> bool:
+    from workbench.lm.tokenizer import has_tokenizer
 
-    Order: a folder with a workbench LM config -> artifact; a registered name in artifacts/lms -> artifact; a
-    Hugging Face folder or a cached hub name -> pretrained. Anything else: one WorkbenchError (nearest artifact
-    names, and how to make a hub model available offline).
+    return has_tokenizer(folder)
+
+
+def _is_workbench_lm(folder: Path) -> bool:
+    try:
+        return json.loads((folder / artifacts.CONFIG).read_text()).get("kind") == "lm"
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return False
+
+
+def load_lm(name_or_path: str | Path, *, require_tokenizer: bool = True) -> LM:
+    """THE way to get a language model: a shipped name, an artifact folder, a Hugging Face-format local folder, or a
+    name in the local Hugging Face cache (offline only). Returns an `LM` (HookedTransformer + tokenizer).
+
+    Order: a folder whose config.json says kind "lm" -> workbench artifact; any other folder -> Hugging Face folder;
+    a registered name in artifacts/lms -> that folder (either format); else a cached hub name. Anything else: one
+    WorkbenchError (nearest artifact names, and how to make a hub model available offline).
     """
     path = Path(name_or_path)
     if path.is_dir():
-        cfg_file = path / artifacts.CONFIG
-        if (path / artifacts.WEIGHTS).is_file() and cfg_file.is_file():
-            try:
-                kind = json.loads(cfg_file.read_text()).get("kind")
-            except (OSError, json.JSONDecodeError):
-                kind = None
-            if kind == "lm":
-                return _load_artifact(path)
-        return load_pretrained(path)
-    if str(name_or_path) in artifacts.available("lms"):
-        return _load_artifact(artifacts.resolve(name_or_path, "lms"))
+        if (path / artifacts.CONFIG).is_file() and _is_workbench_lm(path):
+            return _load_artifact(path)
+        return load_pretrained(path, require_tokenizer=require_tokenizer)
     names = artifacts.available("lms")
+    if str(name_or_path) in names:
+        return load_lm(artifacts.artifacts_root() / "lms" / str(name_or_path), require_tokenizer=require_tokenizer)
     try:
-        return load_pretrained(str(name_or_path))
+        return load_pretrained(str(name_or_path), require_tokenizer=require_tokenizer)
     except WorkbenchError as err:
-        if names and "/" not in str(name_or_path):
+        if names and "/" not in str(name_or_path) and "not available offline" in str(err):
             from workbench.errors import closest
 
             near = closest(str(name_or_path), names)
