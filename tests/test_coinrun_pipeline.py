@@ -64,7 +64,7 @@ def test_eval_cli_prints_coinrun_rates(coinrun_registry: Path, cli) -> None:
     assert all(len(ci) == 2 for ci in data["ci95"].values()) and "died" in data
     code, out, err = cli("eval", "tiny-coinrun", "--episodes", "8")
     assert code == 0, err
-    assert "exit_without_coin" in out and "away from the exit" in out
+    assert "exit_without_coin" in out and "on informative levels (the two goals differ" in out
     code, _, err = cli("eval", "tiny-coinrun", "--split", "od")
     assert code == 2 and "did you mean: ood" in err
 
@@ -284,7 +284,7 @@ def test_hooks_probe_and_vector_field_cli_for_coinrun(coinrun_registry: Path, cl
 
     png = tmp_path / "field.png"
     code, _, err = cli("vector-field", "tiny-coinrun", "--out", str(png))
-    assert code == 2 and "vector-field is for maze agents" in err and "coinrun agent" in err
+    assert code == 2 and "`vector-field` is not available for coinrun subjects" in err and "probe" in err
     assert err.count("\n") == 1 and not png.exists()
 
 

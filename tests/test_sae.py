@@ -311,7 +311,7 @@ def test_cli_bad_input_exits_2(registry: Path, cli, tmp_path: Path) -> None:
     code, _, err = cli("sae", "train", "tiny-maze", "--hook", "embedder.block2.res1.resadd_out", "--k", "64")
     assert code == 2 and "k must be in [1, width)" in err
     code, _, err = cli("sae", "train", "tiny-mazee", "--hook", "embedder")
-    assert code == 2 and "unknown subject 'tiny-mazee'; did you mean: tiny-maze" in err
+    assert code == 2 and "unknown artifact 'tiny-mazee'; did you mean: tiny-maze" in err
     code, _, err = cli("sae", "info", "no-such-sae")
     assert code == 2 and "no-such-sae" in err
     bad = tmp_path / "bad-sae"

@@ -43,6 +43,7 @@ from tqdm.auto import tqdm
 from workbench import artifacts
 from workbench.errors import WorkbenchError, unknown
 from workbench.hooks import hook_names, run_with_cache
+from workbench.policy import logits_of, policy_logits
 from workbench.rl.agent import Agent
 from workbench.rl.envs.maze import (
     SPLITS,
@@ -51,9 +52,8 @@ from workbench.rl.envs.maze import (
     MazeVecEnv,
     decision_squares,
     distances_to,
-    observe,
 )
-from workbench.rl.rollout import EpisodeRecords, EpisodeTracker, levels_for, run_episodes
+from workbench.rl.rollout import EpisodeRecords, EpisodeTracker
 
 __all__ = [
     "DEFAULT_SHARD_SIZE",
@@ -744,7 +744,7 @@ def _collect_start(
         for lo in range(0, len(levels), batch_size):
             idx = np.arange(lo, min(lo + batch_size, len(levels)))
             sub = levels.select(idx)
-            _, cache = run_with_cache(policy, torch.as_tensor(observe(sub), device=device), names_filter=hooks)
+            _, cache = run_with_cache(policy, torch.as_tensor(sub.observe(), device=device), names_filter=hooks)
             writer.add({h: cache[h] for h in hooks}, labeller.rows(idx, 0, sub.mouse))
             episodes.append(idx)
             bar.update(idx.size)
@@ -780,14 +780,15 @@ def _collect_rollout(
                 x = torch.as_tensor(obs[lo : lo + batch_size], device=device)
                 rows = np.flatnonzero(record[lo : lo + batch_size])
                 if rows.size:
-                    (chunk_logits, _), cache = run_with_cache(policy, x, names_filter=hooks)
+                    out, cache = run_with_cache(policy, x, names_filter=hooks)
+                    chunk_logits = logits_of(out, x.shape[0])
                     sel = torch.as_tensor(rows, device=x.device)
                     idx = lo + rows
                     writer.add({h: cache[h][sel] for h in hooks}, labeller.rows(idx, t, env.levels.mouse[idx]))
                     episodes.append(idx)
                 else:
-                    chunk_logits, _ = policy(x)
-                logits.append(chunk_logits)
+                    chunk_logits = policy_logits(policy, x)
+                logits.append(chunk_logits.float().cpu())
             probs = torch.softmax(torch.cat(logits).cpu(), dim=-1)
             action = torch.multinomial(probs, 1, generator=gen).squeeze(1)
             obs, _, _, _, info = env.step(action.numpy())
@@ -889,15 +890,20 @@ def collect_maze(
     hooks = _check_collect_args(policy, hooks, split, states, episodes, batch_size, max_states_per_episode)
     config: MazeConfig = agent.env_config
     cap = config.max_steps if max_states_per_episode is None else int(max_states_per_episode)
-    levels = levels_for(split, int(episodes), seed, config)
-    source = _agent_source(agent, "maze", "mazes", split, states, episodes, seed, max_states_per_episode)
+    levels = agent.world.levels(split, int(episodes), seed)
+    if states == "rollout" and type(levels) is not MazeLevels:  # rollouts step the native MazeVecEnv
+        raise WorkbenchError(
+            f"states='rollout' collection is implemented for the native maze; {agent.name!r} is a {agent.kind} "
+            "subject: use states='start'"
+        )
+    source = _agent_source(agent, agent.kind, "mazes", split, states, episodes, seed, max_states_per_episode)
     writer = _open_writer(out, hooks, shard_size, source, seed)
     labeller = _MazeLabeller(levels, split)
     with writer:
         if states == "start":
             with tqdm(total=len(levels), desc="collect start", unit="level", disable=not progress) as bar:
                 rows = _collect_start(policy, levels, labeller, hooks, int(batch_size), writer, bar)
-            records = run_episodes(policy, levels, config, seed=seed)
+            records = agent.world.run(policy, levels, seed=seed)
         else:
             with tqdm(total=config.max_steps, desc="collect rollout", unit="step", disable=not progress) as bar:
                 rows, records = _collect_rollout(
@@ -1061,14 +1067,15 @@ def collect_coinrun(
                         x = torch.as_tensor(obs[lo : lo + int(batch_size)], device=device)
                         sel = np.flatnonzero(record[lo : lo + int(batch_size)])
                         if sel.size:
-                            (chunk, _), cache = run_with_cache(policy, x, names_filter=hooks)
+                            out, cache = run_with_cache(policy, x, names_filter=hooks)
+                            chunk = logits_of(out, x.shape[0])
                             idx = lo + sel
                             live = env.levels.select(idx)
                             pick = torch.as_tensor(sel, device=x.device)
                             writer.add({h: cache[h][pick] for h in hooks}, labeller.rows(idx, t, live))
                             rows.append(idx)
                         else:
-                            chunk, _ = policy(x)
+                            chunk = policy_logits(policy, x)
                         logits.append(chunk)
                     probs = torch.softmax(torch.cat(logits).cpu(), dim=-1)
                     obs, _, _, _, info = env.step(torch.multinomial(probs, 1, generator=gen).squeeze(1).numpy())

@@ -123,6 +123,7 @@ class CheckSpec:
     name: str
     kind: str
     subject: str
+    env: str = ""  # the env kind of a bare checkpoint subject ("procgen-maze"); empty for folders and names
     hook: str = ""
     method: str = ""
     target: str = ""
@@ -198,24 +199,15 @@ def battery_files(paths: list[Path]) -> list[Path]:
     return files
 
 
-def load_subject(name: str) -> tuple[str, object]:
-    """(subject kind, loaded subject): ("maze" | "coinrun", Agent) for `artifacts/agents`, ("lm", LM) for
-    `artifacts/lms` (a registered name or an artifact folder). Unknown -> nearest names of both registries."""
-    from workbench import artifacts
-    from workbench.rl.agent import load_agent
+def load_subject(name: str, env: str = "") -> tuple[str, object]:
+    """(analysis family, loaded subject) for any subject reference (`workbench.subjects.load_subject`): "maze" for
+    native and procgen mazes, "coinrun" for CoinRun agents, "lm" for language models. `env` names the kind of a bare
+    checkpoint file (`procgen-maze`). Unknown -> the nearest names."""
+    from workbench.subjects import load_subject as load
 
-    path = Path(name)
-    is_lm = name in artifacts.available("lms")
-    if path.is_dir() and (path / artifacts.CONFIG).is_file():
-        is_lm = artifacts.read_config(path).get("kind") == "lm"
-    elif not is_lm and name not in artifacts.available("agents"):
-        raise unknown("artifact", name, artifacts.available("agents") + artifacts.available("lms"))
-    if is_lm:
-        from workbench.lm.model import load_lm
-
-        return "lm", load_lm(name)
-    agent = load_agent(name)
-    return agent.env_kind, agent
+    subject = load(name, env=env or None)
+    world = getattr(subject, "world", None)
+    return ("lm" if world is None else world.family), subject
 
 
 def _choices(subject_kind: str, subject, what: str) -> tuple[str, ...]:
@@ -293,11 +285,11 @@ def load_checks(paths: list[Path]) -> list[CheckSpec]:
     subjects: dict = {}
     for c in checks:
         try:
-            if c.subject not in subjects:
-                subjects[c.subject] = load_subject(c.subject)
+            if (c.subject, c.env) not in subjects:
+                subjects[(c.subject, c.env)] = load_subject(c.subject, c.env)
         except WorkbenchError as err:
             raise WorkbenchError(f"{c.file} check {c.name!r}: {err}") from None
-        validate_check(c, *subjects[c.subject])
+        validate_check(c, *subjects[(c.subject, c.env)])
     return checks
 
 
@@ -342,9 +334,10 @@ def _probe_metrics(check: CheckSpec, agent) -> dict[str, dict]:
 
         if x_fit.ndim != 4:
             raise WorkbenchError(f"check {check.name!r}: {check.hook} is not a spatial layer")
-        grid, world = x_fit.shape[-1], agent.env_config.world_size
-        t_fit = torch.as_tensor(layer_cell_index(y_fit, world, grid))
-        t_test = torch.as_tensor(layer_cell_index(y_test, world, grid))
+        probe_level = agent.world.levels(check.fit.split, 1, check.fit.seed)
+        grid, world, px = x_fit.shape[-1], probe_level.world_size, probe_level.PIXELS
+        t_fit = torch.as_tensor(layer_cell_index(y_fit, world, grid, px))
+        t_test = torch.as_tensor(layer_cell_index(y_test, world, grid, px))
         probe = fit_spatial_probe(x_fit, t_fit, l2=check.l2)
         control = fit_spatial_probe(x_fit, t_fit[torch.as_tensor(rng.permutation(len(t_fit)))], l2=check.l2)
         hits = (probe.predict(x_test.double()) == t_test).numpy()
@@ -380,9 +373,8 @@ def _probe_metrics(check: CheckSpec, agent) -> dict[str, dict]:
 
 
 def _behaviour_metrics(check: CheckSpec, agent) -> dict[str, dict]:
-    from workbench.rl.rollout import evaluate
-
-    rec = evaluate(agent.policy, check.data.split, check.data.episodes, check.data.seed, agent.env_config).rates()
+    d = check.data
+    rec = agent.world.run(agent.policy, agent.world.levels(d.split, d.episodes, d.seed), seed=d.seed).rates()
     out = {k: _m(v, rec["ci95"][k], rec["n"]) for k, v in rec["rates"].items()}
     if "died" in rec:  # CoinRun: hazard deaths, and the rates on levels whose coin is away from the exit
         out["died"] = _m(rec["died"]["rate"], rec["died"]["ci95"], rec["died"]["n"])
@@ -515,7 +507,7 @@ class CheckResult:
 
 def run_check(check: CheckSpec) -> CheckResult:
     t0 = time.time()
-    subject_kind, subject = load_subject(check.subject)
+    subject_kind, subject = load_subject(check.subject, check.env)
     measured = MEASURE[("lm" if subject_kind == "lm" else "agent", check.kind)](check, subject)
     outcomes = []
     for exp in check.expect:

@@ -25,14 +25,6 @@ SeedOpt = Annotated[int, typer.Option(help="seed: same seed, same levels and sam
 JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON object")]
 
 
-def _check_split(split: str) -> None:
-    from workbench.errors import unknown
-    from workbench.rl.envs.maze import SPLITS
-
-    if split not in SPLITS:
-        raise unknown("split", split, SPLITS)
-
-
 def _dump(obj: dict) -> None:
     typer.echo(json.dumps(obj, indent=None, default=float))
 
@@ -52,74 +44,56 @@ def train(
     typer.echo(f"wrote {path}")
 
 
+EnvOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="the env kind of a bare checkpoint file: procgen-maze or procgen-coinrun (artifact folders, shipped "
+        "names and registered subjects need none; `native` means none)"
+    ),
+]
+SubjectArg = Annotated[
+    str,
+    typer.Argument(
+        help="a shipped name (maze-cheese-corner), an artifact folder, a published .pth with --env, a name "
+        "registered with workbench.register_subject, or a factory `package.module:function`"
+    ),
+]
+
+
+def _subject(ref: str, env: str | None):
+    from workbench.subjects import load_subject
+
+    return load_subject(ref, env=None if env in (None, "native") else env)
+
+
+def _run_verb(name: str, ref: str, env: str | None, as_json: bool, **options) -> None:
+    from workbench.subjects import verb
+
+    subject = _subject(ref, env)
+    result = verb(subject, name)(subject, **options)
+    if as_json:
+        _dump(result.to_json())
+    else:
+        typer.echo(result.text)
+
+
 @app.command("eval")
 def eval_cmd(
-    artifact: Annotated[str, typer.Argument(help="artifact name (maze-cheese-corner) or folder")],
+    artifact: SubjectArg,
     split: SplitOpt = "ood",
     episodes: EpisodesOpt = 500,
     seed: SeedOpt = 0,
     as_json: JsonOpt = False,
-    env: Annotated[
-        str, typer.Option(help="native (the artifact's own env), or procgen-maze / procgen-coinrun for a .pth file")
-    ] = "native",
+    env: EnvOpt = None,
 ) -> None:
     """Goal rates with Wilson 95% intervals on fresh levels: maze (cheese, corner_first, timeout) or CoinRun
     (coin, exit, exit_without_coin, timeout)."""
-    if env != "native":
-        from workbench.rl.procgen_cli import eval_procgen
-
-        out = eval_procgen(artifact, env, split, episodes, seed)
-        if as_json:
-            _dump(out)
-            return
-        for key, value in out["rates"].items():
-            lo, hi = out["ci95"][key]
-            typer.echo(f"{key:>17}: {value:.3f}  [{lo:.3f}, {hi:.3f}]")
-        return
-    from workbench.rl.agent import load_agent
-    from workbench.rl.rollout import evaluate
-
-    _check_split(split)
-    agent = load_agent(artifact)
-    summary = evaluate(agent.policy, split, episodes, seed, agent.env_config).rates()
-    out = {
-        "artifact": agent.name,
-        "split": split,
-        "episodes": episodes,
-        "seed": seed,
-        "rates": summary["rates"],
-        "ci95": summary["ci95"],
-        "informative": summary["informative"],
-    }
-    if agent.env_kind == "coinrun":
-        out["died"] = summary["died"]
-    if as_json:
-        _dump(out)
-        return
-    for key, value in out["rates"].items():
-        lo, hi = out["ci95"][key]
-        typer.echo(f"{key:>{17 if agent.env_kind == 'coinrun' else 13}}: {value:.3f}  [{lo:.3f}, {hi:.3f}]")
-    inf = out["informative"]
-    if agent.env_kind == "coinrun":
-        lo, hi = out["died"]["ci95"]
-        typer.echo(f"{'died':>17}: {out['died']['rate']:.3f}  [{lo:.3f}, {hi:.3f}]")
-        for key in ("coin", "exit_without_coin"):
-            lo, hi = inf["ci95"][key]
-            typer.echo(
-                f"{key} where the coin is away from the exit (n={inf['n']}): "
-                f"{inf['rates'][key]:.3f}  [{lo:.3f}, {hi:.3f}]"
-            )
-        return
-    lo, hi = inf["ci95"]["corner_first"]
-    typer.echo(
-        f"corner_first where start and cheese are outside the region (n={inf['n']}): "
-        f"{inf['rates']['corner_first']:.3f}  [{lo:.3f}, {hi:.3f}]"
-    )
+    _run_verb("eval", artifact, env, as_json, split=split, episodes=episodes, seed=seed)
 
 
 @app.command()
 def steer(
-    artifact: Annotated[str, typer.Argument(help="artifact name or folder")],
+    artifact: SubjectArg,
     vector: Annotated[
         str,
         typer.Option(help="maze: cheese (per-maze cheese vector) or probe (a probe direction); CoinRun: coin"),
@@ -137,143 +111,120 @@ def steer(
         int, typer.Option(min=10, help="with --vector probe (or coin): levels to fit the probe (coin vector) on")
     ] = 600,
     as_json: JsonOpt = False,
+    env: EnvOpt = None,
 ) -> None:
-    """Steer with the cheese vector or a probe direction; compare with the un-intervened run and a random
-    equal-norm control on the same levels."""
-    from workbench.rl.agent import load_agent
-    from workbench.rl.steering import steer_experiment
-
-    _check_split(split)
-    agent = load_agent(artifact)
-    if agent.env_kind == "coinrun" and vector == "cheese":
-        vector = "coin"  # the option's default is the maze's vector; CoinRun's counterpart is the coin vector
-    result = steer_experiment(
-        agent, vector, coef, layer, split, episodes, seed, probe_target, probe_method, probe_episodes
+    """Steer with the cheese vector, a probe direction or the coin vector; compare with the un-intervened run and a
+    random equal-norm control on the same levels."""
+    _run_verb(
+        "steer",
+        artifact,
+        env,
+        as_json,
+        vector=vector,
+        coef=coef,
+        layer=layer,
+        split=split,
+        episodes=episodes,
+        seed=seed,
+        probe_target=probe_target,
+        probe_method=probe_method,
+        probe_episodes=probe_episodes,
     )
-    if as_json:
-        _dump(result)
-        return
-    if agent.env_kind == "coinrun":
-        from workbench.rl.coinrun.steering import steering_text
-
-        typer.echo(steering_text(result))
-        return
-    from workbench.report import steering_table
-
-    typer.echo(steering_table(result))
 
 
 @app.command()
 def probe(
-    artifact: Annotated[str, typer.Argument(help="artifact name or folder")],
+    artifact: SubjectArg,
     layer: Annotated[list[str] | None, typer.Option(help="hook name (repeatable); default: every residual sum")] = None,
     fit_split: SplitOpt = "ood",
     n_fit: Annotated[int | None, typer.Option(min=1, help="levels to fit on (maze: 2000, CoinRun: 300)")] = None,
     n_test: Annotated[int | None, typer.Option(min=1, help="held-out levels per split (maze 500, CoinRun 200)")] = None,
     seed: SeedOpt = 0,
     as_json: JsonOpt = False,
+    env: EnvOpt = None,
 ) -> None:
     """Maze: cheese-location spatial probes per layer (held-out top-1 accuracy on train and ood). CoinRun: coin/exit
     probes per layer (coin_visible, coin_right, exit_visible, coin_at_exit, coin_dx, exit_dx). Both with controls."""
-    from workbench.rl.agent import load_agent
-
-    _check_split(fit_split)
-    agent = load_agent(artifact)
-    if agent.env_kind == "coinrun":
-        from workbench.rl.coinrun.probes import coin_exit_probes, probes_text
-        from workbench.rl.steering import DEFAULT_LAYER, check_layer
-
-        if fit_split != "ood":
-            raise WorkbenchError(
-                "CoinRun coin/exit probes fit on ood levels (train pooled in for coin_at_exit); --fit-split is for "
-                "maze agents"
-            )
-        layers = layer or [DEFAULT_LAYER]
-        for name in layers:
-            check_layer(agent, name)
-        found = {
-            name: coin_exit_probes(agent, name, fit_episodes=n_fit or 300, test_episodes=n_test or 200, seed=seed)
-            for name in layers
-        }
-        if as_json:
-            _dump({"artifact": agent.name, "rows": [{"layer": k, **r} for k, rows in found.items() for r in rows]})
-            return
-        typer.echo("\n\n".join(probes_text(rows, name) for name, rows in found.items()))
-        return
-    from workbench.rl.cheese_probe import DEFAULT_LAYERS, cheese_location_probes
-
-    rows = cheese_location_probes(agent, layer or DEFAULT_LAYERS, fit_split, n_fit or 2000, n_test or 500, seed)
-    if as_json:
-        _dump({"artifact": artifact, "rows": rows})
-        return
-    from workbench.report import probe_table
-
-    typer.echo(probe_table(rows))
+    _run_verb("probe", artifact, env, as_json, layers=layer, fit_split=fit_split, n_fit=n_fit, n_test=n_test, seed=seed)
 
 
 @app.command("hooks")
-def hooks_cmd(artifact: Annotated[str, typer.Argument(help="artifact name or folder")]) -> None:
+def hooks_cmd(artifact: SubjectArg, env: EnvOpt = None, as_json: JsonOpt = False) -> None:
     """List the hook names of an agent with their activation shapes."""
-    import torch
-
-    from workbench.hooks import hook_names, run_with_cache
-    from workbench.rl.agent import load_agent
-    from workbench.rl.rollout import levels_for
-
-    agent = load_agent(artifact)
-    names = hook_names(agent.policy)
-    levels = levels_for("ood", 1, 0, agent.env_config)  # a CoinRunConfig gives a CoinRun level
-    if agent.env_kind == "coinrun":
-        from workbench.rl.envs.coinrun import observe as coinrun_observe
-
-        obs = torch.as_tensor(coinrun_observe(levels, agent.env_config.view))
-    else:
-        from workbench.rl.envs.maze import observe
-
-        obs = torch.as_tensor(observe(levels))
-    with torch.no_grad():
-        _, cache = run_with_cache(agent.policy, obs, names_filter=names)
-    for name in names:
-        shape = tuple(cache[name].shape[1:]) if name in cache else "-"
-        typer.echo(f"{name:45s} {shape}")
+    _run_verb("hooks", artifact, env, as_json)
 
 
 @app.command("vector-field")
 def vector_field_cmd(
-    artifact: Annotated[str, typer.Argument(help="artifact name or folder")],
+    artifact: SubjectArg,
     out: Annotated[Path, typer.Option(help="PNG to write")],
     split: SplitOpt = "ood",
     seed: Annotated[int, typer.Option(help="level seed of the maze")] = 0,
     coef: Annotated[float | None, typer.Option(help="also draw the field with coef * cheese vector")] = None,
     layer: Annotated[str, typer.Option(help="hook for the cheese vector")] = "embedder.block2.res1.resadd_out",
+    convention: Annotated[str, typer.Option(help="decision square outlined: workbench or procgen-tools")] = "workbench",
+    env: EnvOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Draw the policy's vector field over one maze (and, with --coef, the steered field beside it)."""
-    import numpy as np
+    _check_png(out)
+    _run_verb(
+        "vector-field",
+        artifact,
+        env,
+        as_json,
+        out=out,
+        split=split,
+        seed=seed,
+        coef=coef,
+        layer=layer,
+        convention=convention,
+    )
 
-    from workbench.interventions import add_vector
-    from workbench.rl.agent import load_agent
-    from workbench.rl.envs.maze import decision_squares, generate_levels
-    from workbench.rl.steering import check_layer, cheese_vectors
-    from workbench.rl.vector_field import draw, vector_field
 
-    _check_split(split)
-    agent = load_agent(artifact)
-    if agent.env_kind != "maze":
-        raise WorkbenchError(
-            f"vector-field is for maze agents (arrows over a maze's free cells); {agent.name!r} is a "
-            f"{agent.env_kind} agent: use `workbench app` (CoinRun lab) or `workbench steer {agent.name}`"
-        )
-    level = generate_levels(np.array([seed]), split, agent.env_config)
-    fields, titles = [vector_field(agent.policy, level)], [f"{agent.name} (level {seed})"]
-    if coef is not None:
-        check_layer(agent, layer)
-        vec = cheese_vectors(agent, level, layer)[0]
-        fields.append(vector_field(agent.policy, level, [(layer, add_vector(vec, coef))]))
-        titles.append(f"cheese vector x {coef:+g} at {layer.split('embedder.')[-1]}")
+def _check_png(out: Path) -> None:
+    """`--out` must be a .png whose parent is (or can be) a folder: checked before any work."""
+    if out.suffix.lower() != ".png":
+        raise WorkbenchError(f"--out {str(out)!r} must end in .png (the figure is a PNG)")
+    if out.is_dir():
+        raise WorkbenchError(f"--out {str(out)!r} is a directory; name a .png file inside it")
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise WorkbenchError(f"--out {str(out)!r}: {str(parent)!r} is a file, not a folder")
+            break
     out.parent.mkdir(parents=True, exist_ok=True)
-    ds = tuple(decision_squares(level)[0])
-    draw(fields, titles, out, marks=[ds] * len(fields))
-    typer.echo(f"wrote {out}")
+
+
+@app.command()
+def collect(
+    artifact: SubjectArg,
+    hook: Annotated[list[str], typer.Option(help="hook name (repeatable)")],
+    out: Annotated[Path | None, typer.Option(help="dataset folder (safetensors shards + labels.parquet)")] = None,
+    split: SplitOpt = "ood",
+    episodes: EpisodesOpt = 500,
+    seed: SeedOpt = 0,
+    states: Annotated[str, typer.Option(help="start (one row per level) or rollout (one per step)")] = "start",
+    as_json: JsonOpt = False,
+    env: EnvOpt = None,
+) -> None:
+    """Record activations at the named hooks with ground-truth and outcome labels, as a dataset folder."""
+    if out is not None and out.exists():
+        raise WorkbenchError(f"--out {str(out)!r} already exists; choose a new folder")
+    _run_verb(
+        "collect", artifact, env, as_json, hooks=hook, split=split, episodes=episodes, seed=seed, states=states, out=out
+    )
+
+
+@app.command("kinds")
+def kinds_cmd() -> None:
+    """List the subject kinds (what --env accepts) and the verbs each supports."""
+    from workbench.subjects import get_kind, kinds
+
+    for name in kinds():
+        kind = get_kind(name)
+        verbs = ", ".join(sorted(v for v in kind.verbs if v != "world")) or "(see `workbench lm`)"
+        typer.echo(f"{name:16s} {kind.summary}\n{'':16s} verbs: {verbs}")
 
 
 @app.command()

@@ -90,9 +90,15 @@ def fit_spatial_probe(acts: Tensor, targets: Tensor, l2: float = 1e-3, max_iter:
     return SpatialProbe(weight=w.detach(), bias=torch.zeros((), dtype=torch.float64), mean=mean, std=std)
 
 
-def downsample_cells(cells: np.ndarray, world: int, grid: int) -> np.ndarray:
-    """Map world cells (N, 2) onto a layer's grid after k maxpools (kernel 3, stride 2, pad 1): cell -> cell >> k.
-    Each pooled output i covers inputs 2i-1..2i+1, so 2i and 2i+1 (= i's own pair) always fall inside it."""
+def downsample_cells(cells: np.ndarray, world: int, grid: int, pixels: bool = False) -> np.ndarray:
+    """Map world cells (N, 2) onto a layer's grid.
+
+    Symbolic observations (one input pixel per cell): after k maxpools (kernel 3, stride 2, pad 1), cell -> cell >> k;
+    each pooled output i covers inputs 2i-1..2i+1, so 2i and 2i+1 (= i's own pair) always fall inside it.
+    Pixel observations whose frame shows the whole world (`pixels=True`; procgen maze: 25 cells over 64 pixels,
+    layers 32/16/8): the grid cell under the cell's centre, floor((cell + 0.5) * grid / world)."""
+    if pixels:
+        return np.floor((np.asarray(cells) + 0.5) * grid / world).astype(np.int64).clip(0, grid - 1)
     k, size = 0, world
     while size > grid:
         size, k = (size + 1) // 2, k + 1
@@ -101,11 +107,11 @@ def downsample_cells(cells: np.ndarray, world: int, grid: int) -> np.ndarray:
     return cells >> k
 
 
-def layer_cell_index(flat_cells: np.ndarray, world: int, grid: int) -> np.ndarray:
+def layer_cell_index(flat_cells: np.ndarray, world: int, grid: int, pixels: bool = False) -> np.ndarray:
     """(N,) flat world cells (row * world + col) -> (N,) flat cells of a grid x grid layer (see `downsample_cells`):
     the class labels a spatial probe at that layer predicts."""
     flat = np.asarray(flat_cells, dtype=np.int64)
-    rc = downsample_cells(np.stack([flat // world, flat % world], axis=1), world, grid)
+    rc = downsample_cells(np.stack([flat // world, flat % world], axis=1), world, grid, pixels)
     return rc[:, 0] * grid + rc[:, 1]
 
 

@@ -1,78 +1,232 @@
-"""Load and save trained RL agents as artifact folders (see `workbench.artifacts`)."""
+"""RL subjects: a policy with hook points plus the world it acts in, loaded from or saved to artifact folders.
+
+Why one `Agent` for every RL kind: the verbs (eval, steer, probe, vector fields, collection, SAEs) need the policy,
+its world (`agent.world`: levels per split, observations, rollouts with goal-outcome records) and where it came
+from. Shipped organisms, a user's own artifact folder, a published procgen checkpoint and a policy registered from
+Python all become the same object; `agent.kind` names the registry entry (`workbench.subjects`) that serves it.
+
+Artifact `config.json` layout (what `save_agent` writes and `load_agent` reads):
+    {"kind": "rl-agent",
+     "env": {"kind": "maze" | "coinrun", "split": "train", ...env config fields (MazeConfig / CoinRunConfig)},
+     "policy": {...PolicyConfig fields}                       # our IMPALA net, or
+     "policy": {"factory": "pkg.mod:build", "kwargs": {...}}  # any nn.Module built by an importable factory
+     ...anything else (training record) is kept and ignored}
+plus `weights.safetensors` (the policy's state dict), `card.md` and `metrics.json`.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import importlib
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Any
 
 from safetensors.torch import load_file, save_file
+from torch import nn
 
 from workbench import artifacts
-from workbench.errors import WorkbenchError
+from workbench.errors import WorkbenchError, closest
 from workbench.rl.envs.coinrun import CoinRunConfig
 from workbench.rl.envs.maze import MazeConfig
 from workbench.rl.policies import ImpalaPolicy, PolicyConfig
 
 ENV_CONFIGS: dict[str, type] = {"maze": MazeConfig, "coinrun": CoinRunConfig}
-"""Env kind (an artifact's `env.kind`) -> its config dataclass; the one place a new env kind is registered."""
+"""Native env kinds an agent recipe or artifact can name, with their config dataclasses."""
 ENV_KINDS = tuple(ENV_CONFIGS)
 
 
 @dataclass
 class Agent:
-    """A trained policy with the environment it was trained for. `train_split` is the split it was trained on."""
+    """A policy with the world it acts in.
+
+    Attributes:
+        name: display name (artifact folder name, checkpoint file name, or the registered name).
+        path: where it was loaded from (None for a policy built in Python).
+        policy: the `nn.Module`; maps observations to logits or `(logits, value)` (see `workbench.policy`).
+        kind: the registry kind (`maze`, `coinrun`, `procgen-maze`, `procgen-coinrun`, or a user's own).
+        world: levels, observations and rollouts for this kind (`workbench.rl.world.World`).
+        train_split: the split it was trained on (`train` for the shipped organisms; None when unknown).
+        config: the artifact's config.json (empty for checkpoints and Python-built agents).
+    """
 
     name: str
-    path: Path
-    policy: ImpalaPolicy
-    env_kind: str
-    env_config: MazeConfig | CoinRunConfig
-    train_split: str
-    config: dict
+    path: Path | None
+    policy: nn.Module
+    kind: str
+    world: Any
+    train_split: str | None = "train"
+    config: dict | None = None
+
+    @property
+    def env_config(self) -> Any:
+        """The world's env config (MazeConfig, CoinRunConfig, ProcgenConfig)."""
+        return self.world.config
+
+    @property
+    def env_kind(self) -> str:
+        """The world family (`maze` or `coinrun`): native and procgen mazes share every maze analysis."""
+        return self.world.family
 
     @property
     def card(self) -> str:
+        if self.path is None or not self.path.is_dir():
+            return ""
         card = self.path / artifacts.CARD
         return card.read_text() if card.is_file() else ""
 
     @property
     def metrics(self) -> dict:
-        return artifacts.read_metrics(self.path)
+        return artifacts.read_metrics(self.path) if self.path is not None and self.path.is_dir() else {}
+
+
+def make_agent(
+    policy: nn.Module,
+    *,
+    env: str = "maze",
+    env_config: Any = None,
+    name: str = "custom-policy",
+    train_split: str | None = None,
+    path: Path | None = None,
+) -> Agent:
+    """An `Agent` from any policy module and an env kind (`maze`, `coinrun`, `procgen-maze`, `procgen-coinrun`):
+    what a `workbench.register_subject` factory returns. `env_config` defaults to the kind's default config."""
+    if not isinstance(policy, nn.Module):
+        raise WorkbenchError(f"make_agent needs an nn.Module policy, got {type(policy).__name__}")
+    world = _world_factory(env)(env_config)
+    policy.eval()
+    return Agent(name=name, path=path, policy=policy, kind=env, world=world, train_split=train_split, config={})
+
+
+def _world_factory(env: str):
+    from workbench.subjects import get_kind
+
+    fn = get_kind(env).verbs.get("world")
+    if fn is None:
+        raise WorkbenchError(
+            f"{env} is not an RL env kind; make_agent takes maze, coinrun, procgen-maze, procgen-coinrun"
+        )
+    return fn
+
+
+def _build_policy(spec: Any, folder: Path) -> nn.Module:
+    """The policy module an artifact's `policy` section describes (IMPALA config or an importable factory)."""
+    where = folder / artifacts.CONFIG
+    if not isinstance(spec, dict):
+        raise WorkbenchError(f"{where}: no 'policy' section (IMPALA config fields or {{'factory': 'module:callable'}})")
+    if "factory" in spec:
+        module, _, attr = str(spec["factory"]).partition(":")
+        try:
+            factory = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as err:
+            raise WorkbenchError(f"{where}: policy factory {spec['factory']!r} does not import ({err})") from None
+        policy = factory(**spec.get("kwargs", {}))
+        if not isinstance(policy, nn.Module):
+            raise WorkbenchError(f"{where}: policy factory {spec['factory']!r} returned {type(policy).__name__}")
+        return policy
+    valid = [f.name for f in fields(PolicyConfig)]
+    for key in spec:
+        if key not in valid:
+            hits = closest(key, valid)
+            raise WorkbenchError(
+                f"{where}: unknown policy key {key!r}" + (f"; did you mean {hits[0]}?" if hits else "")
+            )
+    try:
+        return ImpalaPolicy(PolicyConfig(**spec))
+    except TypeError as err:
+        raise WorkbenchError(f"{where}: bad policy section ({err})") from None
+
+
+def load_weights(policy: nn.Module, folder: Path) -> None:
+    """Load `weights.safetensors` into `policy`, naming missing/unexpected keys and shape mismatches in one line."""
+    try:
+        state = load_file(str(folder / artifacts.WEIGHTS))
+    except Exception as err:  # safetensors raises its own error types for corrupt or missing files
+        raise WorkbenchError(f"{folder / artifacts.WEIGHTS}: unreadable weights ({err})") from None
+    own = policy.state_dict()
+    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    if missing or unexpected:
+        raise WorkbenchError(
+            f"{folder}: weights do not match the policy config (missing {missing[:4]}, unexpected {unexpected[:4]})"
+        )
+    bad = [k for k in own if tuple(own[k].shape) != tuple(state[k].shape)]
+    if bad:
+        k = bad[0]
+        raise WorkbenchError(
+            f"{folder}: weight {k} has shape {tuple(state[k].shape)} but the policy config needs "
+            f"{tuple(own[k].shape)} ({len(bad)} mismatched tensors): config.json and weights disagree"
+        )
+    policy.load_state_dict(state)
 
 
 def load_agent(name_or_path: str | Path) -> Agent:
-    """Load an agent by registered name or folder path; weights via safetensors only."""
-    folder = artifacts.resolve(name_or_path, "agents")
-    cfg = artifacts.read_config(folder)
-    if cfg.get("env", {}).get("kind") not in ENV_KINDS:
-        raise WorkbenchError(f"{folder}: unsupported env kind {cfg.get('env', {}).get('kind')!r}")
-    env_cfg = {k: v for k, v in cfg["env"].items() if k not in ("kind", "split")}
-    policy = ImpalaPolicy(PolicyConfig(**cfg["policy"]))
-    try:
-        state = load_file(str(folder / artifacts.WEIGHTS))
-    except (OSError, Exception) as err:  # safetensors raises its own error types for corrupt files
-        raise WorkbenchError(f"{folder / artifacts.WEIGHTS}: unreadable weights ({err})") from None
-    missing, unexpected = policy.load_state_dict(state, strict=False)
-    if missing or unexpected:
+    """Load any RL subject reference (shipped name, artifact folder, registered name, `module:factory`); a
+    published `.pth` needs its env, so use `workbench.load_subject(path, env="procgen-maze")` for those."""
+    from workbench.subjects import load_subject
+
+    agent = load_subject(name_or_path)
+    if not isinstance(agent, Agent):
         raise WorkbenchError(
-            f"{folder}: weights do not match the policy config (missing {missing}, unexpected {unexpected})"
+            f"{str(name_or_path)!r} is not an RL agent (it is a {getattr(agent, 'kind', '?')} subject)"
         )
+    return agent
+
+
+def load_agent_folder(folder: Path, world_for) -> Agent:
+    """An agent artifact folder as an `Agent`; `world_for(env_section) -> World` builds the world of its kind."""
+    cfg = artifacts.read_config(folder)
+    env = cfg.get("env")
+    if not isinstance(env, dict) or "kind" not in env:
+        raise WorkbenchError(f"{folder / artifacts.CONFIG}: no env.kind (maze or coinrun)")
+    policy = _build_policy(cfg.get("policy"), folder)
+    load_weights(policy, folder)
     policy.eval()
+    world = world_for({k: v for k, v in env.items() if k not in ("kind", "split")}, where=folder / artifacts.CONFIG)
     return Agent(
         name=folder.name,
         path=folder,
         policy=policy,
-        env_kind=cfg["env"]["kind"],
-        env_config=ENV_CONFIGS[cfg["env"]["kind"]](**env_cfg),
-        train_split=cfg["env"]["split"],
+        kind=env["kind"],
+        world=world,
+        train_split=env.get("split"),
         config=cfg,
     )
 
 
-def save_agent(folder: Path, policy: ImpalaPolicy, config: dict, card: str, metrics: dict) -> None:
-    """Write an agent artifact atomically: weights, config, card and metrics appear together or not at all."""
+def save_agent(
+    folder: Path,
+    policy: nn.Module,
+    config: dict | None = None,
+    card: str = "",
+    metrics: dict | None = None,
+    *,
+    env: str | None = None,
+    env_config: Any = None,
+    factory: str | None = None,
+    factory_kwargs: dict | None = None,
+) -> Path:
+    """Write an agent artifact atomically: weights, config, card and metrics appear together or not at all.
+
+    Recipes pass a full `config`. Users pass `env=` ("maze" or "coinrun"; `env_config` defaults to the kind's
+    default) and, for a policy that is not our IMPALA net, `factory="pkg.mod:build"` (+ `factory_kwargs`) so the
+    folder can rebuild it; the result loads by folder in every verb."""
+    folder = Path(folder)
+    if config is None:
+        if env is None:
+            raise WorkbenchError("save_agent needs env= (maze or coinrun) when no full config is given")
+        world = make_agent(policy, env=env, env_config=env_config).world
+        if isinstance(policy, ImpalaPolicy):
+            spec: dict = asdict(policy.config)
+        elif factory:
+            spec = {"factory": factory, "kwargs": dict(factory_kwargs or {})}
+        else:
+            raise WorkbenchError(
+                f"save_agent: {type(policy).__name__} is not an ImpalaPolicy; pass factory='module:callable' so the "
+                "folder can rebuild it"
+            )
+        config = {"kind": "rl-agent", "env": {"kind": env, "split": "train", **asdict(world.config)}, "policy": spec}
     with artifacts.writing(folder) as tmp:
         save_file({k: v.detach().contiguous() for k, v in policy.state_dict().items()}, str(tmp / artifacts.WEIGHTS))
         artifacts.write_json(tmp / artifacts.CONFIG, config)
-        artifacts.write_json(tmp / artifacts.METRICS, metrics)
+        artifacts.write_json(tmp / artifacts.METRICS, metrics or {})
         (tmp / artifacts.CARD).write_text(card)
+    return folder

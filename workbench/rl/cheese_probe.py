@@ -16,7 +16,6 @@ from workbench.errors import WorkbenchError
 from workbench.probes import fit_spatial_probe, layer_cell_index, top1_accuracy
 from workbench.rl.agent import Agent
 from workbench.rl.envs.maze import SPLITS, MazeLevels
-from workbench.rl.rollout import levels_for
 from workbench.rl.steering import activations_at, check_layer
 
 DEFAULT_LAYERS = (
@@ -30,7 +29,7 @@ DEFAULT_LAYERS = (
 
 def _labels(levels: MazeLevels, grid: int) -> torch.Tensor:
     w = levels.world_size
-    return torch.as_tensor(layer_cell_index(levels.cheese[:, 0] * w + levels.cheese[:, 1], w, grid))
+    return torch.as_tensor(layer_cell_index(levels.cheese[:, 0] * w + levels.cheese[:, 1], w, grid, levels.PIXELS))
 
 
 def cheese_location_probes(
@@ -46,10 +45,10 @@ def cheese_location_probes(
         check_layer(agent, layer)
     if n_fit < 10 or n_test < 1:
         raise WorkbenchError(f"need n_fit >= 10 and n_test >= 1, got {n_fit}, {n_test}")
-    cfg = agent.env_config
-    fit_levels = levels_for(fit_split, n_fit, seed, cfg)
+    world = agent.world
+    fit_levels = world.levels(fit_split, n_fit, seed)
     # Held-out mazes: a different seed stream, and any level seed seen in fitting is dropped.
-    test_levels = {s: levels_for(s, n_test, seed + 7_777_777, cfg) for s in SPLITS}
+    test_levels = {s: world.levels(s, n_test, seed + 7_777_777) for s in world.splits}
     seen = set(fit_levels.seeds.tolist())
     test_levels = {s: lv.select(np.array([x not in seen for x in lv.seeds.tolist()])) for s, lv in test_levels.items()}
     rng = np.random.default_rng(seed)

@@ -38,6 +38,14 @@ def _coinrun_records_cls():
     return ProcgenCoinRunRecords
 
 
+def procgen_records(game: str, records):
+    """Records of a procgen rollout: maze records as they are; CoinRun's with procgen's timeout rule."""
+    if game == "maze":
+        return records
+    cls = _coinrun_records_cls()
+    return cls(**{k: getattr(records, k) for k in records.__dataclass_fields__})
+
+
 class _Seeds:
     """What the episode trackers need from a level batch: its length and level seeds."""
 

@@ -10,12 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 from torch import nn
 
-from workbench.hooks import hooks
 from workbench.metrics import rate
 from workbench.rl.envs.maze import MazeConfig, MazeLevels, MazeVecEnv, generate_levels
+from workbench.rl.loop import play_until_done  # noqa: F401 (the one loop; re-exported for old callers)
 
 RATE_KEYS = ("cheese", "corner_first", "timeout")
 
@@ -139,30 +138,6 @@ def run_episodes(
     env = MazeVecEnv(len(levels), split="ood", config=config)
     obs, _ = env.reset(options={"levels": levels})
     return play_until_done(policy, env, obs, EpisodeTracker(levels), config.max_steps, seed, fwd_hooks, greedy)
-
-
-def play_until_done(
-    policy: nn.Module,
-    env,
-    obs: np.ndarray,
-    tracker,
-    max_steps: int,
-    seed: int = 0,
-    fwd_hooks: list | tuple = (),
-    greedy: bool = False,
-):
-    """Step a reset vector env with the policy until every env's first episode has ended (or `max_steps`), and
-    return `tracker.records()`. Shared by every env kind, so sampling, hooks and stopping mean the same everywhere."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad(), hooks(policy, fwd_hooks):
-        for _ in range(max_steps):
-            probs = torch.softmax(policy(torch.as_tensor(obs))[0], dim=-1)
-            action = probs.argmax(-1) if greedy else torch.multinomial(probs, 1, generator=gen).squeeze(1)
-            obs, _, _, _, info = env.step(action.numpy())
-            tracker.update(info)
-            if tracker.done.all():
-                break
-    return tracker.records()
 
 
 def evaluate(

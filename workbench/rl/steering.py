@@ -21,8 +21,9 @@ from workbench.hooks import hook_names, run_with_cache, run_with_hooks
 from workbench.interventions import add_vector, random_like
 from workbench.metrics import bootstrap_ci, paired_diff_ci
 from workbench.rl.agent import Agent
-from workbench.rl.envs.maze import MazeLevels, decision_squares, distances_to, greedy_actions, observe
-from workbench.rl.rollout import levels_for, run_episodes
+from workbench.policy import direction_probs, logits_of
+from workbench.rl.envs.maze import MazeLevels, decision_squares, distances_to, greedy_actions
+from workbench.rl.world import check_split
 
 VECTORS = ("cheese", "probe")
 PROBE_METHODS = ("mass_mean", "logistic")
@@ -39,7 +40,7 @@ def activations_at(agent: Agent, levels: MazeLevels, layer: str, batch: int = 10
     """(N, ...) activations at `layer` for the levels' current states, in batches (only `layer` is cached)."""
     out = []
     for start in range(0, len(levels), batch):
-        obs = torch.as_tensor(observe(levels.select(slice(start, start + batch))))
+        obs = torch.as_tensor(levels.select(slice(start, start + batch)).observe())
         with torch.no_grad():
             _, cache = run_with_cache(agent.policy, obs, names_filter=layer)
         out.append(cache[layer])
@@ -61,13 +62,14 @@ def decision_square_probs(
         return {"n": 0}
     at_ds = levels.select(valid).with_mouse(ds[valid])
     cheese_action = greedy_actions(distances_to(at_ds, at_ds.cheese), at_ds.mouse)
-    obs = torch.as_tensor(observe(at_ds))
+    obs = torch.as_tensor(at_ds.observe())
     out: dict = {"n": int(valid.size)}
     for cond, vec in vectors.items():
         fwd = [] if vec is None else [(layer, add_vector(vec[valid], coef))]
         with torch.no_grad():
-            logits, _ = run_with_hooks(agent.policy, obs, fwd_hooks=fwd)
-        p = torch.softmax(logits, -1)[torch.arange(len(valid)), torch.as_tensor(cheese_action)].double().numpy()
+            logits = logits_of(run_with_hooks(agent.policy, obs, fwd_hooks=fwd), len(valid)).float().cpu()
+        probs = direction_probs(logits, at_ds.ACTION_GROUPS)
+        p = probs[torch.arange(len(valid)), torch.as_tensor(cheese_action)].double().numpy()
         out[cond] = {
             "mean": float(p.mean()),
             "ci95_mean": list(bootstrap_ci(p, seed=0)),
@@ -111,14 +113,13 @@ def compare_interventions(
     """Baseline / steered (`coef * vectors`) / control (random vectors of equal norm) on the same levels and action
     seed: rates with Wilson CIs, paired effects with bootstrap CIs, and P(cheese-ward) at decision squares.
     `per_level`: `vectors` is (N, ...) with one vector per level (cheese vectors); otherwise one shared vector."""
-    cfg = agent.env_config
     batch = vectors if per_level else vectors.unsqueeze(0)
     ctrl_batch = random_like(batch, seed=seed + 1)  # norms matched per level (or once for a shared vector)
     ctrl = ctrl_batch if per_level else ctrl_batch[0]
     conditions = {"baseline": None, "steered": vectors, "control": ctrl}
     records = {
-        name: run_episodes(
-            agent.policy, levels, cfg, seed=seed, fwd_hooks=[] if vec is None else [(layer, add_vector(vec, coef))]
+        name: agent.world.run(
+            agent.policy, levels, seed=seed, fwd_hooks=[] if vec is None else [(layer, add_vector(vec, coef))]
         )
         for name, vec in conditions.items()
     }
@@ -157,8 +158,9 @@ def compare_interventions(
     return result
 
 
-def steer_experiment(
+def steer_maze(
     agent: Agent,
+    *,
     vector: str = "cheese",
     coef: float = -1.0,
     layer: str = DEFAULT_LAYER,
@@ -169,27 +171,23 @@ def steer_experiment(
     probe_method: str = "mass_mean",
     probe_episodes: int = 600,
 ) -> dict:
-    """Steer with the per-maze cheese vector (`vector="cheese"`) or a probe direction (`vector="probe"`: see
-    `probe_direction`, fitted on levels disjoint from the evaluation's) and compare with the un-intervened run and a
-    random equal-norm control on the same `episodes` levels. Returns a JSON-ready summary.
-    CoinRun agents dispatch to `workbench.rl.coinrun.steering.steer_coinrun` (`vector="coin"`, fitted on
-    `probe_episodes` levels)."""
-    if agent.env_kind == "coinrun":
-        from workbench.rl.coinrun.steering import steer_coinrun
-
-        return steer_coinrun(agent, vector, coef, layer, split, episodes, seed, direction_episodes=probe_episodes)
+    """Steer a maze-family agent (native or procgen) with the per-maze cheese vector (`vector="cheese"`) or a probe
+    direction (`vector="probe"`: see `probe_direction`, fitted on levels disjoint from the evaluation's) and compare
+    with the un-intervened run and a random equal-norm control on the same `episodes` levels. JSON-ready summary."""
     if vector not in VECTORS:
         raise unknown("vector", vector, VECTORS)
     check_layer(agent, layer)
+    check_split(agent.world, split)
     if episodes < 1:
         raise WorkbenchError(f"episodes must be >= 1, got {episodes}")
-    levels = levels_for(split, episodes, seed, agent.env_config)
+    levels = agent.world.levels(split, episodes, seed)
     if vector == "cheese":
         vecs = cheese_vectors(agent, levels, layer)
     else:
         vecs = probe_direction(agent, layer, probe_target, probe_method, "ood", probe_episodes, seed + 1_000_003)
     result = {
         "artifact": agent.name,
+        "subject_kind": agent.kind,
         "vector": vector,
         "coef": coef,
         "layer": layer,
@@ -203,3 +201,33 @@ def steer_experiment(
         **result,
         **compare_interventions(agent, levels, vecs, coef, layer, per_level=vector == "cheese", seed=seed),
     }
+
+
+def steer_experiment(
+    agent: Agent,
+    vector: str = "cheese",
+    coef: float = -1.0,
+    layer: str = DEFAULT_LAYER,
+    split: str = "ood",
+    episodes: int = 200,
+    seed: int = 0,
+    probe_target: str = "outcome_corner_first",
+    probe_method: str = "mass_mean",
+    probe_episodes: int = 600,
+) -> dict:
+    """The steering experiment of any RL subject, through its kind's `steer` verb (maze family: `steer_maze`;
+    CoinRun: `workbench.rl.coinrun.steering.steer_coinrun`, whose default vector is `coin`)."""
+    from workbench.subjects import verb
+
+    return verb(agent, "steer")(
+        agent,
+        vector=vector,
+        coef=coef,
+        layer=layer,
+        split=split,
+        episodes=episodes,
+        seed=seed,
+        probe_target=probe_target,
+        probe_method=probe_method,
+        probe_episodes=probe_episodes,
+    ).to_json()

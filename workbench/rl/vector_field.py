@@ -16,7 +16,8 @@ from torch import nn
 
 from workbench.errors import WorkbenchError
 from workbench.hooks import hooks
-from workbench.rl.envs.maze import ACTION_DELTAS, MazeLevels, observe, render
+from workbench.policy import direction_probs, policy_logits
+from workbench.rl.envs.maze import ACTION_DELTAS, MazeLevels, render
 
 
 @dataclass
@@ -46,7 +47,7 @@ def vector_field(policy: nn.Module, level: MazeLevels, fwd_hooks: list | tuple =
     cells = level.free_cells(0)
     batch = level.select(np.zeros(len(cells), dtype=np.int64)).with_mouse(cells)
     with torch.no_grad(), hooks(policy, fwd_hooks):
-        probs = torch.softmax(policy(torch.as_tensor(observe(batch)))[0], dim=-1)
+        probs = direction_probs(policy_logits(policy, torch.as_tensor(batch.observe())), level.ACTION_GROUPS)
     return VectorField(level=level, cells=cells, probs=probs.double().numpy())
 
 
@@ -56,8 +57,8 @@ def vector_field_loop(policy: nn.Module, level: MazeLevels) -> VectorField:
     rows = []
     with torch.no_grad():
         for cell in cells:
-            obs = torch.as_tensor(observe(level.with_mouse(cell[None, :])))
-            rows.append(torch.softmax(policy(obs)[0], dim=-1)[0])
+            obs = torch.as_tensor(level.with_mouse(cell[None, :]).observe())
+            rows.append(direction_probs(policy_logits(policy, obs), level.ACTION_GROUPS)[0])
     return VectorField(level=level, cells=cells, probs=torch.stack(rows).double().numpy())
 
 

@@ -119,21 +119,19 @@ class PolicySubject:
         spliced in at `hook`, and the policy with `hook` mean-ablated (mean over start states of the split), all on
         the same levels and action seed; paired differences vs the original with bootstrap CIs; and the fraction
         recovered = (spliced - ablated) / (original - ablated) of the return (maze) or the first goal rate."""
-        from workbench.rl.rollout import levels_for, run_episodes
-
         self.check_hook(hook)
-        cfg, policy = self.agent.env_config, self.agent.policy
-        gamma = float(self.agent.config.get("ppo", {}).get("gamma", 0.99))
+        world, policy = self.agent.world, self.agent.policy
+        gamma = float((self.agent.config or {}).get("ppo", {}).get("gamma", 0.99))
         out: dict = {"episodes": int(episodes), "seed": int(seed), "gamma": gamma}
         for split in splits:
-            levels = levels_for(split, int(episodes), seed, cfg)
+            levels = world.levels(split, int(episodes), seed)
             mean = self._mean_activation(levels, hook, split, seed)
             conds = {
                 "original": [],
                 "spliced": [(hook, sae_splice(sae))],
                 "mean_ablated": [(hook, _ablation_hook(mean))],
             }
-            recs = {name: run_episodes(policy, levels, cfg, seed=seed, fwd_hooks=h) for name, h in conds.items()}
+            recs = {name: world.run(policy, levels, seed=seed, fwd_hooks=h) for name, h in conds.items()}
             flags = {name: r.flags() for name, r in recs.items()}
             keys = list(flags["original"])
             scores: dict[str, np.ndarray] = {}
@@ -282,19 +280,12 @@ def lm_subject(lm) -> LMSubject:
     return LMSubject(lm.model, persona_prompts(lm), name=lm.name, lm=lm, loss_mask=lambda t, n: reply_mask(t, n, lm))
 
 
-def load_subject(name_or_path: str | Path):
-    """A subject by artifact name or folder: an agent under artifacts/agents or an LM under artifacts/lms."""
-    from workbench import artifacts
+def load_subject(name_or_path: str | Path, env: str | None = None):
+    """An SAE subject for any subject reference (`workbench.subjects.load_subject`): a `PolicySubject` for RL
+    agents (native or procgen; `env` names a bare checkpoint's kind), an `LMSubject` for language models."""
+    from workbench.subjects import load_subject as load
 
-    agents, lms = artifacts.available("agents"), artifacts.available("lms")
-    path = Path(name_or_path)
-    in_lms = str(name_or_path) in lms or (path.is_dir() and path.parent.name == "lms")
-    if str(name_or_path) in agents or (path.is_dir() and not in_lms):
-        from workbench.rl.agent import load_agent
-
-        return PolicySubject(load_agent(name_or_path))
-    if in_lms:
-        from workbench.lm.model import load_lm
-
-        return lm_subject(load_lm(name_or_path))
-    raise unknown("subject", str(name_or_path), agents + lms)
+    subject = load(name_or_path, env=env)
+    if getattr(subject, "world", None) is not None:
+        return PolicySubject(subject)
+    return lm_subject(subject)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from workbench.rl.envs.coinrun import N_ACTIONS, NO_COIN, CoinRunConfig, CoinRunLevels, physics
+from workbench.rl.coinrun.physics import N_ACTIONS, NO_COIN, CoinRunConfig, CoinRunLevels, physics
 
 UNREACHABLE = np.iinfo(np.int32).max // 2
 # Tie-break among equally short plans: prefer moving right, then plain moves over jumps (deterministic expert).

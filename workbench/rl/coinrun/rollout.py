@@ -15,6 +15,7 @@ from torch import nn
 from workbench.errors import WorkbenchError
 from workbench.hooks import hooks, run_with_cache
 from workbench.metrics import rate
+from workbench.rl.coinrun.physics import concat_levels
 from workbench.rl.envs.coinrun import (
     NO_COIN,
     CoinRunConfig,
@@ -23,6 +24,7 @@ from workbench.rl.envs.coinrun import (
     generate_levels,
     physics,
 )
+from workbench.rl.loop import play_until_done
 
 RATE_KEYS = ("coin", "exit", "exit_without_coin", "timeout")
 
@@ -121,8 +123,6 @@ def run_episodes(
     greedy: bool = False,
 ) -> CoinRunRecords:
     """Play one episode on each level (all at once) and return the outcomes; see `workbench.rl.rollout`."""
-    from workbench.rl.rollout import play_until_done
-
     env_config = CoinRunConfig(**{**config.__dict__, "random_coin_percent": 0.0})
     env = CoinRunVecEnv(len(levels), split="train", config=env_config)
     obs, _ = env.reset(seed=seed, options={"levels": levels})
@@ -210,8 +210,6 @@ def play_level(
             states.append(_advance(before, action, config.jump_height) if done else env.levels.copy())
             if done:
                 break
-    from workbench.rl.coinrun.steering import concat_levels
-
     return CoinRunTrajectory(
         states=concat_levels(states),
         actions=np.array(actions, dtype=np.int64),

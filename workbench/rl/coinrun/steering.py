@@ -20,20 +20,12 @@ from torch import Tensor
 from workbench.errors import WorkbenchError, unknown
 from workbench.hooks import run_with_cache
 from workbench.rl.agent import Agent
+from workbench.rl.coinrun.physics import concat_levels  # noqa: F401 (moved; re-exported)
 from workbench.rl.coinrun.rollout import RATE_KEYS, CoinRunTracker, CoinRunTrajectory, levels_for, play_level
 from workbench.rl.envs.coinrun import CoinRunConfig, CoinRunLevels, CoinRunVecEnv, observe
 
 VECTORS = ("coin",)
 FIT_SEED_OFFSET = 1_000_003  # direction levels: seed + this, disjoint from the evaluation levels
-
-
-def concat_levels(parts: list[CoinRunLevels]) -> CoinRunLevels:
-    """One batch from several (same world size)."""
-    first = parts[0]
-    out = first.copy()
-    for name in CoinRunLevels._ARRAYS:
-        setattr(out, name, np.concatenate([getattr(p, name) for p in parts]))
-    return out
 
 
 def coin_in_view(levels: CoinRunLevels, view: int) -> np.ndarray:

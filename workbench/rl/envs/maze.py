@@ -16,6 +16,7 @@ Coordinates are (row, col) with row 0 at the top. Actions: 0 up, 1 down, 2 left,
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import ClassVar
 
 import gymnasium as gym
 import numpy as np
@@ -92,6 +93,15 @@ class MazeLevels:
     offset: np.ndarray
     seeds: np.ndarray
     region: int
+
+    ACTION_GROUPS: ClassVar[tuple[tuple[int, ...], ...]] = ((0,), (1,), (2,), (3,))
+    """Policy action ids that move up, down, left, right (procgen levels map 15 actions onto these four)."""
+    PIXELS: ClassVar[bool] = False
+    """Observations are one input pixel per cell (False) or a rendered frame of the whole world (procgen: True)."""
+
+    def observe(self) -> np.ndarray:
+        """The observation batch a policy sees for these levels (symbolic planes here; pixels for procgen)."""
+        return observe(self)
 
     def __len__(self) -> int:
         return int(self.walls.shape[0])

@@ -70,6 +70,8 @@ class ProcgenConfig:
     distribution_mode: str = "hard"
     region: int = 5
     num_threads: int = 1
+    max_steps: int = 1000
+    """Step limit of one evaluation episode (procgen's own timeouts end maze episodes at 500 steps)."""
 
     def __post_init__(self) -> None:
         if self.game not in GAMES:
@@ -259,16 +261,40 @@ class ProcgenVecEnv(gym.vector.VectorEnv):
 
     # -- Gymnasium API ---------------------------------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
-        """Start N new episodes. `seed` fixes every level this env will generate (procgen's rand_seed)."""
+        """Start N new episodes. `seed` fixes every level this env will generate (procgen's rand_seed).
+        `options={"states": [...]}` starts env i from the given state (`ProcgenState` or bytes; exactly N, used
+        as they are, without this split's edit): how experiments replay the same levels under every condition."""
         if seed is not None:
             self._rng = np.random.default_rng(seed)
         self._env = _make(self.config, self.num_envs, seed=int(self._rng.integers(0, 2**31 - 1)))
         self._io = _StateIO(self._env)
+        if options and options.get("states") is not None:
+            return self._reset_to(list(options["states"]))
         _, ob, _ = self._env.observe()
         obs = ob["rgb"].copy()
         idx = np.arange(self.num_envs)
         self._start(idx, self._io.get(idx), obs)
         return obs.transpose(0, 3, 1, 2), {"level_seed": self.level_seed.copy()}
+
+    def _reset_to(self, states: list) -> tuple[np.ndarray, dict]:
+        if len(states) != self.num_envs:
+            raise WorkbenchError(f"reset got {len(states)} states for {self.num_envs} envs")
+        parsed = [s.copy() if isinstance(s, ProcgenState) else parse(bytes(s)) for s in states]
+        if any(p.game != self.config.game for p in parsed):
+            raise WorkbenchError(f"reset states must be {self.config.game} states")
+        frames, after, _ = self._side.step([_rewind_clock(p.copy()).to_bytes() for p in parsed], NOOP)
+        idx = np.arange(self.num_envs)
+        self._io.set(idx, after)
+        for i, st in zip(idx, parsed, strict=True):
+            self._remember_level(int(i), st)
+            self._bookkeep_start(int(i), st)
+        return frames.transpose(0, 3, 1, 2).copy(), {"level_seed": self.level_seed.copy()}
+
+    def start_states(self) -> list[ProcgenState]:
+        """The current state of every env, parsed (after `reset`: each level's edited start state)."""
+        if self._env is None:
+            raise WorkbenchError("call reset() before start_states()")
+        return [parse(b) for b in self._io.get(range(self.num_envs))]
 
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
         if self._env is None:

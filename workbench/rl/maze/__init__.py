@@ -1,0 +1,1 @@
+"""The native maze subject kind (`kind.py`); the env itself is `workbench.rl.envs.maze`."""
