@@ -1,50 +1,119 @@
 """Artifact folders: what recipes produce and the repo ships. Safetensors weights + JSON config + card + metrics.
 
 Why folders and not single files: a card a person reads, metrics a test checks and weights a loader maps, kept
-together and versioned together. Loading never unpickles: weights are safetensors. Writing goes to a temporary
-sibling folder that is renamed into place at the end, so a crash never leaves a half-written artifact.
+together and versioned together. Loading never unpickles: weights are safetensors.
+
+Why writes are atomic, and how: `writing(folder)` hands out a hidden temporary sibling `.NAME.xxxxxxxx` holding a
+`.workbench-writer.json` marker (pid, host, start time); on success the marker is removed and the folder is swapped
+into place (Linux: one `renameat2(RENAME_EXCHANGE)`, so a reader sees the old artifact or the new one, never none;
+elsewhere two renames, with the old one kept as `.NAME.old` until the new one is in place). Hidden folders are never
+artifacts: `available`, `resolve` and the did-you-mean suggestions skip them, and a hidden path given explicitly is
+refused in one line. A temporary folder left by a killed writer (its pid gone) is removed by the next write into the
+same parent folder; one without a marker (older code) once it is an hour old.
+
+Where shipped data lives (`data_root()`): `$WORKBENCH_DATA` if set; else the checkout (`artifacts/`, `probes/`,
+`agents/`, `app/` next to the `workbench` package); else the copy packaged in the wheel (`workbench/_data`). Nothing
+is written there except by `workbench train` into `artifacts_root()`; outputs go under the current directory.
 """
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import json
 import os
+import re
 import shutil
+import socket
+import sys
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-from workbench.errors import WorkbenchError, unknown
+from workbench.errors import WorkbenchError, closest, unknown
 
 KINDS = ("agents", "lms", "saes")
 WEIGHTS, CONFIG, CARD, METRICS = "weights.safetensors", "config.json", "card.md", "metrics.json"
+WRITER_MARKER = ".workbench-writer.json"
+"""Inside a temporary artifact folder while it is being written: {"pid", "host", "started"}."""
+DATA_ENV = "WORKBENCH_DATA"
+_DATA_DIRS = ("artifacts", "probes", "agents", "app")
+_TMP_RE = re.compile(r"^\.(?P<name>.+)\.[a-z0-9_]{8}$")  # tempfile.mkdtemp(prefix=".NAME.")
+_LEGACY_TMP_AGE_S = 3600  # a temporary folder without a marker (older code) is removed once this old
+_STALE_TMP_AGE_S = 24 * 3600  # any temporary folder this old is removed, whoever wrote it
+_SWAP_SETTLE_S = 10.0  # a `.NAME.old` younger than this may be a two-rename swap in progress: left alone
 
 
-def repo_root() -> Path:
+# ------------------------------------------------------------------------------------------------ locations
+
+
+def _checkout_root() -> Path:
     return Path(__file__).resolve().parent.parent
 
 
+def _packaged_root() -> Path:
+    return Path(__file__).resolve().parent / "_data"
+
+
+def data_root() -> Path:
+    """Where the shipped data (`artifacts/`, `probes/`, `agents/`, `app/`) lives; see the module docstring."""
+    env = os.environ.get(DATA_ENV)
+    if env:
+        root = Path(env).expanduser()
+        if not root.is_dir():
+            raise WorkbenchError(f"{DATA_ENV}={env!r} is not a folder; point it at a folder holding artifacts/")
+        return root
+    checkout = _checkout_root()
+    if (checkout / "artifacts").is_dir() and (checkout / "pyproject.toml").is_file():
+        return checkout
+    packaged = _packaged_root()
+    return packaged if packaged.is_dir() else checkout
+
+
+def repo_root() -> Path:
+    """The shipped data folder (`data_root()`): the checkout in development, the packaged copy in a wheel install.
+    Read from it; write outputs under the current directory instead."""
+    return data_root()
+
+
 def artifacts_root() -> Path:
-    """`$WORKBENCH_ARTIFACTS` if set, else the repo's `artifacts/` folder."""
-    return Path(os.environ.get("WORKBENCH_ARTIFACTS", repo_root() / "artifacts"))
+    """`$WORKBENCH_ARTIFACTS` if set, else `data_root() / "artifacts"`."""
+    return Path(os.environ.get("WORKBENCH_ARTIFACTS", data_root() / "artifacts"))
+
+
+def _is_hidden(name: str) -> bool:
+    return name.startswith(".")
 
 
 def available(kind: str = "agents") -> list[str]:
-    """Names of the artifacts of one kind that have a config (complete artifacts only)."""
+    """Names of the complete artifacts of one kind (a folder with a config; hidden temporary folders never count)."""
     folder = artifacts_root() / kind
     if not folder.is_dir():
         return []
-    return sorted(p.name for p in folder.iterdir() if (p / CONFIG).is_file())
+    return sorted(p.name for p in folder.iterdir() if not _is_hidden(p.name) and (p / CONFIG).is_file())
+
+
+def _refuse_temporary(path: Path) -> None:
+    if _is_hidden(path.name) and path.name not in (".", ".."):
+        raise WorkbenchError(
+            f"{path} is a hidden temporary folder left by an interrupted artifact write, not an artifact; "
+            "the next write into its parent folder removes it"
+        )
 
 
 def resolve(name_or_path: str | Path, kind: str = "agents") -> Path:
     """An artifact folder from a registered name (`maze-cheese-corner`) or a path; unknown -> nearest names."""
     path = Path(name_or_path)
     if path.is_dir():
+        _refuse_temporary(path.resolve() if path.name in ("", ".", "..") else path)
         if not (path / CONFIG).is_file():
             raise WorkbenchError(f"{path} is not an artifact folder (no {CONFIG})")
         return path
+    if _is_hidden(str(name_or_path)):
+        _refuse_temporary(Path(str(name_or_path)))
     candidate = artifacts_root() / kind / str(name_or_path)
     if (candidate / CONFIG).is_file():
         return candidate
@@ -58,26 +127,135 @@ def resolve(name_or_path: str | Path, kind: str = "agents") -> Path:
 
 def read_config(folder: Path) -> dict:
     try:
-        return json.loads((folder / CONFIG).read_text())
-    except (OSError, json.JSONDecodeError) as err:
+        data = json.loads((folder / CONFIG).read_bytes().decode("utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise WorkbenchError(f"{folder / CONFIG}: unreadable artifact config ({err})") from None
+    if not isinstance(data, dict):
+        raise WorkbenchError(f"{folder / CONFIG}: artifact config must be a JSON object, got {type(data).__name__}")
+    return data
 
 
 def read_metrics(folder: Path) -> dict:
     path = folder / METRICS
-    return json.loads(path.read_text()) if path.is_file() else {}
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise WorkbenchError(f"{path}: unreadable artifact metrics ({err})") from None
+
+
+# ------------------------------------------------------------------------------------------------ writing
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
+
+
+def _is_stale(tmp: Path, now: float) -> bool:
+    """A temporary artifact folder whose writer is gone (same host, pid dead) or that is simply too old."""
+    try:
+        age = now - tmp.stat().st_mtime
+    except OSError:
+        return False
+    marker = tmp / WRITER_MARKER
+    if not marker.is_file():
+        return age > _LEGACY_TMP_AGE_S
+    try:
+        info = json.loads(marker.read_text())
+        pid, host = int(info["pid"]), str(info["host"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return age > _LEGACY_TMP_AGE_S
+    if age > _STALE_TMP_AGE_S:
+        return True
+    return host == socket.gethostname() and not _pid_alive(pid)
+
+
+def clean_stale(parent: Path) -> list[Path]:
+    """Remove the temporary folders that killed writers left in `parent`, and finish an interrupted swap (a
+    `.NAME.old` whose NAME is missing is put back). Returns the paths removed. Called by every `writing()`."""
+    removed: list[Path] = []
+    if not parent.is_dir():
+        return removed
+    now = time.time()
+    for child in parent.iterdir():
+        name = child.name
+        if not name.startswith(".") or not child.is_dir() or child.is_symlink():
+            continue
+        if name.endswith(".old") and len(name) > 5:
+            target = parent / name[1:-4]
+            try:
+                settled = now - child.stat().st_ctime >= _SWAP_SETTLE_S  # not a swap in progress right now
+            except OSError:
+                continue
+            if settled and not target.exists() and (child / CONFIG).is_file():
+                child.rename(target)  # the swap was interrupted after moving the old artifact aside
+            elif settled and target.exists():
+                shutil.rmtree(child, ignore_errors=True)
+                removed.append(child)
+            continue
+        if _TMP_RE.match(name) and _is_stale(child, now):
+            shutil.rmtree(child, ignore_errors=True)
+            removed.append(child)
+    return removed
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+@functools.cache
+def _renameat2() -> Any:
+    """libc's renameat2 (glibc >= 2.28), or None (not Linux, musl, or an old libc)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2  # the process's own libc: no library search
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    fn = _renameat2()
+    if fn is None:
+        return False
+    return fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0
 
 
 @contextmanager
 def writing(folder: Path) -> Iterator[Path]:
-    """Yield a temporary folder next to `folder`; on success it replaces `folder` atomically, on error it is removed."""
+    """Yield a hidden temporary folder next to `folder`; on success it replaces `folder` atomically, on error it is
+    removed. Stale temporary folders of earlier, killed writers in the same parent are removed first."""
+    folder = Path(folder)
+    from workbench.validate import check_output_dir
+
+    check_output_dir(folder.parent, name="artifact parent folder")
+    if folder.exists() and not folder.is_dir():
+        raise WorkbenchError(f"artifact folder {folder} is an existing file; choose another path")
     folder.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale(folder.parent)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    marker = tmp / WRITER_MARKER
+    marker.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}))
     try:
         yield tmp
+        marker.unlink(missing_ok=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    if folder.exists() and _exchange(tmp, folder):
+        shutil.rmtree(tmp, ignore_errors=True)  # tmp now holds the previous artifact
+        return
     old = folder.with_name(f".{folder.name}.old")
     if folder.exists():
         shutil.rmtree(old, ignore_errors=True)
@@ -87,4 +265,149 @@ def writing(folder: Path) -> Iterator[Path]:
 
 
 def write_json(path: Path, data: dict) -> None:
-    path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+    """Strict JSON (NaN and infinities become null with a reason; see `workbench.validate.strict_json`)."""
+    from workbench.validate import strict_json
+
+    path.write_text(strict_json(data, indent=2) + "\n")
+
+
+# ------------------------------------------------------------------------------------------------ agent checks
+
+
+def _env_shape(kind: str, env_config: Any) -> dict[str, int]:
+    """The policy input/output shape an env kind implies (what `workbench.rl.train` builds for it)."""
+    if kind == "coinrun":
+        from workbench.rl.envs.coinrun import N_ACTIONS, OBS_CHANNELS
+
+        return {"in_channels": len(OBS_CHANNELS), "obs_size": env_config.window, "n_actions": N_ACTIONS}
+    from workbench.rl.envs.maze import OBS_CHANNELS as MAZE_CHANNELS
+
+    return {"in_channels": len(MAZE_CHANNELS), "obs_size": env_config.world_size, "n_actions": 4}
+
+
+def _check_table(cls: type, table: Mapping, where: str) -> Any:
+    """Build dataclass `cls` from `table` with recipe-style checks: unknown keys (nearest named), types, values."""
+    from workbench.recipes import from_table
+
+    return from_table(cls, dict(table), where)
+
+
+def _registered_kinds() -> list[str]:
+    try:
+        from workbench.subjects import kinds
+
+        return [k for k in kinds() if k != "lm"]
+    except Exception:  # the registry is optional here: fall back on the env kinds with a config class
+        from workbench.rl.agent import ENV_CONFIGS
+
+        return list(ENV_CONFIGS)
+
+
+def check_agent_config(cfg: Any, folder: str | Path) -> tuple[Any, Any]:
+    """Check an agent artifact's config.json before building anything from it; returns (env config or None,
+    PolicyConfig or the factory spec dict).
+
+    One-line WorkbenchError, naming `FOLDER/config.json` and the `[section].key`, for: a config that is not an
+    object, a missing or malformed `env` or `policy`, an unknown env kind or split, unknown keys (nearest named),
+    wrong types or out-of-range values, a policy whose input/output shape does not fit its env, and a policy
+    factory that is not `"module:callable"`. Env kinds without a config class here (procgen) get the kind check."""
+    from workbench.rl.agent import ENV_CONFIGS
+    from workbench.rl.envs.maze import SPLITS
+    from workbench.rl.policies import PolicyConfig
+
+    where = f"{Path(folder) / CONFIG}"
+    if not isinstance(cfg, Mapping):
+        raise WorkbenchError(f"{where}: expected a JSON object, got {type(cfg).__name__}")
+    env = cfg.get("env")
+    if env is None:
+        raise WorkbenchError(f"{where}: missing 'env' (the env the agent plays: kind, split and its config keys)")
+    if not isinstance(env, Mapping):
+        raise WorkbenchError(f"{where}: 'env' must be an object, got {type(env).__name__}")
+    kind = env.get("kind")
+    valid_kinds = list(dict.fromkeys([*ENV_CONFIGS, *_registered_kinds()]))
+    if kind not in valid_kinds:
+        if kind is None:
+            raise WorkbenchError(f"{where}: [env] missing 'kind'; valid: {', '.join(valid_kinds)}")
+        raise WorkbenchError(f"{where}: [env].kind: {unknown('env kind', str(kind), valid_kinds)}")
+    split = env.get("split")
+    if split is not None and split not in SPLITS:
+        raise WorkbenchError(f"{where}: [env].split: {unknown('split', str(split), SPLITS)}")
+    if split is None and kind in ENV_CONFIGS:
+        raise WorkbenchError(f"{where}: [env] missing 'split'; valid: {', '.join(SPLITS)}")
+    env_config = None
+    if kind in ENV_CONFIGS:
+        env_table = {k: v for k, v in env.items() if k not in ("kind", "split")}
+        env_config = _check_table(ENV_CONFIGS[kind], env_table, f"{where} [env]")
+    policy = cfg.get("policy")
+    if policy is None:
+        raise WorkbenchError(
+            f"{where}: missing 'policy' (the network shape: in_channels, obs_size, channels, pool, hidden, n_actions)"
+        )
+    if not isinstance(policy, Mapping):
+        raise WorkbenchError(f"{where}: 'policy' must be an object, got {type(policy).__name__}")
+    if "factory" in policy:  # a user's own network, rebuilt by an importable callable
+        factory = policy["factory"]
+        if not isinstance(factory, str) or ":" not in factory or factory.startswith(":") or factory.endswith(":"):
+            raise WorkbenchError(f"{where}: [policy].factory must be 'module:callable', got {factory!r}")
+        if not isinstance(policy.get("kwargs", {}), Mapping):
+            raise WorkbenchError(f"{where}: [policy].kwargs must be an object of keyword arguments")
+        extra = sorted(set(policy) - {"factory", "kwargs"})
+        if extra:
+            raise WorkbenchError(f"{where}: [policy]: unknown key {extra[0]!r} next to 'factory' (valid: kwargs)")
+        return env_config, dict(policy)
+    policy_config = _check_table(PolicyConfig, policy, f"{where} [policy]")
+    from workbench.rl.train import check_policy_config
+
+    check_policy_config(policy_config, f"{where} [policy]")
+    if env_config is not None:
+        for key, want in _env_shape(kind, env_config).items():
+            have = getattr(policy_config, key)
+            if have != want:
+                raise WorkbenchError(
+                    f"{where}: [policy].{key} = {have} does not fit the {kind} env, which needs {want}"
+                )
+    return env_config, policy_config
+
+
+def check_state_dict(policy: Any, state: Mapping[str, Any], folder: str | Path) -> None:
+    """Check loaded weights against the policy built from the config, before `load_state_dict`.
+
+    One-line WorkbenchError naming `FOLDER/weights.safetensors` for: missing or unexpected tensors (weights of
+    another architecture), a tensor of another shape (named, with both shapes and the config's layer widths), a
+    non-floating dtype, and NaN or infinite values."""
+    import torch
+
+    where = f"{Path(folder) / WEIGHTS}"
+    expected = policy.state_dict()
+    cfg = getattr(policy, "cfg", None)
+    shape_note = ""
+    if cfg is not None and hasattr(cfg, "channels"):
+        shape_note = (
+            f"; {CONFIG} [policy] says channels={list(cfg.channels)}, hidden={cfg.hidden}, "
+            f"obs_size={cfg.obs_size}, n_actions={cfg.n_actions}"
+        )
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+
+    def listing(keys: list[str]) -> str:
+        return ", ".join(keys[:3]) + (f" (+{len(keys) - 3} more)" if len(keys) > 3 else "")
+
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing {listing(missing)}")
+        if unexpected:
+            near = closest(unexpected[0], expected) if not missing else []
+            parts.append(f"unexpected {listing(unexpected)}" + (f" (did you mean {near[0]}?)" if near else ""))
+        raise WorkbenchError(f"{where}: weights of another architecture: {'; '.join(parts)}{shape_note}")
+    for key, want in expected.items():
+        got = state[key]
+        if tuple(got.shape) != tuple(want.shape):
+            raise WorkbenchError(
+                f"{where}: weights of another architecture: {key} is {tuple(got.shape)} in the file but "
+                f"{tuple(want.shape)} for the config{shape_note}"
+            )
+        if not torch.is_floating_point(got):
+            raise WorkbenchError(f"{where}: {key} has dtype {got.dtype}; expected floating-point weights")
+        if not torch.isfinite(got).all():
+            raise WorkbenchError(f"{where}: {key} contains NaN or infinite values; the weights are corrupt")

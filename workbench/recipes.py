@@ -1,19 +1,27 @@
 """Recipes: one TOML file per model organism, read into typed config dataclasses with strict validation.
 
 Why strict: a misspelt hyperparameter that is silently ignored trains a different organism than the card claims.
-Every unknown key or wrong type is a one-line `WorkbenchError` naming the file, the `[section].key` and the nearest
-valid key, before anything is trained or written.
+Every unknown key, wrong type, non-finite number or out-of-range value is a one-line `WorkbenchError` naming the
+file, the `[section]` and the key (and the nearest valid key), before anything is trained or written. Files are read
+as UTF-8 only: a binary or UTF-16 file is named as such instead of failing inside the TOML parser.
+
+`recipe_hash` and `recipe_diff` let a resumable trainer record which recipe a checkpoint belongs to and say, in one
+line, which `[section].key`s differ when it is resumed with another one.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
+import math
 import tomllib
 import typing
 from pathlib import Path
 from typing import Any
 
 from workbench.errors import WorkbenchError, closest
+from workbench.validate import read_text
 
 
 def _type_ok(value: Any, annotation: Any) -> bool:
@@ -49,6 +57,8 @@ def from_table(cls: type, table: dict, where: str) -> Any:
             raise WorkbenchError(f"{where}: unknown key {key!r}{hint}")
         if not _type_ok(value, hints[key]):
             raise WorkbenchError(f"{where}: key {key!r} must be {_type_name(hints[key])}, got {value!r}")
+        if not _finite(value):
+            raise WorkbenchError(f"{where}: key {key!r} must be a finite number, got {value!r}")
     required = [
         f.name
         for f in dataclasses.fields(cls)
@@ -61,17 +71,30 @@ def from_table(cls: type, table: dict, where: str) -> Any:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in table.items()})
     except WorkbenchError as err:
         raise WorkbenchError(f"{where}: {err}") from None
+    except (TypeError, ValueError, OverflowError) as err:  # a constructor's own check, phrased as one line
+        raise WorkbenchError(f"{where}: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
+
+
+def _finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, list | tuple):
+        return all(_finite(v) for v in value)
+    return True
 
 
 def read_toml(path: str | Path) -> dict:
     """Parse a TOML file; a missing file or a syntax error becomes a one-line WorkbenchError naming the file."""
     path = Path(path)
+    if path.is_dir():
+        raise WorkbenchError(f"recipe file {str(path)!r} is a folder, not a TOML file")
     if not path.is_file():
         raise WorkbenchError(f"recipe file {str(path)!r} does not exist")
+    text = read_text(path, "recipe file")  # binary / UTF-16 / not UTF-8 -> one line naming the file
     try:
-        return tomllib.loads(path.read_text())
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
-        raise WorkbenchError(f"{path}: invalid TOML: {err}") from None
+        raise WorkbenchError(f"{path}: invalid TOML: {str(err).splitlines()[0]}") from None
 
 
 def check_sections(data: dict, allowed: dict[str, bool], where: str) -> None:
@@ -92,3 +115,42 @@ class ArtifactSection:
 
     name: str
     description: str = ""
+
+
+def recipe_hash(data: dict) -> str:
+    """sha256 of a recipe's tables in canonical JSON (key order and TOML formatting do not matter)."""
+    return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(data, dict):
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            name = f"[{key}]" if not prefix else f"{prefix}.{key}"
+            if isinstance(value, dict):
+                out |= _flatten(value, name)
+            else:
+                out[name] = value
+        return out
+    return {prefix: data}
+
+
+def recipe_diff(old: dict, new: dict) -> list[str]:
+    """`[section].key` entries that differ between two recipes' tables, as `"[ppo].learning_rate: 0.0002 -> 0.001"`
+    (a key only in one of them shows `(absent)` on the other side), sorted."""
+    a, b = _flatten(old), _flatten(new)
+    out = []
+    for key in sorted(set(a) | set(b)):
+        if a.get(key, _ABSENT) != b.get(key, _ABSENT):
+            out.append(f"{key}: {_show(a.get(key, _ABSENT))} -> {_show(b.get(key, _ABSENT))}")
+    return out
+
+
+_ABSENT = object()
+
+
+def _show(value: Any) -> str:
+    if value is _ABSENT:
+        return "(absent)"
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."

@@ -32,6 +32,22 @@ class BCConfig:
     num_envs: int = 256
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        """Every number checked before any expert data is collected (a bad [bc] table costs nothing)."""
+        from workbench.validate import check_float, check_int, check_seed
+
+        check_int("states", self.states, 0, MAX_STATES, why="the states are held in memory")
+        check_int("epochs", self.epochs, 1, 1000)
+        check_int("batch_size", self.batch_size, 1, 65_536)
+        check_float("learning_rate", self.learning_rate, 0.0, 1.0, lo_open=True)
+        check_float("noise", self.noise, 0.0, 1.0)
+        check_int("num_envs", self.num_envs, 1, 4096)
+        check_seed(self.seed)
+
+
+MAX_STATES = 5_000_000
+"""Most expert states a [bc] table may ask for: they are held in memory (a few GiB at this size)."""
+
 
 def expert_actions(levels: MazeLevels) -> np.ndarray:
     """(N,) the first action of the shortest path from the mouse to the cheese."""

@@ -7,6 +7,7 @@ epochs over minibatches, evaluate now and then, checkpoint so a run can resume.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -19,6 +20,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
+
+MAX_BATCH = 1 << 21
+"""Largest rollout batch (num_envs * num_steps): about 2M observations, several GiB of buffers."""
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,43 @@ class PPOConfig:
     checkpoint_every: int = 20  # updates between resumable checkpoints (0: only at the end)
     threads: int = 0  # torch intra-op threads (0: leave torch's default)
 
+    def __post_init__(self) -> None:
+        """Every number checked here, before any env is built: a recipe error costs nothing (see recipes.py)."""
+        from workbench.errors import WorkbenchError
+        from workbench.validate import MAX_EPISODES, check_float, check_int, check_seed
+
+        check_int("total_steps", self.total_steps, 0, 10**10)
+        check_int("num_envs", self.num_envs, 1, 4096)
+        check_int("num_steps", self.num_steps, 1, 100_000)
+        if self.num_envs * self.num_steps > MAX_BATCH:
+            raise WorkbenchError(
+                f"num_envs * num_steps = {self.num_envs * self.num_steps:,} exceeds {MAX_BATCH:,} (the rollout "
+                "buffer would not fit in memory); lower num_envs or num_steps"
+            )
+        check_float("learning_rate", self.learning_rate, 0.0, 1.0, lo_open=True)
+        check_float("gamma", self.gamma, 0.0, 1.0)
+        check_float("gae_lambda", self.gae_lambda, 0.0, 1.0)
+        check_int("num_minibatches", self.num_minibatches, 1, self.batch_size, why="at most num_envs * num_steps")
+        if self.batch_size % self.num_minibatches:
+            near = min(
+                (d for d in range(1, self.batch_size + 1) if self.batch_size % d == 0),
+                key=lambda d: (abs(d - self.num_minibatches), d),
+            )
+            raise WorkbenchError(
+                f"num_minibatches = {self.num_minibatches} must divide num_envs * num_steps = {self.batch_size}; "
+                f"nearest valid: {near}"
+            )
+        check_int("update_epochs", self.update_epochs, 1, 1000)
+        check_float("clip_coef", self.clip_coef, 0.0, 10.0, lo_open=True)
+        check_float("ent_coef", self.ent_coef, 0.0, 10.0)
+        check_float("vf_coef", self.vf_coef, 0.0, 100.0)
+        check_float("max_grad_norm", self.max_grad_norm, 0.0, 1e6, lo_open=True)
+        check_seed(self.seed)
+        check_int("eval_every", self.eval_every, 0, 10**9)
+        check_int("eval_episodes", self.eval_episodes, 1, MAX_EPISODES)
+        check_int("checkpoint_every", self.checkpoint_every, 0, 10**9)
+        check_int("threads", self.threads, 0, 1024)
+
     @property
     def batch_size(self) -> int:
         return self.num_envs * self.num_steps
@@ -54,11 +95,74 @@ class PPOConfig:
 EvalFn = Callable[[nn.Module], dict]
 
 
+CHECKPOINT_WEIGHTS, CHECKPOINT_STATE = "checkpoint.safetensors", "checkpoint.json"
+
+
+def _env_state(env: object) -> tuple[dict[str, torch.Tensor], dict] | None:
+    """Everything a batched env carries between steps, as tensors + JSON, or None if it holds state of a kind this
+    does not know (then a resume re-seeds the envs instead; see `train_ppo`). Captured: numpy arrays, numpy
+    Generators (their bit-generator state) and dataclasses of arrays (the levels); spaces, configs and plain scalars
+    are rebuilt by `make_env` and skipped."""
+    tensors: dict[str, torch.Tensor] = {}
+    meta: dict = {"rng": {}, "fields": {}}
+    for name, value in vars(env).items():
+        if isinstance(value, np.ndarray):
+            if value.dtype == object:
+                return None
+            tensors[f"env.{name}"] = torch.from_numpy(np.ascontiguousarray(value).copy())
+        elif isinstance(value, np.random.Generator):
+            meta["rng"][name] = value.bit_generator.state
+        elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+            fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+            if not any(isinstance(v, np.ndarray) for v in fields.values()):
+                continue  # a frozen config, rebuilt by make_env
+            for field_name, v in fields.items():
+                if isinstance(v, np.ndarray):
+                    tensors[f"env.{name}.{field_name}"] = torch.from_numpy(np.ascontiguousarray(v).copy())
+                elif isinstance(v, int | float | str | bool) or v is None:
+                    meta["fields"][f"{name}.{field_name}"] = v
+                else:
+                    return None
+        elif isinstance(value, list | dict | set):
+            return None  # unknown mutable state: cannot promise an exact resume
+    return tensors, meta
+
+
+def _restore_env_state(env: object, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    for key, value in tensors.items():
+        if not key.startswith("env."):
+            continue
+        parts = key[len("env.") :].split(".")
+        array = value.numpy().copy()
+        if len(parts) == 1:
+            setattr(env, parts[0], array)
+        else:
+            setattr(getattr(env, parts[0]), parts[1], array)
+    for key, value in meta["fields"].items():
+        owner, field_name = key.split(".", 1)
+        setattr(getattr(env, owner), field_name, value)
+    for name, state in meta["rng"].items():
+        rng = np.random.default_rng()
+        rng.bit_generator.state = state
+        setattr(env, name, rng)
+
+
 def _save_checkpoint(
-    path: Path, policy: nn.Module, optimizer: torch.optim.Optimizer, update: int, history: list
+    path: Path,
+    policy: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    update: int,
+    history: list,
+    *,
+    env: object | None = None,
+    obs: torch.Tensor | None = None,
+    gen: torch.Generator | None = None,
+    episodes: tuple[list, list] = ([], []),
 ) -> None:
-    """Policy + Adam state (safetensors) and a JSON sidecar; temp names then rename, so never half-written."""
-    path.mkdir(parents=True, exist_ok=True)
+    """Policy, Adam state, sampling generator, env state and current observation (safetensors) plus a JSON sidecar,
+    written as one folder swapped into place atomically (`artifacts.writing`): never half-written, never mixed."""
+    from workbench import artifacts
+
     tensors = {f"policy.{k}": v.detach().contiguous() for k, v in policy.state_dict().items()}
     opt_state = optimizer.state_dict()
     scalars: dict = {"param_groups": opt_state["param_groups"], "state_steps": {}}
@@ -68,17 +172,39 @@ def _save_checkpoint(
                 tensors[f"optim.{idx}.{key}"] = value.contiguous()
             else:
                 scalars["state_steps"][f"{idx}.{key}"] = float(value)
-    tmp_w, tmp_j = path / "checkpoint.safetensors.tmp", path / "checkpoint.json.tmp"
-    save_file(tensors, str(tmp_w))
-    tmp_j.write_text(json.dumps({"update": update, "optim": scalars, "history": history}))
-    tmp_w.replace(path / "checkpoint.safetensors")
-    tmp_j.replace(path / "checkpoint.json")
+    meta: dict = {"update": update, "optim": scalars, "history": history, "exact": False}
+    captured = _env_state(env) if env is not None and obs is not None and gen is not None else None
+    if captured is not None:
+        env_tensors, env_meta = captured
+        tensors |= env_tensors
+        tensors["rollout.obs"] = obs.contiguous()
+        tensors["rollout.generator"] = gen.get_state()
+        meta |= {
+            "exact": True,
+            "env": env_meta,
+            "episode_returns": episodes[0][-200:],
+            "episode_lengths": episodes[1][-200:],
+        }
+    with artifacts.writing(path) as tmp:
+        save_file(tensors, str(tmp / CHECKPOINT_WEIGHTS))
+        (tmp / CHECKPOINT_STATE).write_text(json.dumps(meta))
 
 
-def _load_checkpoint(path: Path, policy: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[int, list]:
-    tensors = load_file(str(path / "checkpoint.safetensors"))
-    meta = json.loads((path / "checkpoint.json").read_text())
-    policy.load_state_dict({k[len("policy.") :]: v for k, v in tensors.items() if k.startswith("policy.")})
+def _load_checkpoint(
+    path: Path, policy: nn.Module, optimizer: torch.optim.Optimizer
+) -> tuple[int, list, dict[str, torch.Tensor], dict]:
+    from workbench.errors import WorkbenchError
+
+    try:
+        tensors = load_file(str(path / CHECKPOINT_WEIGHTS))
+        meta = json.loads((path / CHECKPOINT_STATE).read_text())
+    except (OSError, ValueError, Exception) as err:  # safetensors has its own error types
+        raise WorkbenchError(f"{path}: unreadable PPO checkpoint ({str(err).splitlines()[0]})") from None
+    policy_state = {k[len("policy.") :]: v for k, v in tensors.items() if k.startswith("policy.")}
+    from workbench.artifacts import check_state_dict
+
+    check_state_dict(policy, policy_state, path)
+    policy.load_state_dict(policy_state)
     state: dict = {}
     for key, value in tensors.items():
         if key.startswith("optim."):
@@ -88,7 +214,7 @@ def _load_checkpoint(path: Path, policy: nn.Module, optimizer: torch.optim.Optim
         idx, name = key.split(".", 1)
         state.setdefault(int(idx), {})[name] = torch.tensor(value)
     optimizer.load_state_dict({"state": state, "param_groups": meta["optim"]["param_groups"]})
-    return int(meta["update"]), list(meta["history"])
+    return int(meta["update"]), list(meta["history"]), tensors, meta
 
 
 def train_ppo(
@@ -103,20 +229,32 @@ def train_ppo(
     """Train `policy` in place with PPO on `make_env(num_envs)` (a batched env with Gymnasium's vector API and
     same-step autoreset). Returns the history: one dict per evaluation/log point.
 
-    Resuming restores the policy, the optimiser and the update counter from `checkpoint_dir`; episodes in flight
-    are not saved, so a resumed run restarts its environments from a seed derived from the update index.
+    `checkpoint_dir` is a folder this function owns (replaced atomically at each checkpoint). Resuming restores the
+    policy, the optimiser, the update counter, the sampling generator, the episodes in flight (the env's arrays and
+    RNG) and the current observation, so a resumed run is bit-identical to an uninterrupted one. Only for an env
+    whose state cannot be captured (see `_env_state`) does a resumed run restart its environments from a seed
+    derived from the update index (and then differs from an uninterrupted run).
     """
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.learning_rate, eps=1e-5)
-    start_update, history = 0, []
-    if resume and checkpoint_dir is not None and (checkpoint_dir / "checkpoint.json").exists():
-        start_update, history = _load_checkpoint(checkpoint_dir, policy, optimizer)
+    start_update, history, saved, meta = 0, [], {}, {"exact": False}
+    if resume and checkpoint_dir is not None and (checkpoint_dir / CHECKPOINT_STATE).exists():
+        start_update, history, saved, meta = _load_checkpoint(checkpoint_dir, policy, optimizer)
 
     env = make_env(cfg.num_envs)
-    obs_np, _ = env.reset(seed=cfg.seed + 1_000_003 * start_update)
-    obs = torch.as_tensor(obs_np)
+    gen = torch.Generator().manual_seed(cfg.seed + start_update)
+    ep_returns, ep_lengths = [], []
+    if meta["exact"]:
+        env.reset(seed=cfg.seed)  # allocates the env's arrays; then the saved ones replace them
+        _restore_env_state(env, saved, meta["env"])
+        obs = saved["rollout.obs"].clone()
+        gen.set_state(saved["rollout.generator"])
+        ep_returns, ep_lengths = list(meta["episode_returns"]), list(meta["episode_lengths"])
+    else:
+        obs_np, _ = env.reset(seed=cfg.seed + 1_000_003 * start_update)
+        obs = torch.as_tensor(obs_np)
     n, t_len = cfg.num_envs, cfg.num_steps
     buf_obs = torch.zeros((t_len, n, *obs.shape[1:]), dtype=obs.dtype)
     buf_act = torch.zeros((t_len, n), dtype=torch.long)
@@ -124,8 +262,6 @@ def train_ppo(
     buf_rew = torch.zeros((t_len, n))
     buf_done = torch.zeros((t_len, n))
     buf_val = torch.zeros((t_len, n))
-    gen = torch.Generator().manual_seed(cfg.seed + start_update)
-    ep_returns, ep_lengths = [], []
     t0 = time.time()
 
     bar = tqdm(
@@ -216,6 +352,16 @@ def train_ppo(
         if checkpoint_dir is not None and (
             (cfg.checkpoint_every and (update + 1) % cfg.checkpoint_every == 0) or is_last
         ):
-            _save_checkpoint(checkpoint_dir, policy, optimizer, update + 1, history)
+            _save_checkpoint(
+                checkpoint_dir,
+                policy,
+                optimizer,
+                update + 1,
+                history,
+                env=env,
+                obs=obs,
+                gen=gen,
+                episodes=(ep_returns, ep_lengths),
+            )
     policy.eval()
     return history

@@ -2,11 +2,25 @@
 
 The recipe is the whole truth about an organism: env distribution, policy shape, PPO hyperparameters, seeds.
 The artifact records the recipe verbatim, so a card can always be traced back to the command that made it.
+
+Validation first: `load_recipe` checks every section and number ([env], [policy], [bc], [ppo], [eval]) before any
+data is collected, so a bad recipe costs nothing and each error names the file and the `[section].key`.
+
+Resume (`runs/checkpoints/NAME/`): `recipe.json` records the hash of the recipe's training sections ([env],
+[policy], [bc], [ppo], with the effective total_steps); `--resume` with a recipe whose training sections differ is
+one line naming the differing keys ([artifact] and [eval] may change: they do not change the trained weights, and
+the final evaluation always runs with the current recipe). Finished phases are not re-run: `bc/` holds the
+behaviour-cloned weights and history, `ppo/` the last PPO checkpoint, which captures the optimiser, the sampling
+generator and the episodes in flight, so resumed training is bit-identical to uninterrupted training (checked by
+tests/test_trust_resume.py). Training without `--resume` clears the checkpoint folder first.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import platform
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -15,7 +29,7 @@ import torch
 
 from workbench import artifacts
 from workbench.errors import WorkbenchError, unknown
-from workbench.recipes import ArtifactSection, check_sections, from_table, read_toml
+from workbench.recipes import ArtifactSection, check_sections, from_table, read_toml, recipe_diff, recipe_hash
 from workbench.rl.agent import ENV_CONFIGS, save_agent
 from workbench.rl.envs.coinrun import CoinRunConfig, CoinRunVecEnv
 from workbench.rl.envs.maze import SPLITS, MazeConfig, MazeVecEnv
@@ -69,8 +83,34 @@ def _policy_defaults(env: EnvSection) -> dict:
 
 @dataclass(frozen=True)
 class EvalSection:
+    """`[eval]`: the final evaluation, `episodes` levels per split drawn with `seed`."""
+
     episodes: int = 1000
     seed: int = 20_231_001
+
+    def __post_init__(self) -> None:
+        from workbench.validate import check_episodes, check_seed
+
+        check_episodes(self.episodes)
+        check_seed(self.seed)
+
+
+def check_policy_config(cfg: PolicyConfig, where: str) -> None:
+    """The numbers of a `[policy]` table (PolicyConfig checks only the lengths): one line naming `where` and key."""
+    from workbench.validate import check_float, check_int
+
+    try:
+        check_int("in_channels", cfg.in_channels, 1, 64)
+        check_int("obs_size", cfg.obs_size, 1, 512)
+        if not 1 <= len(cfg.channels) <= 8:
+            raise WorkbenchError(f"channels must list 1..8 block widths, got {len(cfg.channels)}")
+        for i, c in enumerate(cfg.channels):
+            check_int(f"channels[{i}]", c, 1, 1024)
+        check_int("hidden", cfg.hidden, 1, 16_384)
+        check_int("n_actions", cfg.n_actions, 1, 64)
+        check_float("input_scale", cfg.input_scale, 0.0, 1e6, lo_open=True)
+    except WorkbenchError as err:
+        raise WorkbenchError(f"{where}: {err}") from None
 
 
 @dataclass(frozen=True)
@@ -92,13 +132,27 @@ def load_recipe(path: str | Path) -> Recipe:
     check_sections(
         data, {"artifact": True, "env": True, "policy": False, "bc": False, "ppo": True, "eval": False}, str(path)
     )
+    artifact = from_table(ArtifactSection, data["artifact"], f"{path} [artifact]")
+    if not artifact.name or artifact.name.startswith(".") or "/" in artifact.name or "\\" in artifact.name:
+        raise WorkbenchError(f"{path} [artifact]: name {artifact.name!r} must be a plain folder name, e.g. 'maze-x'")
     env = _env_section(data["env"], f"{path} [env]")
-    policy_table = {**_policy_defaults(env), **data.get("policy", {})}
+    policy_raw = data.get("policy", {})
+    if not isinstance(policy_raw, dict):
+        raise WorkbenchError(f"{path} [policy]: expected a table, got {type(policy_raw).__name__}")
+    policy = from_table(PolicyConfig, {**_policy_defaults(env), **policy_raw}, f"{path} [policy]")
+    check_policy_config(policy, f"{path} [policy]")
+    from workbench.artifacts import _env_shape
+
+    for key, want in _env_shape(env.kind, env.config).items():
+        if getattr(policy, key) != want:
+            raise WorkbenchError(
+                f"{path} [policy]: {key} = {getattr(policy, key)} does not fit the {env.kind} env, which needs {want}"
+            )
     return Recipe(
         path=path,
-        artifact=from_table(ArtifactSection, data["artifact"], f"{path} [artifact]"),
+        artifact=artifact,
         env=env,
-        policy=from_table(PolicyConfig, policy_table, f"{path} [policy]"),
+        policy=policy,
         ppo=from_table(PPOConfig, data["ppo"], f"{path} [ppo]"),
         bc=from_table(BCConfig, data.get("bc", {}), f"{path} [bc]"),
         eval=from_table(EvalSection, data.get("eval", {}), f"{path} [eval]"),
@@ -173,6 +227,76 @@ def _card(recipe: Recipe, metrics: dict) -> str:
     return "\n".join(lines)
 
 
+TRAINING_SECTIONS = ("env", "policy", "bc", "ppo")
+"""The recipe sections that determine the trained weights: a checkpoint records their hash."""
+RECORD = "recipe.json"
+
+
+def _training_tables(recipe: Recipe, ppo: PPOConfig) -> dict:
+    """The training sections as trained: the recipe's tables with the policy defaults and total_steps applied."""
+    tables = {k: recipe.raw.get(k, {}) for k in TRAINING_SECTIONS}
+    tables["policy"] = recipe.policy.to_dict()
+    tables["ppo"] = {**tables["ppo"], "total_steps": ppo.total_steps}
+    return json.loads(json.dumps(tables))  # as recorded: tuples become lists
+
+
+def _prepare_checkpoints(ckpt: Path, recipe: Recipe, ppo: PPOConfig, resume: bool) -> None:
+    """Check a resume against the recipe the checkpoint was made with, or clear the folder for a fresh run; then
+    record this recipe's training sections and hash."""
+    tables = _training_tables(recipe, ppo)
+    digest = recipe_hash(tables)
+    record = ckpt / RECORD
+    if resume and ckpt.is_dir():
+        if record.is_file():
+            try:
+                old = json.loads(record.read_text())
+                old_hash, old_tables = old["hash"], old["tables"]
+            except (OSError, ValueError, KeyError, TypeError):
+                raise WorkbenchError(f"{record}: unreadable checkpoint record; train without --resume") from None
+            if old_hash != digest:
+                diff = recipe_diff(old_tables, tables)
+                shown = "; ".join(diff[:6]) + (f"; (+{len(diff) - 6} more)" if len(diff) > 6 else "")
+                raise WorkbenchError(
+                    f"{recipe.path}: cannot --resume {ckpt}: it was trained with a different recipe ({shown}); "
+                    "restore those values or train without --resume"
+                )
+            return
+        if (ckpt / "checkpoint.json").is_file() or (ckpt / "ppo").is_dir():
+            raise WorkbenchError(
+                f"{ckpt}: checkpoint has no recipe record (made by an older workbench), so it cannot be checked "
+                "against the recipe; train without --resume"
+            )
+    elif ckpt.is_dir():  # a fresh run: a later --resume must never mix in another run's phases
+        for name in ("bc", "ppo"):
+            shutil.rmtree(ckpt / name, ignore_errors=True)
+        for name in ("checkpoint.json", "checkpoint.safetensors", RECORD):
+            (ckpt / name).unlink(missing_ok=True)
+    ckpt.mkdir(parents=True, exist_ok=True)
+    tmp = ckpt / f".{RECORD}.tmp"
+    tmp.write_text(json.dumps({"hash": digest, "tables": tables}, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, record)
+
+
+def _behaviour_cloning(recipe: Recipe, policy: ImpalaPolicy, bc_dir: Path, resume: bool, progress: bool, evaluate):
+    """The BC phase, or its saved result when resuming (never re-run once finished)."""
+    from safetensors.torch import load_file, save_file
+
+    state = bc_dir / "state.json"
+    if resume and state.is_file():
+        weights = load_file(str(bc_dir / artifacts.WEIGHTS))
+        artifacts.check_state_dict(policy, weights, bc_dir)
+        policy.load_state_dict(weights)
+        return json.loads(state.read_text())["history"]
+    obs, actions = collect_expert_data(recipe.env.split, recipe.env.config, recipe.bc)
+    history = behaviour_clone(policy, obs, actions, recipe.bc, progress=progress)
+    del obs, actions
+    history[-1]["eval"] = evaluate(policy)
+    with artifacts.writing(bc_dir) as tmp:
+        save_file({k: v.detach().contiguous() for k, v in policy.state_dict().items()}, str(tmp / artifacts.WEIGHTS))
+        (tmp / "state.json").write_text(json.dumps({"history": history}))
+    return history
+
+
 def train_recipe(
     recipe_path: str | Path,
     out: Path | None = None,
@@ -181,13 +305,23 @@ def train_recipe(
     total_steps: int | None = None,
 ) -> Path:
     """Train the organism a recipe describes and write its artifact folder (default `artifacts/agents/NAME`).
-    `total_steps` overrides the recipe (smoke runs); checkpoints go to `runs/checkpoints/NAME` for `--resume`."""
+    `total_steps` overrides the recipe (smoke runs); checkpoints go to `runs/checkpoints/NAME` for `--resume`
+    (see the module docstring: the recipe is checked against the checkpoint, finished phases are kept)."""
+    from workbench.validate import check_int, check_output_dir
+
     recipe = load_recipe(recipe_path)
-    ppo = recipe.ppo if total_steps is None else PPOConfig(**{**asdict(recipe.ppo), "total_steps": total_steps})
-    if ppo.batch_size % ppo.num_minibatches:
-        raise WorkbenchError(f"{recipe.path} [ppo]: num_envs*num_steps must be divisible by num_minibatches")
-    out = out or artifacts.artifacts_root() / "agents" / recipe.artifact.name
+    ppo = recipe.ppo
+    if total_steps is not None:
+        check_int("total steps (--steps)", total_steps, 0, 10**10)
+        try:
+            ppo = PPOConfig(**{**asdict(recipe.ppo), "total_steps": total_steps})
+        except WorkbenchError as err:
+            raise WorkbenchError(f"{recipe.path} [ppo] with --steps {total_steps}: {err}") from None
+    out = Path(out) if out is not None else artifacts.artifacts_root() / "agents" / recipe.artifact.name
+    check_output_dir(out, name="artifact folder")
     ckpt = Path("runs") / "checkpoints" / recipe.artifact.name
+    check_output_dir(ckpt, name="checkpoint folder")
+    _prepare_checkpoints(ckpt, recipe, ppo, resume)
     env_cfg = recipe.env.maze_config()
     torch.manual_seed(ppo.seed)
     policy = ImpalaPolicy(recipe.policy)
@@ -201,18 +335,14 @@ def train_recipe(
     if recipe.bc.states > 0:
         if ppo.threads:
             torch.set_num_threads(ppo.threads)
-        obs, actions = collect_expert_data(recipe.env.split, env_cfg, recipe.bc)
-        bc_history = behaviour_clone(policy, obs, actions, recipe.bc, progress=progress)
-        del obs, actions
-        bc_eval = periodic_eval(policy)
-        bc_history[-1]["eval"] = bc_eval
+        bc_history = _behaviour_cloning(recipe, policy, ckpt / "bc", resume, progress, periodic_eval)
     vec_env = VEC_ENVS[recipe.env.kind]
     history = (
         train_ppo(
             lambda n: vec_env(n, recipe.env.split, env_cfg),
             policy,
             ppo,
-            checkpoint_dir=ckpt,
+            checkpoint_dir=ckpt / "ppo",
             evaluate=periodic_eval,
             resume=resume,
             progress=progress,
