@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import operator
 import re
 import time
@@ -102,8 +103,11 @@ class DataSpec:
             raise unknown("split", self.split, SPLITS)
         if self.states not in STATES:
             raise unknown("states", self.states, STATES)
-        if self.episodes < 2:
-            raise WorkbenchError(f"episodes must be >= 2, got {self.episodes}")
+        from workbench.validate import MAX_EPISODES, check_int, check_seed
+
+        check_int("episodes", self.episodes, 2, MAX_EPISODES)
+        check_seed(self.seed)
+        check_int("max_steps", self.max_steps, 0, 1_000_000)
 
 
 @dataclass(frozen=True)
@@ -158,6 +162,11 @@ def _parse_expect(table: dict, where: str) -> tuple[Expectation, ...]:
             threshold = float(match.group(2))
         except ValueError:
             raise WorkbenchError(f"{where}: threshold {match.group(2)!r} of {key} is not a number") from None
+        if not math.isfinite(threshold):
+            raise WorkbenchError(
+                f"{where}: threshold {match.group(2)!r} of {key} must be a finite number "
+                "(a NaN bound never holds, an infinite one always or never does)"
+            )
         out.append(Expectation(metric, bound, match.group(1), threshold))
     return tuple(out)
 
@@ -181,6 +190,10 @@ def parse_check(table: dict, file: Path, index: int) -> CheckSpec:
         raise WorkbenchError(f"{where}: intervention checks need 'hook' and 'vector'")
     if raw_expect is None:
         raise WorkbenchError(f"{where}: missing 'expect'")
+    if not spec.name.strip():
+        raise WorkbenchError(f"{where}: 'name' must not be empty")
+    if not spec.l2 > 0:
+        raise WorkbenchError(f"{where}: key 'l2' must be > 0 (a ridge penalty), got {spec.l2}")
     expect = _parse_expect(raw_expect, where)
     return dataclasses.replace(spec, expect=expect, file=str(file), **nested)
 
@@ -547,7 +560,21 @@ def to_store_rows(results: list[CheckResult], run_id: str) -> list[dict]:
     return rows
 
 
+NULL_REASONS = {
+    "ci_low": "no interval for this metric (a point estimate)",
+    "ci_high": "no interval for this metric (a point estimate)",
+    "value": "the measurement is undefined for this data (NaN)",
+}
+
+
 def to_json(results: list[CheckResult], run_id: str) -> dict:
+    """The battery's result as strict JSON data: NaN / inf become null, with the reason in `null_reasons`."""
+    from workbench.validate import strict_jsonable
+
+    return strict_jsonable(_to_json(results, run_id), NULL_REASONS)
+
+
+def _to_json(results: list[CheckResult], run_id: str) -> dict:
     return {
         "run_id": run_id,
         "passed": all(r.passed for r in results),
@@ -605,20 +632,48 @@ def to_markdown(results: list[CheckResult], run_id: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def check_output_paths(junit: Path | None, report: Path | None, json_path: Path | None = None) -> None:
+    """Validate the report destinations before any check runs, writing nothing: `junit` a writable `.xml` file path
+    (not a folder, no parent that is a file), `report` a folder to hold battery.md (not a file), `json_path` a
+    writable `.json` file path. One-line WorkbenchError naming the option and the nearest valid choice."""
+    from workbench.validate import check_output_dir, check_output_file
+
+    if junit is not None:
+        check_output_file(junit, name="--junit", suffixes=(".xml",))
+    if report is not None:
+        folder = check_output_dir(report, name="--report")
+        md = folder / "battery.md"
+        if md.is_dir():
+            raise WorkbenchError(f"--report {folder}: {md} is a folder; remove it or choose another --report folder")
+    if json_path is not None:
+        check_output_file(json_path, name="--json", suffixes=(".json",))
+
+
 def write_reports(
     results: list[CheckResult], run_id: str, json_path: Path | None, junit: Path | None, report_dir: Path | None
 ) -> None:
-    """Write the requested reports atomically (temp file + rename)."""
+    """Write the requested reports atomically (unique temp file + rename; the temp file never outlives a failure).
+    The destinations are validated first (`check_output_paths`); JSON is strict (no bare NaN)."""
+    import os
+    import secrets
+
+    check_output_paths(junit, report_dir, json_path)
 
     def atomic(path: Path, text: str) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
+        path = Path(path).expanduser()
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(text, encoding="utf-8")
+            os.replace(tmp, path)
+        except OSError as err:
+            raise WorkbenchError(f"cannot write report {path}: {err.strerror or err}") from None
+        finally:
+            tmp.unlink(missing_ok=True)
 
     if json_path is not None:
-        atomic(json_path, json.dumps(to_json(results, run_id), indent=2, default=float))
+        atomic(json_path, json.dumps(to_json(results, run_id), indent=2, allow_nan=False))
     if junit is not None:
         atomic(junit, to_junit(results))
     if report_dir is not None:
-        atomic(report_dir / "battery.md", to_markdown(results, run_id))
+        atomic(Path(report_dir) / "battery.md", to_markdown(results, run_id))
