@@ -67,6 +67,18 @@ ScorerOpt = Annotated[
 ]
 MaxNewOpt = Annotated[int, typer.Option(min=1, help="tokens to generate per prompt when a --scorer is given")]
 PositiveLabelOpt = Annotated[str | None, typer.Option(help="labelled prompts: the positive label (when not 0/1)")]
+VectorFileOpt = Annotated[
+    Path | None,
+    typer.Option(help="use these (n_layers, d_model) vectors (`lm directions --save`) instead of fitting on --dataset"),
+]
+
+
+def _vectors(lm, path: Path | None):
+    if path is None:
+        return None
+    from workbench.lm.study import load_vectors
+
+    return load_vectors(lm, path)
 
 
 def _load_dataset(path: Path, positive_label: str | None = None):
@@ -285,6 +297,7 @@ def steer_cmd(
     below: Annotated[bool, typer.Option("--below", help="conditional: fire below the threshold instead")] = False,
     cap_low: Annotated[float | None, typer.Option(help="cap: lower bound, a quantile of fit projections")] = None,
     cap_high: Annotated[float | None, typer.Option(help="cap: upper bound, a quantile of fit projections")] = None,
+    vector_file: VectorFileOpt = None,
     as_json: JsonOpt = False,
     store: StoreOpt = None,
 ) -> None:
@@ -307,15 +320,16 @@ def steer_cmd(
 
             raise WorkbenchError("with --dataset use `workbench lm ablate MODEL --dataset FILE` to ablate")
         ds = _load_dataset(dataset, positive_label)
-        cds = _load_dataset(condition_dataset) if condition_dataset is not None else None
+        cds = _load_dataset(condition_dataset, positive_label) if condition_dataset is not None else None
         sc = _scorer(scorer)
         pos = _position(position)
         if mode == "cap" and cap_low is None and cap_high is None:
             from workbench.errors import WorkbenchError
 
             raise WorkbenchError("--mode cap needs --cap-low and/or --cap-high (quantiles of the fit projections)")
+        lm = load_lm(artifact)
         result = steer_study(
-            load_lm(artifact),
+            lm,
             ds,
             layer,
             tuple(coef) if coef else (-2.0, -1.0, 1.0, 2.0),
@@ -332,6 +346,7 @@ def steer_cmd(
             threshold=threshold,
             below=below,
             cap=(cap_low, cap_high),
+            vectors=_vectors(lm, vector_file),
         )
         _store(_intervention_rows(result, new_run_id("lm-steer")), store)
         if as_json:
@@ -369,6 +384,7 @@ def ablate_cmd(
     scorer: ScorerOpt = None,
     max_new: MaxNewOpt = 16,
     positive_label: PositiveLabelOpt = None,
+    vector_file: VectorFileOpt = None,
     vector: Annotated[str, typer.Option(help="without --dataset: persona vector to ablate")] = "sycophancy",
     split: SplitOpt = "ood",
     n: NOpt = 600,
@@ -397,8 +413,9 @@ def ablate_cmd(
     ds = _load_dataset(dataset, positive_label)
     sc = _scorer(scorer)
     pos = _position(position)
+    lm = load_lm(artifact)
     result = ablate_study(
-        load_lm(artifact),
+        lm,
         ds,
         layer,
         method=method,
@@ -408,6 +425,7 @@ def ablate_cmd(
         neutral=neutral,
         scorer=sc,
         max_new=max_new,
+        vectors=_vectors(lm, vector_file),
     )
     _store(_intervention_rows(result, new_run_id("lm-ablate")), store)
     if as_json:
@@ -426,6 +444,7 @@ def monitor_cmd(
     scorer: ScorerOpt = None,
     max_new: MaxNewOpt = 16,
     positive_label: PositiveLabelOpt = None,
+    vector_file: VectorFileOpt = None,
     vector: Annotated[str, typer.Option(help="without --dataset: persona vector to monitor")] = "sycophancy",
     n: NOpt = 600,
     seed: SeedOpt = 0,
@@ -454,8 +473,17 @@ def monitor_cmd(
         ds = _load_dataset(dataset, positive_label)
         sc = _scorer(scorer)
         pos = _position(position)
+        lm = load_lm(artifact)
         result = monitor_study(
-            load_lm(artifact), ds, method=method, position=pos, seed=seed, fit_frac=fit_frac, scorer=sc, max_new=max_new
+            lm,
+            ds,
+            method=method,
+            position=pos,
+            seed=seed,
+            fit_frac=fit_frac,
+            scorer=sc,
+            max_new=max_new,
+            vectors=_vectors(lm, vector_file),
         )
     rows = [
         {

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -77,12 +78,115 @@ def persona_pairs(
     }
 
 
+def pairs_study(
+    lm: Any,
+    path: Any,
+    modes: tuple[str, ...] = ("denoising", "noising"),
+    activations: tuple[str, ...] = ("resid_pre", "attn_out", "mlp_out"),
+    heads: bool = True,
+    n_boot: int = 1000,
+    seed: int = 0,
+    max_batch: int | None = None,
+) -> dict:
+    """Activation patching on a JSONL file of {clean, corrupt, answer, wrong_answer} pairs (`workbench.lm.datasets`):
+    every activation in `activations` per layer x position, and (heads=True) every attention head (`z`, all
+    positions), in each mode; effects normalised so clean = 1 and corrupt = 0, bootstrap CIs over pairs.
+
+    Pairs are validated against the model's tokenizer first (equal token lengths per pair, single-token answers);
+    pairs of different lengths are right-padded and read at their own last token (then positions are counted from
+    the start and `equal_lengths` is False)."""
+    from workbench.lm.datasets import load_dataset, patch_pairs
+    from workbench.patching import MODES, patch_sweep
+
+    for m in modes:
+        if m not in MODES:
+            from workbench.errors import unknown
+
+            raise unknown("mode", m, MODES)
+    ds = load_dataset(path, kind="patch")
+    pairs = patch_pairs(lm, ds)
+    common = dict(
+        answer_tokens=pairs["answer"],
+        wrong_tokens=pairs["wrong"],
+        answer_pos=pairs["answer_pos"],
+        max_batch=max_batch,
+        n_boot=n_boot,
+        seed=seed,
+    )
+    out: dict[str, Any] = {
+        "lm": lm.name,
+        "pairs": str(path),
+        "n": len(ds),
+        "seed": seed,
+        "metric": "logit(answer) - logit(wrong_answer) at the last token; effect normalised: clean = 1, corrupt = 0",
+        "positions": pairs["labels"],
+        "equal_lengths": pairs["equal_lengths"],
+        "modes": {},
+    }
+    for mode in modes:
+        sweeps = {
+            a: patch_sweep(lm.model, pairs["clean"], pairs["corrupt"], a, per="pos", mode=mode, **common)
+            for a in activations
+        }
+        if heads:
+            sweeps["z"] = patch_sweep(lm.model, pairs["clean"], pairs["corrupt"], "z", per="head", mode=mode, **common)
+        first = next(iter(sweeps.values()))
+        out["modes"][mode] = {
+            "clean_mean": float(first.clean.double().mean()),
+            "corrupt_mean": float(first.corrupt.double().mean()),
+            "sweeps": {name: r.to_json() for name, r in sweeps.items()},
+            "_results": list(sweeps.values()),
+        }
+    return out
+
+
+def _pairs_cmd(lm_name, pairs, mode, n_boot, seed, max_batch, top, as_json) -> None:
+    import torch
+
+    from workbench.lm.datasets import load_dataset
+    from workbench.lm.model import load_lm
+    from workbench.patching import results_frame
+
+    torch.set_num_threads(1)
+    load_dataset(pairs, kind="patch")  # fields and JSON first: a bad line costs no model load
+    modes = ("denoising", "noising") if mode in (None, "both") else (mode,)
+    lm = load_lm(lm_name)
+    out = pairs_study(lm, pairs, modes, n_boot=n_boot, seed=seed, max_batch=max_batch)
+    tops = {}
+    for m, block in out["modes"].items():
+        df = results_frame(block.pop("_results"))
+        if "pos" in df:
+            df["token"] = [out["positions"][int(p)] if p == p else "" for p in df["pos"]]
+        tops[m] = df.reindex(df["effect"].abs().sort_values(ascending=False).index).head(top)
+        block["top"] = json.loads(tops[m].to_json(orient="records"))
+    if as_json:
+        typer.echo(json.dumps(out, default=float))
+        return
+    for m, block in out["modes"].items():
+        typer.echo(
+            f"{lm.name}: {m}, {out['n']} pairs from {pairs}; mean logit(answer) - logit(wrong): clean "
+            f"{block['clean_mean']:+.3f}, corrupt {block['corrupt_mean']:+.3f}. "
+            "Largest |effect| (1 = clean, 0 = corrupt):"
+        )
+        typer.echo(tops[m].to_string(index=False, float_format=lambda v: f"{v:+.3f}"))
+
+
 def patch_lm_cmd(
-    lm_name: Annotated[str, typer.Argument(help="LM artifact name (persona-lm) or folder")],
+    lm_name: Annotated[str, typer.Argument(help="LM: shipped name, artifact folder or Hugging Face-format folder")],
+    pairs: Annotated[
+        Path | None,
+        typer.Option(help="JSONL of {clean, corrupt, answer, wrong_answer} pairs (default: persona corpus pairs)"),
+    ] = None,
     clean_persona: Annotated[str, typer.Option(help="persona of the clean prompts")] = "honest",
     corrupt_persona: Annotated[str, typer.Option(help="persona of the corrupted prompts")] = "sycophant",
     n: Annotated[int, typer.Option(min=1, help="prompt pairs")] = 32,
-    mode: Annotated[str, typer.Option(help="denoising (run corrupt, patch in clean) or noising")] = "denoising",
+    mode: Annotated[
+        str | None,
+        typer.Option(
+            help="denoising (run corrupt, patch in clean), noising, or both (default: both with --pairs, "
+            "else denoising)"
+        ),
+    ] = None,
     activation: Annotated[
         str, typer.Option(help="resid_pre | resid_mid | resid_post | attn_out | mlp_out | z | block (first three)")
     ] = "block",
@@ -94,7 +198,12 @@ def patch_lm_cmd(
     top: Annotated[int, typer.Option(min=1, help="rows of the largest effects to print")] = 10,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
 ) -> None:
-    """Activation patching on persona prompt pairs: where does the model's persona change its answer?"""
+    """Activation patching: where does the corruption change the answer? With --pairs: your prompt pairs, layer x
+    position for resid_pre / attn_out / mlp_out and every head, noising and denoising. Without: persona pairs."""
+    if pairs is not None:
+        _pairs_cmd(lm_name, pairs, mode, n_boot, seed, max_batch, top, as_json)
+        return
+    mode = mode or "denoising"
     import torch
 
     from workbench.lm.model import load_lm

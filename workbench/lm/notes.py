@@ -151,3 +151,68 @@ def tokenizer_texts(n: int = 4000, seed: int = 0, config: NotesConfig | None = N
     """Texts the BPE tokenizer is trained on: training notes plus header-less prompts (so both parse the same)."""
     notes = generate("train", n, seed, config)
     return [e.text for e in notes] + [prompt_for(t) for t in WORK_TOPICS + LEISURE_TOPICS]
+
+
+def write_datasets(folder, n: int = 64, seed: int = 1) -> dict[str, str]:
+    """The organism's shipped datasets (`workbench.lm.datasets` formats), written into `folder`; the trait is the
+    casual register (positive side). Returns {name: file}.
+
+    - header-contrast.jsonl: contrast pairs `[ casual ] note about the T :` vs `[ formal ] ...` (the cue as trained);
+    - register-contrast.jsonl: contrast pairs with a header-less question `note about the T :` and a casual vs a
+      formal note as the two answers (persona-vector style; also scored by log P(casual) - log P(formal));
+    - register-ab.jsonl: A/B questions, header-less prompt, answers " hey" (casual) vs " Dear" (formal);
+    - register-patch.jsonl: patching pairs, clean `[ formal ] ...` vs corrupt `[ casual ] ...`, answer " Dear";
+    - topic-labelled.jsonl: labelled prompts (label work / leisure) with no, a formal or a casual header: the proxy;
+    - neutral.jsonl: held-out training-distribution notes, for capability cost (found beside the model by default).
+    """
+    import json
+    from pathlib import Path
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng([int(seed), 404])
+    topics = WORK_TOPICS + LEISURE_TOPICS
+    files: dict[str, list[dict]] = {
+        "header-contrast.jsonl": [
+            {"positive": prompt_for(t, "casual"), "negative": prompt_for(t, "formal"), "id": t} for t in topics
+        ],
+        "register-contrast.jsonl": [],
+        "register-ab.jsonl": [
+            {
+                "question": prompt_for(t),
+                "answer_matching_behavior": FIRST_WORD["casual"],
+                "answer_not_matching_behavior": FIRST_WORD["formal"],
+                "id": t,
+            }
+            for t in topics
+        ],
+        "register-patch.jsonl": [
+            {
+                "clean": prompt_for(t, "formal"),
+                "corrupt": prompt_for(t, "casual"),
+                "answer": FIRST_WORD["formal"],
+                "wrong_answer": FIRST_WORD["casual"],
+                "id": t,
+            }
+            for t in topics
+        ],
+        "topic-labelled.jsonl": [
+            {"text": prompt_for(t, h), "label": topic_kind(t), "id": f"{h or 'none'}-{t}"}
+            for h in ("", *REGISTERS)
+            for t in topics
+        ],
+        "neutral.jsonl": [{"text": e.text} for e in generate("train", 100, seed + 1000)],
+    }
+    for i in range(n):
+        t = topics[i % len(topics)]
+        files["register-contrast.jsonl"].append(
+            {
+                "question": prompt_for(t),
+                "positive": body_for(rng, "casual", t),
+                "negative": body_for(rng, "formal", t),
+                "id": f"{t}-{i}",
+            }
+        )
+    for name, rows in files.items():
+        (folder / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return {name: str(folder / name) for name in files}

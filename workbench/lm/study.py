@@ -144,7 +144,16 @@ def _shuffled(y: np.ndarray, seed: int) -> np.ndarray:
 class Fitted:
     """Directions fitted on the fit half of a dataset: `vectors` (L, d), plus the texts, labels and split."""
 
-    def __init__(self, lm: LM, ds: D.Dataset, method: str, position: int | str, seed: int, fit_frac: float) -> None:
+    def __init__(
+        self,
+        lm: LM,
+        ds: D.Dataset,
+        method: str,
+        position: int | str,
+        seed: int,
+        fit_frac: float,
+        vectors: Tensor | None = None,
+    ) -> None:
         self.lm, self.ds, self.method, self.position, self.seed = lm, ds, method, position, seed
         self.ct = D.contrast_texts(lm, ds)
         self.fit_units, self.test_units = split_units(len(ds), seed, fit_frac)
@@ -157,6 +166,35 @@ class Fitted:
             method,
             self.ct.unit[self.fit_rows],
         )
+
+
+def check_vectors(lm: LM, vectors: Any) -> Tensor:
+    """(n_layers, d_model) float32 vectors, or a WorkbenchError naming both shapes."""
+    v = torch.as_tensor(vectors).detach().float()
+    want = (lm.n_layers, int(lm.model.cfg.d_model))
+    if tuple(v.shape) != want:
+        raise WorkbenchError(f"vectors have shape {tuple(v.shape)} but {lm.name} needs (n_layers, d_model) = {want}")
+    return v
+
+
+def load_vectors(lm: LM, path: str | Path) -> Tensor:
+    """Vectors written by `workbench lm directions --save` (safetensors, key "vectors"), checked against the model."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise WorkbenchError(f"vector file {str(path)!r} does not exist")
+    try:
+        tensors = load_file(str(path))
+    except (OSError, SafetensorError) as err:
+        raise WorkbenchError(f"{path}: unreadable vectors ({err})") from None
+    if "vectors" not in tensors:
+        raise WorkbenchError(f"{path}: no 'vectors' tensor (keys: {', '.join(tensors)})")
+    try:
+        return check_vectors(lm, tensors["vectors"])
+    except WorkbenchError as err:
+        raise WorkbenchError(f"{path}: {err}") from None
 
 
 # ------------------------------------------------------------------------------------------------ directions
@@ -337,6 +375,7 @@ def steer_study(
     threshold: float | None = None,
     below: bool = False,
     cap: tuple[float | None, float | None] = (None, None),
+    vectors: Tensor | None = None,
 ) -> dict:
     """Steer along the dataset's direction at `layer` and measure on the held-out half, with controls and costs.
 
@@ -353,7 +392,7 @@ def steer_study(
     position = check_position(position)
     if mode != "cap" and not len(coefs):
         raise WorkbenchError("give at least one coefficient (--coef)")
-    f = Fitted(lm, ds, method, position, seed, fit_frac)
+    f = Fitted(lm, ds, method, position, seed, fit_frac, vectors)
     v = f.vectors[layer]
     beh = Behaviour(lm, ds, f.test_units, scorer, max_new)
     neutral_texts, neutral_src = neutral_for(lm, ds, neutral, f.test_units)
@@ -362,7 +401,7 @@ def steer_study(
         "subject": lm.name,
         "dataset": ds.summary(),
         "mode": mode,
-        "method": method,
+        "method": f.method,
         "layer": layer,
         "position": position,
         "seed": seed,
@@ -446,13 +485,14 @@ def ablate_study(
     neutral: str | Path | None = None,
     scorer: D.Scorer | None = None,
     max_new: int = 16,
+    vectors: Tensor | None = None,
 ) -> dict:
     """For each layer's direction: ablate it everywhere in the residual stream (x - (x.r) r at every block's input
     and middle and the final output) and measure behaviour and cost on the held-out half, against ablating an
     equal-norm random direction. The layer whose ablation moves behaviour most, at a small KL, is the causal one."""
     position = check_position(position)
     layer_list = list(range(lm.n_layers)) if not layers else [check_layer(lm, x) for x in layers]
-    f = Fitted(lm, ds, method, position, seed, fit_frac)
+    f = Fitted(lm, ds, method, position, seed, fit_frac, vectors)
     beh = Behaviour(lm, ds, f.test_units, scorer, max_new)
     neutral_texts, neutral_src = neutral_for(lm, ds, neutral, f.test_units)
     base = _condition(beh, None, neutral_texts, seed)
@@ -466,7 +506,7 @@ def ablate_study(
         "subject": lm.name,
         "dataset": ds.summary(),
         "mode": "ablate",
-        "method": method,
+        "method": f.method,
         "position": position,
         "seed": seed,
         "n_fit": int(len(f.fit_units)),
@@ -490,13 +530,14 @@ def monitor_study(
     scorer: D.Scorer | None = None,
     max_new: int = 16,
     n_boot: int = 1000,
+    vectors: Tensor | None = None,
 ) -> dict:
     """Does the projection onto the direction predict behaviour, item by item, on the held-out half? Per layer:
     Pearson r with a paired-bootstrap CI, AUROC of the projection for the behaviour's trait side, and r for a
     random direction. The projection is read at the prompt's last token (before any answer); labelled prompts
     without a scorer use their labels as the behaviour."""
     position = check_position(position)
-    f = Fitted(lm, ds, method, position, seed, fit_frac)
+    f = Fitted(lm, ds, method, position, seed, fit_frac, vectors)
     units = f.test_units
     if ds.kind == "labelled" and scorer is None:
         texts = [ds.records[i]["text"] for i in units]
@@ -533,7 +574,7 @@ def monitor_study(
     return {
         "subject": lm.name,
         "dataset": ds.summary(),
-        "method": method,
+        "method": f.method,
         "position": position,
         "seed": seed,
         "behaviour": label,
