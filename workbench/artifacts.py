@@ -84,6 +84,28 @@ def artifacts_root() -> Path:
     return Path(os.environ.get("WORKBENCH_ARTIFACTS", data_root() / "artifacts"))
 
 
+def is_installed_data(path: str | Path) -> bool:
+    """Whether `path` lies inside the data packaged in an installed wheel (never to be written)."""
+    packaged = _packaged_root()
+    try:
+        Path(path).resolve().relative_to(packaged)
+    except ValueError:
+        return False
+    return packaged.is_dir()
+
+
+def output_artifacts_root() -> Path:
+    """Where a trainer writes new artifacts by default: `artifacts_root()`, unless that is the install folder of a
+    wheel -- then one line asking for `--out` or `$WORKBENCH_ARTIFACTS` (nothing writes into the install folder)."""
+    root = artifacts_root()
+    if is_installed_data(root):
+        raise WorkbenchError(
+            f"the shipped artifacts ({root}) belong to the installed package; pass --out, or set "
+            "WORKBENCH_ARTIFACTS to a folder of your own"
+        )
+    return root
+
+
 def _is_hidden(name: str) -> bool:
     return name.startswith(".")
 

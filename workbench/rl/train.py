@@ -317,7 +317,9 @@ def train_recipe(
             ppo = PPOConfig(**{**asdict(recipe.ppo), "total_steps": total_steps})
         except WorkbenchError as err:
             raise WorkbenchError(f"{recipe.path} [ppo] with --steps {total_steps}: {err}") from None
-    out = Path(out) if out is not None else artifacts.artifacts_root() / "agents" / recipe.artifact.name
+    out = Path(out) if out is not None else artifacts.output_artifacts_root() / "agents" / recipe.artifact.name
+    if artifacts.is_installed_data(out):
+        raise WorkbenchError(f"artifact folder {out} is inside the installed package; choose a folder of your own")
     check_output_dir(out, name="artifact folder")
     ckpt = Path("runs") / "checkpoints" / recipe.artifact.name
     check_output_dir(ckpt, name="checkpoint folder")
