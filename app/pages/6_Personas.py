@@ -1,4 +1,5 @@
-"""Personas: the persona language model (artifacts/lms/persona-lm): truth vs agreement with the user."""
+"""Personas: the persona language model (artifacts/lms/persona-lm): truth vs agreement with the user; and any
+language model folder with any dataset file (the "Your model and dataset" tab, `workbench.lm.study` verbs)."""
 
 from __future__ import annotations
 
@@ -37,11 +38,12 @@ names = artifacts.available("lms")
 if not names:
     st.warning(
         f"No persona language model in `{common.rel(root)}` yet (the LM track, issue #5). "
-        f"`{ORGANISM}`: {common.recipe_hint(ORGANISM)}. Then reload this page."
+        f"`{ORGANISM}`: {common.recipe_hint(ORGANISM)}. Then reload this page. The *Your model and dataset* "
+        "section below works on any model folder."
     )
-    st.stop()
-
-name = st.selectbox("Language model", names, index=names.index(ORGANISM) if ORGANISM in names else 0, key="lm_name")
+    name = None
+else:
+    name = st.selectbox("Language model", names, index=names.index(ORGANISM) if ORGANISM in names else 0, key="lm_name")
 
 
 # ------------------------------------------------------------------------------------------------ card and evaluation
@@ -208,9 +210,168 @@ def playground(name: str, folder: Path) -> None:
     )
 
 
-folder = artifacts.resolve(name, "lms")
-play_tab, card_tab = st.tabs(["Prompt playground", "Card and evaluation"])
-with play_tab:
-    playground(name, folder)
-with card_tab:
-    card_and_evaluation(name, folder)
+# ------------------------------------------------------------------------------------------------ any model + dataset
+def _mtime(path: str) -> float:
+    """Modification time of a model folder's weights or a dataset file (0 when absent): part of every cache key."""
+    p = Path(path)
+    for f in (p / "model.safetensors", p / artifacts.WEIGHTS, p):
+        if f.exists():
+            return f.stat().st_mtime
+    return 0.0
+
+
+@st.cache_resource(show_spinner=False, max_entries=2)
+def toolkit_model(ref: str, mtime: float):
+    """`workbench.lm.model.load_lm` on a name or folder (one live model per version)."""
+    from workbench.lm.model import load_lm
+
+    return load_lm(ref)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def toolkit_directions(ref: str, mtime: float, dataset: str, dmtime: float, method: str, position: str) -> dict:
+    from workbench.lm.datasets import load_dataset
+    from workbench.lm.study import check_position, directions_study
+
+    ds = load_dataset(dataset)
+    return directions_study(toolkit_model(ref, mtime), ds, method, [check_position(position)], n_boot=300)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def toolkit_steer(
+    ref: str, mtime: float, dataset: str, dmtime: float, method: str, position: str, layer: int, coef: float
+) -> dict:
+    from workbench.lm.datasets import load_dataset
+    from workbench.lm.study import check_position, steer_study
+
+    ds = load_dataset(dataset)
+    return steer_study(toolkit_model(ref, mtime), ds, layer, (coef,), method=method, position=check_position(position))
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def toolkit_generate(
+    ref: str, mtime: float, dataset: str, dmtime: float, method: str, position: str, layer: int, coef: float, text: str
+) -> pd.DataFrame:
+    from workbench.interventions import random_like
+    from workbench.lm.datasets import load_dataset
+    from workbench.lm.interventions import add_spec
+    from workbench.lm.study import direction_vectors
+    from workbench.lm.toolkit import greedy
+
+    lm = toolkit_model(ref, mtime)
+    v = direction_vectors(lm, load_dataset(dataset), method, position)[layer]
+    rows = []
+    for condition, spec in (
+        ("none", None),
+        ("steered", add_spec(layer, v, coef)),
+        ("random", add_spec(layer, random_like(v, 0), coef)),
+    ):
+        rows.append({"condition": condition, "continuation": greedy(lm, [text], 12, spec)[0]})
+    return pd.DataFrame(rows)
+
+
+def your_model_and_dataset() -> None:
+    """Directions, a steering check and free prompts on any model folder with any dataset file (JSONL formats of
+    `workbench.lm.datasets`)."""
+    st.markdown(
+        "Any model `workbench.lm.model.load_lm` reads (a shipped name, an artifact folder, a Hugging Face folder) and "
+        "any dataset file in the documented JSONL formats: contrast pairs `{positive, negative[, question, system]}`, "
+        "A/B questions `{question, answer_matching_behavior, answer_not_matching_behavior}` or labelled prompts "
+        "`{text, label}`. The CLI runs the same verbs: `workbench lm directions|steer|ablate|monitor MODEL --dataset "
+        "FILE`."
+    )
+    m_col, d_col = st.columns(2)
+    ref = m_col.text_input("Model (name or folder)", key="tk_model").strip()
+    dataset = d_col.text_input("Dataset (JSONL file)", key="tk_dataset").strip()
+    if not ref or not dataset:
+        st.caption("Give a model and a dataset file to fit directions and steer.")
+        return
+    o1, o2, o3 = st.columns(3)
+    method = o1.selectbox("Direction", ["mean-diff", "pca", "logistic"], key="tk_method")
+    position = o2.selectbox("Read at", ["-1", "mean"], key="tk_position")
+    try:
+        with st.spinner(f"Loading {ref}..."):
+            lm = toolkit_model(ref, _mtime(ref))
+        from workbench.lm.datasets import load_dataset
+
+        ds = load_dataset(dataset)
+        key = (ref, _mtime(ref), dataset, _mtime(dataset), method, position)
+        with st.spinner("Fitting a direction per layer..."):
+            result = toolkit_directions(*key)
+    except (WorkbenchError, OSError) as err:
+        st.error(str(err))
+        return
+    o3.metric("Records", f"{len(ds)} ({ds.summary()['format']})")
+    st.subheader("Directions: held-out AUROC per layer")
+    table = pd.DataFrame(result["rows"])
+    st.dataframe(table.round(3), hide_index=True)
+    st.line_chart(table.set_index("layer")[["auroc", "control_auroc"]], height=220)
+    st.caption(
+        f"{method} direction of the residual stream after each block, fitted on half the records and scored on the "
+        "other half; the control is the same method fitted on permuted labels. Brackets of the CLI are ci_low/ci_high."
+    )
+    if ds.kind not in ("ab", "contrast") or (ds.kind == "contrast" and not all(r.get("question") for r in ds.records)):
+        st.info("Steering needs a behaviour: A/B questions or contrast pairs with a question (or the CLI's --scorer).")
+        return
+    s1, s2 = st.columns(2)
+    layer = int(s1.slider("Steering layer", 0, lm.n_layers - 1, min(1, lm.n_layers - 1), key="tk_layer"))
+    coef = float(s2.slider("Coefficient", -4.0, 4.0, 1.0, 0.5, key="tk_coef"))
+    try:
+        with st.spinner("Steering the held-out records..."):
+            steer = toolkit_steer(*key, layer, coef)
+    except WorkbenchError as err:
+        st.error(str(err))
+        return
+    rows = [{"condition": "baseline", **_summary(steer["baseline"])}]
+    for c in steer["conditions"]:
+        rows.append({"condition": f"steered x{c['coef']:+g}", **_summary(c["steered"])})
+        rows.append({"condition": f"random x{c['coef']:+g}", **_summary(c["control"])})
+    st.subheader("Steering on the held-out records")
+    st.dataframe(pd.DataFrame(rows), hide_index=True)
+    st.caption(
+        f"Behaviour: {steer['behaviour']}. Δ are paired differences against the baseline (95% bootstrap CI); the "
+        "random vector has the steering vector's norm. Cost: cross-entropy on neutral text "
+        f"({steer['neutral']['source']}) and KL to the unsteered model."
+    )
+    text = st.text_input("Prompt to continue", value=result_prompt(ds, lm), key="tk_prompt")
+    if text:
+        try:
+            st.dataframe(toolkit_generate(*key, layer, coef, text), hide_index=True)
+        except WorkbenchError as err:
+            st.error(str(err))
+
+
+def _summary(cond: dict) -> dict:
+    out = {
+        "behaviour": round(cond["behaviour"]["mean"], 3),
+        "trait rate": round(cond["trait_rate"]["rate"], 3),
+        "CE": round(cond["ce"]["mean"], 3),
+        "KL": round(cond["kl"]["mean"], 4),
+    }
+    if "minus_baseline" in cond:
+        d = cond["minus_baseline"]["behaviour"]
+        out["Δ behaviour [95% CI]"] = f"{d['diff']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]"
+    return out
+
+
+def result_prompt(ds, lm) -> str:
+    from workbench.lm.datasets import prompts
+
+    try:
+        return prompts(lm, ds)[0]
+    except (WorkbenchError, IndexError):
+        return ""
+
+
+if name is not None:
+    folder = artifacts.resolve(name, "lms")
+    play_tab, card_tab, tk_tab = st.tabs(["Prompt playground", "Card and evaluation", "Your model and dataset"])
+    with play_tab:
+        playground(name, folder)
+    with card_tab:
+        card_and_evaluation(name, folder)
+    with tk_tab:
+        your_model_and_dataset()
+else:
+    st.subheader("Your model and dataset")
+    your_model_and_dataset()
