@@ -458,3 +458,59 @@ def test_saelens_folder_for_an_lm_hook_loads_and_splices_or_names_both_widths(lm
     (tmp_path / "ok" / "sae_weights.safetensors").rename(tmp_path / "ok" / "sae_weights.pt")
     with pytest.raises(WorkbenchError, match=r"sae_weights.pt: pickled SAE weights are refused"):
         load_lm_sae(tmp_path / "ok", lm)
+
+
+# ------------------------------------------------------------------------------------------------ the register recipe
+TINY_REGISTER = """
+[artifact]
+name = "tiny-register"
+[tokenizer]
+vocab_size = 400
+n_texts = 300
+[model]
+n_layer = 1
+n_embd = 16
+n_head = 2
+n_inner = 32
+n_positions = 64
+[train]
+steps = 4
+batch_size = 4
+warmup_steps = 1
+log_every = 2
+checkpoint_every = 2
+[eval]
+n = 12
+"""
+
+
+def test_register_recipe_resumes_to_the_same_weights_and_ships_datasets(tmp_path: Path, monkeypatch) -> None:
+    from safetensors.torch import load_file
+
+    import workbench.lm.train_hf as T
+    from workbench.lm.datasets import load_dataset
+    from workbench.lm.model import load_lm
+
+    recipe = tmp_path / "tiny-register.toml"
+    recipe.write_text(TINY_REGISTER)
+    full = T.train_hf_recipe(recipe, out=tmp_path / "full", progress=False)
+
+    def interrupted(*args, **kwargs):
+        raise RuntimeError("interrupted")
+
+    monkeypatch.setattr(T, "heldout_loss", interrupted)  # dies after training, past the step-2 checkpoint
+    with pytest.raises(RuntimeError, match="interrupted"):
+        T.train_hf_recipe(recipe, out=tmp_path / "resumed", progress=False)
+    state = json.loads((tmp_path / "resumed.ckpt" / "state.json").read_text())
+    assert state["step"] == 2
+    monkeypatch.undo()
+    resumed = T.train_hf_recipe(recipe, out=tmp_path / "resumed", progress=False)
+    a, b = load_file(str(full / "model.safetensors")), load_file(str(resumed / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert not (tmp_path / "resumed.ckpt").exists()
+    lm = load_lm(resumed)  # a plain HF folder: config.json without n_ctx, BPE tokenizer
+    assert "n_ctx" not in json.loads((resumed / "config.json").read_text()) and lm.n_layers == 1
+    assert set(json.loads((resumed / "metrics.json").read_text())["eval"]) == {"train", "noheader", "conflict"}
+    for name in ("header-contrast", "register-contrast", "register-ab", "register-patch", "topic-labelled"):
+        load_dataset(resumed / f"{name}.jsonl", positive_label="work")
+    assert "| noheader |" in (resumed / "card.md").read_text()

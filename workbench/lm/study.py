@@ -384,7 +384,8 @@ def steer_study(
     (default: `layer`) is above `threshold` (below it with below=True; default threshold: the midpoint of the two
     classes' mean projections on the condition's fit half). mode cap: clamp the projection onto the direction to the
     quantiles `cap` = (low, high) of the fit-half projections (None: open side); the control caps a random direction
-    at the same quantiles of its own projections. Every other control is an equal-norm random vector per condition.
+    at the same quantiles of its own projections. Every other control is the same intervention along one equal-norm
+    random vector (the same for every coefficient of a sweep, so the controls form a curve of their own).
     """
     if mode not in MODES:
         raise unknown("mode", mode, MODES)
@@ -415,8 +416,8 @@ def steer_study(
     }
     plans: list[tuple[dict, Any, Any, I.GateLog | None]] = []
     if mode == "add":
-        for i, c in enumerate(coefs):
-            r = random_like(v, seed + 1 + i)
+        r = random_like(v, seed + 1)  # one random direction for the sweep: its controls form a curve too
+        for c in coefs:
             plans.append(({"coef": float(c)}, I.add_spec(layer, v, float(c)), I.add_spec(layer, r, float(c)), None))
     elif mode == "conditional":
         cds = condition or ds
@@ -434,8 +435,8 @@ def steer_study(
             "threshold": float(threshold),
             "fires": "below" if below else "above",
         }
-        for i, c in enumerate(coefs):
-            r = random_like(v, seed + 1 + i)
+        r = random_like(v, seed + 1)
+        for c in coefs:
             logs = I.GateLog(), I.GateLog()
             kw = {"condition": cvec, "condition_layer": cl, "threshold": float(threshold), "above": not below}
             plans.append(
