@@ -243,7 +243,7 @@ def _with_lock_wait(fn: Callable[[], T], what: str, timeout: float) -> T:
             return fn()
         except duckdb.IOException as err:
             if not _is_lock_error(err):
-                raise WorkbenchError(f"{what}: {str(err).splitlines()[0]}") from None
+                raise
             if time.monotonic() >= deadline:
                 raise WorkbenchError(
                     f"{what}: locked by another process for more than {timeout:g} s ({_TIMEOUT_VAR} sets the wait)"
@@ -392,12 +392,9 @@ class ResultStore:
             return
         con = self._connection()
         sql = f"ATTACH {_sql_string(str(self._file))} AS base (READ_ONLY)"
+        timeout = _timeout()
         try:
-            _with_lock_wait(lambda: con.execute(sql), f"result store {self._file}", _timeout())
-        except WorkbenchError as err:
-            if "locked" in str(err):
-                raise
-            raise WorkbenchError(f"result store {self._file} is not a DuckDB results store ({err})") from None
+            _with_lock_wait(lambda: con.execute(sql), f"result store {self._file}", timeout)
         except duckdb.Error as err:
             raise WorkbenchError(
                 f"result store {self._file} is not a DuckDB results store ({str(err).splitlines()[0]})"
@@ -586,7 +583,10 @@ class ResultStore:
         self._pinned = False
         self._detach()
         what = f"result store {self._file}"
-        rw = _with_lock_wait(lambda: duckdb.connect(str(self._file)), what, _timeout())
+        try:
+            rw = _with_lock_wait(lambda: duckdb.connect(str(self._file)), what, _timeout())
+        except duckdb.Error as err:
+            raise WorkbenchError(f"{what}: cannot open for compaction ({str(err).splitlines()[0]})") from None
         try:
             cols = ", ".join(f"{c} {t}" for c, t in COLUMNS.items())
             rw.execute(f"CREATE TABLE IF NOT EXISTS {_TABLE} ({cols})")
