@@ -757,8 +757,8 @@ def test_bad_input_is_one_line_and_writes_nothing(make, pattern, tmp_path, monke
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("WORKBENCH_ARTIFACTS", str(tmp_path / "artifacts"))
     monkeypatch.setenv("WORKBENCH_STORE", str(tmp_path / "store.duckdb"))
-    monkeypatch.delenv("WORKBENCH_DATA", raising=False)
-    monkeypatch.delenv("WORKBENCH_STORE_TIMEOUT", raising=False)
+    monkeypatch.setenv("WORKBENCH_DATA", "")  # empty = unset; setenv makes monkeypatch restore what a case sets
+    monkeypatch.setenv("WORKBENCH_STORE_TIMEOUT", "")
     make_tiny_agent(tmp_path / "artifacts" / "agents" / "tiny-maze")
     call = make(tmp_path)
     before = _listing(tmp_path)
