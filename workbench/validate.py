@@ -66,9 +66,10 @@ def check_int(name: str, value: Any, lo: int | None = None, hi: int | None = Non
     if (lo is not None and value < lo) or (hi is not None and value > hi):
         nearest = lo if lo is not None and value < lo else hi
         tail = f" ({why})" if why else ""
-        raise WorkbenchError(
-            f"{name} must be in {_range_text(lo, hi, bare=True)}, got {value}; nearest valid: {nearest}{tail}"
+        where = (
+            f"in {_range_text(lo, hi, bare=True)}" if lo is not None and hi is not None else _range_text(lo, hi, True)
         )
+        raise WorkbenchError(f"{name} must be {where}, got {value}; nearest valid: {nearest}{tail}")
     return value
 
 
