@@ -153,7 +153,7 @@ def tokenizer_texts(n: int = 4000, seed: int = 0, config: NotesConfig | None = N
     return [e.text for e in notes] + [prompt_for(t) for t in WORK_TOPICS + LEISURE_TOPICS]
 
 
-def write_datasets(folder, n: int = 64, seed: int = 1) -> dict[str, str]:
+def write_datasets(folder, n: int = 64, seed: int = 1, lm=None) -> dict[str, str]:
     """The organism's shipped datasets (`workbench.lm.datasets` formats), written into `folder`; the trait is the
     casual register (positive side). Returns {name: file}.
 
@@ -161,7 +161,8 @@ def write_datasets(folder, n: int = 64, seed: int = 1) -> dict[str, str]:
     - register-contrast.jsonl: contrast pairs with a header-less question `note about the T :` and a casual vs a
       formal note as the two answers (persona-vector style; also scored by log P(casual) - log P(formal));
     - register-ab.jsonl: A/B questions, header-less prompt, answers " hey" (casual) vs " Dear" (formal);
-    - register-patch.jsonl: patching pairs, clean `[ formal ] ...` vs corrupt `[ casual ] ...`, answer " Dear";
+    - register-patch.jsonl: patching pairs, clean `[ formal ] ...` vs corrupt `[ casual ] ...`, answer " Dear"
+      (with `lm` given: only the topics whose prompt has the most common token length, so positions align);
     - topic-labelled.jsonl: labelled prompts (label work / leisure) with no, a formal or a casual header: the proxy;
     - neutral.jsonl: held-out training-distribution notes, for capability cost (found beside the model by default).
     """
@@ -194,7 +195,7 @@ def write_datasets(folder, n: int = 64, seed: int = 1) -> dict[str, str]:
                 "wrong_answer": FIRST_WORD["casual"],
                 "id": t,
             }
-            for t in topics
+            for t in _aligned(topics, lm)
         ],
         "topic-labelled.jsonl": [
             {"text": prompt_for(t, h), "label": topic_kind(t), "id": f"{h or 'none'}-{t}"}
@@ -216,3 +217,14 @@ def write_datasets(folder, n: int = 64, seed: int = 1) -> dict[str, str]:
     for name, rows in files.items():
         (folder / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
     return {name: str(folder / name) for name in files}
+
+
+def _aligned(topics: tuple[str, ...], lm) -> tuple[str, ...]:
+    """Topics whose `[ formal ] note about the T :` prompt has the most common token length under `lm` (all without)."""
+    if lm is None:
+        return topics
+    from collections import Counter
+
+    lengths = {t: len(lm.token_ids(prompt_for(t, "formal"), bos=True)) for t in topics}
+    common = Counter(lengths.values()).most_common(1)[0][0]
+    return tuple(t for t in topics if lengths[t] == common)

@@ -394,7 +394,7 @@ def train_hf_recipe(
     }
     artifacts.write_json(tmp / artifacts.METRICS, metrics)
     (tmp / artifacts.CARD).write_text(_card(recipe, metrics))
-    notes.write_datasets(tmp)
+    notes.write_datasets(tmp, lm=lm)
     shutil.rmtree(folder, ignore_errors=True)
     tmp.rename(folder)
     shutil.rmtree(ckpt, ignore_errors=True)
