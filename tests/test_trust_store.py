@@ -18,6 +18,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from workbench import store as store_mod
 from workbench.errors import WorkbenchError
 from workbench.store import ResultStore, check_store_path, segments_dir
 
@@ -150,9 +151,13 @@ def test_reader_works_while_another_process_holds_the_file_and_compact_waits_bou
     )
     try:
         assert holder.stdout.readline().strip() == "held"
+        monkeypatch.setattr(store_mod, "AUTO_COMPACT", 1)  # auto-compaction must not wait for the holder either
+        t0 = time.monotonic()
         with ResultStore(path) as db:  # writers and readers do not wait for the holder
             db.add([{"run_id": "r2", "subject": "s", "metric": "m", "value": 1.0}])
             assert len(db) == 2
+        assert time.monotonic() - t0 < 5
+        assert len(list(segments_dir(path).glob("*.parquet"))) == 2  # not compacted: the file was busy
         monkeypatch.setenv("WORKBENCH_STORE_TIMEOUT", "0.3")
         with ResultStore(path) as db, pytest.raises(WorkbenchError, match="locked by another process") as err:
             db.compact()  # needs the write lock: bounded wait, then one line
@@ -182,3 +187,14 @@ def test_strict_json_in_extra_and_bad_store_paths(tmp_path):
     with pytest.raises(WorkbenchError, match="is not a DuckDB results store"):
         ResultStore(blocker, read_only=True).query()
     assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_add_compacts_automatically_once_segments_pile_up(tmp_path, monkeypatch):
+    monkeypatch.setattr(store_mod, "AUTO_COMPACT", 4)
+    path = tmp_path / "results.duckdb"
+    for i in range(11):
+        with ResultStore(path) as db:
+            db.add([{"run_id": f"r{i}", "subject": "s", "metric": "m", "value": float(i), "git_sha": None}])
+    assert len(list(segments_dir(path).glob("*.parquet"))) < 4
+    with ResultStore(path, read_only=True) as db:
+        assert db.query()["run_id"].tolist() == [f"r{i}" for i in range(11)]
