@@ -27,6 +27,23 @@ def checkpoint(tmp_path_factory):
     return save_published(ImpalaPolicy(published_config()), tmp_path_factory.mktemp("ckpt") / "random.pth")
 
 
+@pytest.fixture(scope="module")
+def short(checkpoint):
+    """The same checkpoint registered as `pg-short` with 30-step episodes: random weights never find the cheese, so
+    procgen's own 500-step timeout would dominate the test's time."""
+    from workbench.rl.envs.procgen import ProcgenConfig
+    from workbench.rl.procgen.kind import ProcgenWorld
+    from workbench.subjects import register_subject
+
+    def factory():
+        agent = load_subject(checkpoint, env="procgen-maze")
+        agent.world = ProcgenWorld(ProcgenConfig(game="maze", max_steps=30))
+        return agent
+
+    register_subject("pg-short", factory)
+    return "pg-short"
+
+
 @pytest.fixture()
 def store(tmp_path, monkeypatch):
     monkeypatch.setenv("WORKBENCH_STORE", str(tmp_path / "results.duckdb"))
@@ -49,13 +66,13 @@ def test_procgen_levels_replay_and_render_like_procgen(checkpoint):
     assert not gone.has_cheese().any() and (gone.observe() != levels.observe()).any()
 
 
-def test_every_maze_verb_on_a_published_checkpoint(checkpoint, cli, tmp_path, store):
+def test_every_maze_verb_on_a_published_checkpoint(checkpoint, short, cli, tmp_path, store):
     ref = (str(checkpoint), "--env", "procgen-maze")
     code, out, err = cli("hooks", *ref, "--json")
     assert code == 0, err
     hooks = {h["hook"]: h["shape"] for h in json.loads(out)["hooks"]}
     assert hooks["embedder.block2.res1.resadd_out"] == [32, 16, 16]
-    code, out, err = cli("steer", *ref, "--episodes", "3", "--seed", "1", "--json")
+    code, out, err = cli("steer", short, "--episodes", "3", "--seed", "1", "--json")
     assert code == 0, err
     res = json.loads(out)
     assert res["subject_kind"] == "procgen-maze" and res["baseline"]["n"] == 3
@@ -70,7 +87,7 @@ def test_every_maze_verb_on_a_published_checkpoint(checkpoint, cli, tmp_path, st
     assert code == 0, err
     rows = json.loads(out)["rows"]
     assert {r["test_split"] for r in rows} == {"train", "ood"} and all(r["grid"] == "16x16" for r in rows)
-    code, out, err = cli("collect", *ref, "--hook", "embedder.fc", "--episodes", "4", "--out", str(tmp_path / "ds"))
+    code, out, err = cli("collect", short, "--hook", "embedder.fc", "--episodes", "4", "--out", str(tmp_path / "ds"))
     assert code == 0, err
     from workbench.activations import ActivationDataset
 
@@ -90,7 +107,7 @@ def test_battery_check_on_a_checkpoint_path(checkpoint, cli, tmp_path, store):
             kind = "behaviour"
             subject = "{checkpoint}"
             env = "procgen-maze"
-            data = {{ split = "ood", episodes = 3, seed = 0 }}
+            data = {{ split = "ood", episodes = 2, seed = 0 }}
             expect = {{ timeout = ">= 0" }}
             """
         )
@@ -122,3 +139,18 @@ def test_a_checkpoint_without_env_is_one_line(checkpoint, cli):
     assert code == 2 and "--env" in err and err.count("\n") == 1
     code, _, err = cli("hooks", str(checkpoint) + ".missing", "--env", "procgen-maze")
     assert code == 2 and "does not exist" in err
+
+
+def test_sae_train_and_eval_on_a_checkpoint(short, cli, tmp_path, store):
+    out = tmp_path / "sae"
+    args = ["sae", "train", short, "--hook", "embedder.block3.res2.resadd_out"]
+    small = ["--width", "32", "--k", "4", "--tokens", "4000", "--batch-size", "256", "--episodes", "6"]
+    small += ["--eval-episodes", "3", "--fidelity-episodes", "2", "--steer-episodes", "2", "--align-episodes", "6"]
+    code, _, err = cli(*args, *small, "--out", str(out), "--no-progress")
+    assert code == 0, err
+    assert (out / "cfg.json").is_file() and (out / "card.md").is_file()
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["subject_kind"] == "maze" and "fidelity" in metrics
+    code, res, err = cli("sae", "eval", str(out), "--subject", short, "--episodes", "2", "--json")
+    assert code == 0, err
+    assert "reconstruction" in json.loads(res)

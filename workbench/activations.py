@@ -605,9 +605,11 @@ class ShardWriter(_Writer):
         for h in self.hooks:
             parts = self._buf[h]
             cat = torch.cat(parts) if len(parts) > 1 else parts[0]
-            block[h] = cat[:rows].clone()  # own storage: safetensors refuses views and tensors sharing memory
+            block[h] = cat[:rows].clone(
+                memory_format=torch.contiguous_format
+            )  # own storage: safetensors refuses views and tensors sharing memory
             rest = cat[rows:]
-            self._buf[h] = [rest.clone()] if rest.shape[0] else []
+            self._buf[h] = [rest.clone(memory_format=torch.contiguous_format)] if rest.shape[0] else []
         name = shard_name(len(self._shards))
         save_file(block, str(self._tmp / name))
         self._shards.append({"file": name, "rows": rows})
@@ -897,6 +899,7 @@ def collect_maze(
             "subject: use states='start'"
         )
     source = _agent_source(agent, agent.kind, "mazes", split, states, episodes, seed, max_states_per_episode)
+    source |= {"world_size": levels.world_size, "pixels": bool(levels.PIXELS)}  # how cells map onto layer grids
     writer = _open_writer(out, hooks, shard_size, source, seed)
     labeller = _MazeLabeller(levels, split)
     with writer:

@@ -48,6 +48,7 @@ def train_cmd(
     seed: Annotated[int, typer.Option(help="seed for data, initialisation and evaluation")] = 0,
     resume: Annotated[bool, typer.Option(help="resume from runs/sae/NAME-checkpoint")] = False,
     progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
+    env: Annotated[str | None, typer.Option(help="env kind of a bare checkpoint file (procgen-maze)")] = None,
 ) -> None:
     """Collect activations, train an SAE with SAELens's trainer, evaluate it and write a SAELens SAE folder
     (cfg.json + sae_weights.safetensors) with card.md and metrics.json beside it."""
@@ -77,6 +78,7 @@ def train_cmd(
         hook,
         spec,
         name=name,
+        env=env,
         out=out,
         data=data,
         episodes=episodes,
@@ -120,6 +122,7 @@ def eval_cmd(
     episodes: Annotated[int, typer.Option(min=1, help="levels / prompts per split")] = 200,
     seed: Annotated[int, typer.Option(help="seed")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+    env: Annotated[str | None, typer.Option(help="env kind of a bare checkpoint subject (procgen-maze)")] = None,
 ) -> None:
     """Reconstruction metrics on fresh held-out activations and downstream fidelity with the SAE spliced in."""
     import torch
@@ -136,7 +139,7 @@ def eval_cmd(
     subj_name = subject or info["subject"]
     if not subj_name or not info["hook"]:
         raise WorkbenchError(f"SAE {sae!r} has no subject/hook in its metadata; pass --subject")
-    subj = load_subject(subj_name)
+    subj = load_subject(subj_name, env=env)
     subj.check_hook(info["hook"])
     ev = subj.collect([info["hook"]], n=episodes, seed=seed + 200, progress=False)
     rec = reconstruction_metrics(model, _eval_batches(ev, info["hook"], info["layout"]))

@@ -23,7 +23,7 @@ from workbench.report import contrast_table, probe_table, rates_table, steering_
 from workbench.rl.agent import load_agent
 from workbench.rl.cheese_probe import cheese_location_probes
 from workbench.rl.envs.maze import SPLITS, decision_squares
-from workbench.rl.rollout import RATE_KEYS, evaluate, levels_for
+from workbench.rl.rollout import RATE_KEYS
 from workbench.rl.steering import DEFAULT_LAYER, cheese_vectors, steer_experiment
 from workbench.rl.vector_field import draw, vector_field
 from workbench.store import ResultStore, default_store_path, new_run_id
@@ -93,7 +93,7 @@ def misgeneralization_contrast(episodes: int, seed: int) -> dict:
     recs = {}
     for name in (ORGANISM, CONTROL):
         agent = load_agent(name)
-        recs[name] = evaluate(agent.policy, "ood", episodes, seed, agent.env_config)
+        recs[name] = agent.world.run(agent.policy, agent.world.levels("ood", episodes, seed), seed=seed)
     org, ctl = recs[ORGANISM], recs[CONTROL]
     subsets = {"all": np.ones(episodes, dtype=bool), "start and cheese outside region": org.informative}
     out: dict = {"organism": ORGANISM, "control": CONTROL, "episodes": episodes, "seed": seed, "subsets": {}}
@@ -116,7 +116,7 @@ def _figures(folder: Path, seed: int, n_mazes: int = 3) -> list[str]:
     """Vector fields of the corner organism on a few OOD mazes that have a decision square: before, cheese vector
     subtracted, random vector of equal norm subtracted."""
     agent = load_agent(ORGANISM)
-    cand = levels_for("ood", 64, seed + 99, agent.env_config)
+    cand = agent.world.levels("ood", 64, seed + 99)
     ds = decision_squares(cand)
     big = np.flatnonzero((ds[:, 0] >= 0) & (cand.size >= 11))[:n_mazes]
     names = []
@@ -162,7 +162,7 @@ def run_demo(
             for name in (ORGANISM, CONTROL):
                 agent = load_agent(name)
                 for split in SPLITS:
-                    r = evaluate(agent.policy, split, episodes, seed, agent.env_config).rates()
+                    r = agent.world.run(agent.policy, agent.world.levels(split, episodes, seed), seed=seed).rates()
                     evals.append({"artifact": name, "split": split, "episodes": episodes, "seed": seed, **r})
         console.print("\n[bold]Goal rates[/bold] (Wilson 95% CIs)\n" + rates_table(evals))
         contrast = misgeneralization_contrast(episodes, seed)

@@ -85,9 +85,10 @@ def cheese_cell_labels(ds, grid: tuple[int, int]) -> np.ndarray:
     h, w = grid
     if h != w:
         raise WorkbenchError(f"cheese labels need a square layer grid, got {grid}")
-    world = int((ds.meta.get("source") or {}).get("env_config", {}).get("world_size", 15))
+    source = ds.meta.get("source") or {}
+    world = int(source.get("world_size") or source.get("env_config", {}).get("world_size", 15))
     cells = ds.label("cheese_cell").astype(np.int64)
-    idx = layer_cell_index(np.maximum(cells, 0), world, h)
+    idx = layer_cell_index(np.maximum(cells, 0), world, h, bool(source.get("pixels", False)))
     labels = np.zeros((len(ds), h * w), dtype=bool)
     labels[np.arange(len(ds)), idx] = cells >= 0
     return labels
@@ -196,7 +197,8 @@ Conditions = dict[str, Callable[[np.ndarray], list]]
 def _decision_square(agent, levels, conditions: Conditions, seed: int) -> dict:
     """P(cheese-ward action) at each level's decision square under each condition (hooks built for those levels)."""
     from workbench.hooks import run_with_hooks
-    from workbench.rl.envs.maze import decision_squares, distances_to, greedy_actions, observe
+    from workbench.policy import direction_probs, logits_of
+    from workbench.rl.envs.maze import decision_squares, distances_to, greedy_actions
 
     ds = decision_squares(levels)
     valid = np.flatnonzero(ds[:, 0] >= 0)
@@ -205,12 +207,13 @@ def _decision_square(agent, levels, conditions: Conditions, seed: int) -> dict:
         return out
     at = levels.select(valid).with_mouse(ds[valid])
     target = torch.as_tensor(greedy_actions(distances_to(at, at.cheese), at.mouse))
-    obs = torch.as_tensor(observe(at))
+    obs = torch.as_tensor(at.observe())
     values = {}
     for name, make in conditions.items():
         with torch.no_grad():
-            logits, _ = run_with_hooks(agent.policy, obs, fwd_hooks=make(valid))
-        values[name] = torch.softmax(logits, -1)[torch.arange(valid.size), target].double().numpy()
+            logits = logits_of(run_with_hooks(agent.policy, obs, fwd_hooks=make(valid)), valid.size).float().cpu()
+        probs = direction_probs(logits, at.ACTION_GROUPS)
+        values[name] = probs[torch.arange(valid.size), target].double().numpy()
     for name, p in values.items():
         out[name] = {"mean": float(p.mean()), "ci95": list(bootstrap_ci(p, seed=seed))}
         if name != "baseline":
@@ -226,10 +229,9 @@ def steering_comparison(
 
     `directions` maps a name to a (C,) channel direction to ablate at every position (e.g. the `goal_alignment`
     directions); a random direction of the decoder's norm is added as the control."""
-    from workbench.rl.rollout import levels_for, run_episodes
     from workbench.rl.steering import cheese_vectors
 
-    levels = levels_for("ood", int(episodes), seed, agent.env_config)
+    levels = agent.world.levels("ood", int(episodes), seed)
     cv = cheese_vectors(agent, levels, hook)
     rand = random_like(sae.W_dec[latent].detach().float(), seed=seed + 1)
     conditions: Conditions = {
@@ -242,7 +244,7 @@ def steering_comparison(
     conditions["random direction ablated (control)"] = lambda idx: [(hook, ablate_direction(rand))]
     all_idx = np.arange(len(levels))
     recs = {
-        name: run_episodes(agent.policy, levels, agent.env_config, seed=seed, fwd_hooks=make(all_idx))
+        name: agent.world.run(agent.policy, levels, seed=seed, fwd_hooks=make(all_idx))
         for name, make in conditions.items()
     }
     rows = {}

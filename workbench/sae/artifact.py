@@ -234,6 +234,7 @@ def build_sae_artifact(
     hook: str,
     spec: SAESpec,
     name: str | None = None,
+    env: str | None = None,
     out: str | Path | None = None,
     data: str | Path | None = None,
     episodes: int = 1500,
@@ -254,7 +255,7 @@ def build_sae_artifact(
     import sae_lens
 
     spec.validate(d_in=1)  # width / k / arch rules do not depend on d_in: fail before any collection
-    subject = load_subject(subject_name)
+    subject = load_subject(subject_name, env=env)
     subject.check_hook(hook)
     name = name or f"{subject.name}-{hook.replace('.', '-')}"
     folder = Path(out) if out is not None else artifacts.artifacts_root() / "saes" / name
@@ -331,10 +332,11 @@ def build_sae_artifact(
         )
         metrics["steering"] = steer
         metrics["steering_table"] = steering_table(steer)
-        with tempfile.TemporaryDirectory() as tmp:
-            png = Path(tmp) / "top_latent.png"
-            draw_top_activating(test, latent_acts(sae, test[hook]), latent, n=6, path=png)
-            files["top_latent.png"] = png.read_bytes()
+        if not (test.meta.get("source") or {}).get("pixels"):  # the figure redraws native mazes from their labels
+            with tempfile.TemporaryDirectory() as tmp:
+                png = Path(tmp) / "top_latent.png"
+                draw_top_activating(test, latent_acts(sae, test[hook]), latent, n=6, path=png)
+                files["top_latent.png"] = png.read_bytes()
     if subject.kind == "coinrun" and len(ds.shapes[hook]) == 3 and spec.layout == "position":
         from workbench.sae.analysis import goal_alignment
 

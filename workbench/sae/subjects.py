@@ -89,8 +89,11 @@ class PolicySubject:
         """Labelled activations at `hooks` over `n` levels (`collect_maze` / `collect_coinrun`); rollout states by
         default, so the SAE sees the states the policy actually visits."""
         from workbench import activations
+        from workbench.rl.envs.maze import MazeLevels
 
         collect = activations.collect_coinrun if self.kind == "coinrun" else activations.collect_maze
+        if states == "rollout" and self.kind == "maze" and type(self.agent.world.levels("ood", 1, 0)) is not MazeLevels:
+            states = "start"  # rollout collection steps the native maze; procgen mazes give start states
         return collect(
             self.agent,
             hooks,

@@ -15,6 +15,7 @@ from torch import nn
 from workbench.errors import WorkbenchError
 from workbench.hooks import hooks, run_with_cache
 from workbench.metrics import rate
+from workbench.policy import logits_of, policy_logits
 from workbench.rl.coinrun.physics import concat_levels
 from workbench.rl.envs.coinrun import (
     NO_COIN,
@@ -194,10 +195,10 @@ def play_level(
         for _ in range(config.max_steps):
             if layer is None:
                 with hooks(policy, fwd_hooks):
-                    logits = policy(torch.as_tensor(obs))[0]
+                    logits = policy_logits(policy, torch.as_tensor(obs))
             else:
                 out, cache = run_with_cache(policy, torch.as_tensor(obs), names_filter=layer, fwd_hooks=fwd_hooks)
-                logits = out[0]
+                logits = logits_of(out, len(obs))
                 acts.append(cache[layer])
             p = torch.softmax(logits, dim=-1)
             action = torch.multinomial(p, 1, generator=gen).squeeze(1).numpy()

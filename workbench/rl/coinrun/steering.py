@@ -19,9 +19,10 @@ from torch import Tensor
 
 from workbench.errors import WorkbenchError, unknown
 from workbench.hooks import run_with_cache
+from workbench.policy import policy_logits
 from workbench.rl.agent import Agent
 from workbench.rl.coinrun.physics import concat_levels  # noqa: F401 (moved; re-exported)
-from workbench.rl.coinrun.rollout import RATE_KEYS, CoinRunTracker, CoinRunTrajectory, levels_for, play_level
+from workbench.rl.coinrun.rollout import RATE_KEYS, CoinRunTracker, CoinRunTrajectory, play_level
 from workbench.rl.envs.coinrun import CoinRunConfig, CoinRunLevels, CoinRunVecEnv, observe
 
 VECTORS = ("coin",)
@@ -55,7 +56,7 @@ def rollout_states(
                 total += int(mask.sum())
             if max_states is not None and total >= max_states:
                 break
-            probs = torch.softmax(agent.policy(torch.as_tensor(obs))[0], dim=-1)
+            probs = torch.softmax(policy_logits(agent.policy, torch.as_tensor(obs)), dim=-1)
             obs, _, _, _, info = env.step(torch.multinomial(probs, 1, generator=gen).squeeze(1).numpy())
             tracker.update(info)
             if tracker.done.all():
@@ -84,7 +85,7 @@ def coin_direction(
     """The coin vector (one example's activation shape) at `layer`: mean of act(coin in view) - act(same state, coin
     removed) over up to `max_pairs` rollout states of `episodes` `ood` levels drawn with `seed`. Also returns
     `{"pairs", "episodes", "seed", "norm"}`."""
-    levels = levels_for("ood", episodes, seed, agent.env_config)
+    levels = agent.world.levels("ood", episodes, seed)
     view = agent.env_config.view
     states = rollout_states(agent, levels, seed, keep=lambda lv: coin_in_view(lv, view), max_states=max_pairs)
     diff = activations(agent, states, layer) - activations(agent, states.without_coin(), layer)
@@ -112,7 +113,7 @@ def steer_coinrun(
     check_layer(agent, layer)
     if episodes < 1:
         raise WorkbenchError(f"episodes must be >= 1, got {episodes}")
-    levels = levels_for(split, episodes, seed, agent.env_config)
+    levels = agent.world.levels(split, episodes, seed)
     vec, info = coin_direction(agent, layer, direction_episodes, seed + FIT_SEED_OFFSET)
     result = {
         "artifact": agent.name,

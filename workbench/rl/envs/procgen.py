@@ -274,7 +274,7 @@ class ProcgenVecEnv(gym.vector.VectorEnv):
         obs = ob["rgb"].copy()
         idx = np.arange(self.num_envs)
         self._start(idx, self._io.get(idx), obs)
-        return obs.transpose(0, 3, 1, 2), {"level_seed": self.level_seed.copy()}
+        return np.ascontiguousarray(obs.transpose(0, 3, 1, 2)), {"level_seed": self.level_seed.copy()}
 
     def _reset_to(self, states: list) -> tuple[np.ndarray, dict]:
         if len(states) != self.num_envs:
@@ -288,7 +288,7 @@ class ProcgenVecEnv(gym.vector.VectorEnv):
         for i, st in zip(idx, parsed, strict=True):
             self._remember_level(int(i), st)
             self._bookkeep_start(int(i), st)
-        return frames.transpose(0, 3, 1, 2).copy(), {"level_seed": self.level_seed.copy()}
+        return np.ascontiguousarray(frames.transpose(0, 3, 1, 2)), {"level_seed": self.level_seed.copy()}
 
     def start_states(self) -> list[ProcgenState]:
         """The current state of every env, parsed (after `reset`: each level's edited start state)."""
@@ -326,7 +326,7 @@ class ProcgenVecEnv(gym.vector.VectorEnv):
                 info["_" + key] = done.copy()
             fresh = np.flatnonzero(done)
             self._start(fresh, self._io.get(fresh), obs)
-        return obs.transpose(0, 3, 1, 2), reward, terminated, truncated, info
+        return np.ascontiguousarray(obs.transpose(0, 3, 1, 2)), reward, terminated, truncated, info
 
     # -- per-game step bookkeeping ---------------------------------------------------------------------------------
     def _move_mice(self, actions: np.ndarray) -> None:

@@ -43,7 +43,7 @@ def render(states: list[ProcgenState], config: ProcgenConfig) -> np.ndarray:
             s.head["cur_time"] -= 1  # the NOOP render step leaves the clock where it was
             blobs.append(s.to_bytes())
         frames, _, _ = side.step(blobs, NOOP)
-        out.append(frames.transpose(0, 3, 1, 2))
+        out.append(np.ascontiguousarray(frames.transpose(0, 3, 1, 2)))
     return np.concatenate(out) if out else np.zeros((0, 3, 64, 64), dtype=np.uint8)
 
 
