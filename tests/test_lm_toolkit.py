@@ -514,3 +514,27 @@ def test_register_recipe_resumes_to_the_same_weights_and_ships_datasets(tmp_path
     for name in ("header-contrast", "register-contrast", "register-ab", "register-patch", "topic-labelled"):
         load_dataset(resumed / f"{name}.jsonl", positive_label="work")
     assert "| noheader |" in (resumed / "card.md").read_text()
+
+
+def test_cli_vector_file_is_what_steers(cli, world, store: Path, tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    vec = torch.zeros(2, 16)
+    vec[:, 3] = 5.0
+    save_file({"vectors": vec}, str(tmp_path / "v.safetensors"))
+    obj = run_json(
+        cli, "lm", "steer", str(world["model"]), "--dataset", str(world["ab"]), "--layer", "1", "--coef", "1",
+        "--vector-file", str(tmp_path / "v.safetensors"),
+    )  # fmt: skip
+    assert obj["method"] == "given" and obj["vector_norm"] == pytest.approx(5.0)
+    save_file({"vectors": torch.zeros(3, 16)}, str(tmp_path / "bad.safetensors"))
+    code, _, err = cli(
+        "lm",
+        "monitor",
+        str(world["model"]),
+        "--dataset",
+        str(world["ab"]),
+        "--vector-file",
+        str(tmp_path / "bad.safetensors"),
+    )
+    assert code == 2 and "vectors have shape (3, 16) but my-gpt2 needs (n_layers, d_model) = (2, 16)" in err

@@ -157,7 +157,9 @@ def _pairs_cmd(lm_name, pairs, mode, n_boot, seed, max_batch, top, as_json) -> N
         df = results_frame(block.pop("_results"))
         if "pos" in df:
             df["token"] = [out["positions"][int(p)] if p == p else "" for p in df["pos"]]
-        tops[m] = df.reindex(df["effect"].abs().sort_values(ascending=False).index).head(top)
+        # largest changes: |effect| when denoising (0 = nothing restored), |1 - effect| when noising (1 = intact)
+        size = (df["effect"] - (1.0 if m == "noising" else 0.0)).abs()
+        tops[m] = df.reindex(size.sort_values(ascending=False).index).head(top)
         block["top"] = json.loads(tops[m].to_json(orient="records"))
     if as_json:
         typer.echo(json.dumps(out, default=float))
@@ -166,7 +168,7 @@ def _pairs_cmd(lm_name, pairs, mode, n_boot, seed, max_batch, top, as_json) -> N
         typer.echo(
             f"{lm.name}: {m}, {out['n']} pairs from {pairs}; mean logit(answer) - logit(wrong): clean "
             f"{block['clean_mean']:+.3f}, corrupt {block['corrupt_mean']:+.3f}. "
-            "Largest |effect| (1 = clean, 0 = corrupt):"
+            "Largest changes (effect: 1 = clean, 0 = corrupt):"
         )
         typer.echo(tops[m].to_string(index=False, float_format=lambda v: f"{v:+.3f}"))
 

@@ -160,12 +160,16 @@ class Fitted:
         self.X = K.resid_acts(lm, self.ct.texts, position, self.ct.starts)  # (L, N, d)
         self.fit_rows = np.isin(self.ct.unit, self.fit_units)
         self.test_rows = ~self.fit_rows
-        self.vectors = fit_directions(
-            self.X[:, torch.as_tensor(self.fit_rows)],
-            self.ct.labels[self.fit_rows],
-            method,
-            self.ct.unit[self.fit_rows],
-        )
+        if vectors is not None:  # given (e.g. fitted on another dataset): the fit half is still never measured
+            self.vectors = check_vectors(lm, vectors)
+            self.method = "given"
+        else:
+            self.vectors = fit_directions(
+                self.X[:, torch.as_tensor(self.fit_rows)],
+                self.ct.labels[self.fit_rows],
+                method,
+                self.ct.unit[self.fit_rows],
+            )
 
 
 def check_vectors(lm: LM, vectors: Any) -> Tensor:
@@ -325,9 +329,19 @@ def neutral_for(lm: LM, ds: D.Dataset, neutral: str | Path | None, test_units: n
     return texts, "held-out dataset texts (no --neutral given and no neutral.jsonl beside the model)"
 
 
-def _condition(beh: Behaviour, spec, neutral: list[str], seed: int, base: dict | None = None) -> dict:
+def _condition(
+    beh: Behaviour, spec, neutral: list[str], seed: int, base: dict | None = None, log: I.GateLog | None = None
+) -> dict:
+    gate = {}
+    if log is not None:
+        log.fired = log.rows = 0
     s = beh(spec)
+    if log is not None:
+        gate["behaviour_prompts"] = log.rate
+        log.fired = log.rows = 0
     cost = K.cost_on_texts(beh.lm, neutral, spec)
+    if log is not None:
+        gate["neutral"] = log.rate
     out = {
         "_s": s,
         "_ce": cost["ce"],
@@ -344,6 +358,8 @@ def _condition(beh: Behaviour, spec, neutral: list[str], seed: int, base: dict |
         }
     if getattr(beh, "last_generations", None) is not None:
         out["examples"] = beh.last_generations[:3]
+    if gate:
+        out["gate_rate"] = gate
     return out
 
 
@@ -414,7 +430,7 @@ def steer_study(
         "baseline": _public(base),
         "conditions": [],
     }
-    plans: list[tuple[dict, Any, Any, I.GateLog | None]] = []
+    plans: list[tuple[dict, Any, Any, tuple[I.GateLog, I.GateLog] | None]] = []
     if mode == "add":
         r = random_like(v, seed + 1)  # one random direction for the sweep: its controls form a curve too
         for c in coefs:
@@ -444,7 +460,7 @@ def steer_study(
                     {"coef": float(c)},
                     I.conditional_spec(layer, v, float(c), **kw, log=logs[0]),
                     I.conditional_spec(layer, r, float(c), **kw, log=logs[1]),
-                    logs[0],
+                    logs,
                 )
             )
     else:
@@ -464,12 +480,12 @@ def steer_study(
                 None,
             )
         )
-    for head, spec, ctrl, log in plans:
-        steered = _condition(beh, spec, neutral_texts, seed, base)
-        control = _condition(beh, ctrl, neutral_texts, seed, base)
+    for head, spec, ctrl, logs in plans:
+        steered = _condition(beh, spec, neutral_texts, seed, base, logs[0] if logs else None)
+        control = _condition(beh, ctrl, neutral_texts, seed, base, logs[1] if logs else None)
         row = {**head, "steered": _public(steered), "control": _public(control)}
-        if log is not None:
-            row["gate_rate"] = log.rate
+        if logs is not None:
+            row["gate_rate"] = steered["gate_rate"]["behaviour_prompts"]
         out["conditions"].append(row)
     return out
 
