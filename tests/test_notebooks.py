@@ -13,7 +13,17 @@ from workbench import artifacts
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 
 
-@pytest.mark.parametrize("name", ["quickstart.ipynb", "probing.ipynb", "personas.ipynb", "saes.ipynb"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "quickstart.ipynb",
+        "probing.ipynb",
+        "personas.ipynb",
+        "saes.ipynb",
+        "bring_your_own_checkpoint.ipynb",
+        "your_model_your_dataset.ipynb",
+    ],
+)
 def test_notebook_executes(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     missing = {"maze-cheese-corner", "maze-cheese-anywhere"} - set(artifacts.available("agents"))
     assert not missing, f"shipped artifacts missing: {missing}"

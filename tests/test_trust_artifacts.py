@@ -17,6 +17,7 @@ import torch
 from tests.conftest import TINY_ENV, TINY_POLICY, make_tiny_agent
 from workbench import artifacts
 from workbench.errors import WorkbenchError
+from workbench.rl import agent_checks
 from workbench.rl.policies import ImpalaPolicy, PolicyConfig
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -156,39 +157,39 @@ def _config(**changes) -> dict:
 )
 def test_check_agent_config_names_the_problem(tmp_path, changes, message):
     with pytest.raises(WorkbenchError, match=message) as err:
-        artifacts.check_agent_config(_config(**changes), tmp_path)
+        agent_checks.check_agent_config(_config(**changes), tmp_path)
     assert "\n" not in str(err.value) and str(tmp_path / "config.json") in str(err.value)
 
 
 def test_check_agent_config_accepts_shipped_and_tiny_configs(tmp_path):
-    env, policy = artifacts.check_agent_config(_config(), tmp_path)
+    env, policy = agent_checks.check_agent_config(_config(), tmp_path)
     assert policy == TINY_POLICY and env == TINY_ENV
     for name in ("maze-cheese-corner", "coinrun-coin-at-exit"):
         folder = ROOT / "artifacts" / "agents" / name
         if folder.is_dir():
-            artifacts.check_agent_config(artifacts.read_config(folder), folder)
+            agent_checks.check_agent_config(artifacts.read_config(folder), folder)
     with pytest.raises(WorkbenchError, match="expected a JSON object"):
-        artifacts.check_agent_config([1, 2], tmp_path)
+        agent_checks.check_agent_config([1, 2], tmp_path)
 
 
 def test_check_state_dict_names_the_mismatch(tmp_path):
     policy = ImpalaPolicy(TINY_POLICY)
     good = policy.state_dict()
-    artifacts.check_state_dict(policy, good, tmp_path)  # fine
+    agent_checks.check_state_dict(policy, good, tmp_path)  # fine
     other = ImpalaPolicy(PolicyConfig(channels=(8, 8, 8), pool=(False, True, True), hidden=16)).state_dict()
     with pytest.raises(WorkbenchError, match=r"weights of another architecture: embedder.block1.conv.weight is "
                        r"\(8, 3, 3, 3\) in the file but \(4, 3, 3, 3\)") as err:  # fmt: skip
-        artifacts.check_state_dict(policy, other, tmp_path)
+        agent_checks.check_state_dict(policy, other, tmp_path)
     assert "channels=[4, 8, 8]" in str(err.value) and "\n" not in str(err.value)
     deeper = ImpalaPolicy(PolicyConfig(channels=(4, 8, 8, 8), pool=(False, True, True, True), hidden=16))
     with pytest.raises(WorkbenchError, match="unexpected embedder.block4"):
-        artifacts.check_state_dict(policy, deeper.state_dict(), tmp_path)
+        agent_checks.check_state_dict(policy, deeper.state_dict(), tmp_path)
     missing = {k: v for k, v in good.items() if k != "fc_value.bias"}
     with pytest.raises(WorkbenchError, match="missing fc_value.bias"):
-        artifacts.check_state_dict(policy, missing, tmp_path)
+        agent_checks.check_state_dict(policy, missing, tmp_path)
     bad = dict(good, **{"fc_value.bias": torch.tensor([float("nan")])})
     with pytest.raises(WorkbenchError, match="NaN or infinite"):
-        artifacts.check_state_dict(policy, bad, tmp_path)
+        agent_checks.check_state_dict(policy, bad, tmp_path)
     ints = dict(good, **{"fc_value.bias": torch.tensor([1])})
     with pytest.raises(WorkbenchError, match="dtype torch.int64"):
-        artifacts.check_state_dict(policy, ints, tmp_path)
+        agent_checks.check_state_dict(policy, ints, tmp_path)

@@ -18,6 +18,7 @@ from tests.conftest import TINY_POLICY, make_tiny_agent
 from workbench import artifacts, validate
 from workbench.battery import check_output_paths, load_checks
 from workbench.errors import WorkbenchError
+from workbench.rl import agent_checks
 from workbench.rl.policies import ImpalaPolicy, PolicyConfig
 from workbench.rl.train import load_recipe, train_recipe
 from workbench.store import ResultStore
@@ -617,26 +618,26 @@ def _(tmp):
 @case("artifact: config lacks policy", r"config.json: missing 'policy'")
 def _(tmp):
     cfg = {"kind": "rl-agent", "env": {"kind": "maze", "split": "train"}}
-    return lambda: artifacts.check_agent_config(cfg, tmp / "a")
+    return lambda: agent_checks.check_agent_config(cfg, tmp / "a")
 
 
 @case("artifact: unknown env key", r"config.json \[env\]: unknown key 'world_sise'; did you mean: world_size")
 def _(tmp):
     cfg = {"env": {"kind": "maze", "split": "train", "world_sise": 15}, "policy": TINY_POLICY.to_dict()}
-    return lambda: artifacts.check_agent_config(cfg, tmp / "a")
+    return lambda: agent_checks.check_agent_config(cfg, tmp / "a")
 
 
 @case("artifact: unknown env kind", r"\[env\].kind: unknown env kind 'maez'; did you mean: maze")
 def _(tmp):
     cfg = {"env": {"kind": "maez", "split": "train"}, "policy": TINY_POLICY.to_dict()}
-    return lambda: artifacts.check_agent_config(cfg, tmp / "a")
+    return lambda: agent_checks.check_agent_config(cfg, tmp / "a")
 
 
 @case("artifact: weights of another architecture", r"weights.safetensors: weights of another architecture: ")
 def _(tmp):
     policy = ImpalaPolicy(TINY_POLICY)
     other = ImpalaPolicy(PolicyConfig(channels=(8, 8, 8), pool=(False, True, True), hidden=16)).state_dict()
-    return lambda: artifacts.check_state_dict(policy, other, tmp / "a")
+    return lambda: agent_checks.check_state_dict(policy, other, tmp / "a")
 
 
 @case("artifact: write under a file", r"artifact parent folder .*/blocker is an existing file, not a folder")

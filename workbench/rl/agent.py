@@ -26,13 +26,8 @@ from torch import nn
 
 from workbench import artifacts
 from workbench.errors import WorkbenchError, closest
-from workbench.rl.envs.coinrun import CoinRunConfig
-from workbench.rl.envs.maze import MazeConfig
+from workbench.rl.agent_checks import ENV_CONFIGS, ENV_KINDS  # noqa: F401 (re-exported)
 from workbench.rl.policies import ImpalaPolicy, PolicyConfig
-
-ENV_CONFIGS: dict[str, type] = {"maze": MazeConfig, "coinrun": CoinRunConfig}
-"""Native env kinds an agent recipe or artifact can name, with their config dataclasses."""
-ENV_KINDS = tuple(ENV_CONFIGS)
 
 
 @dataclass
@@ -137,24 +132,15 @@ def _build_policy(spec: Any, folder: Path) -> nn.Module:
 
 
 def load_weights(policy: nn.Module, folder: Path) -> None:
-    """Load `weights.safetensors` into `policy`, naming missing/unexpected keys and shape mismatches in one line."""
+    """Load `weights.safetensors` into `policy` after `check_state_dict` (missing/unexpected keys, shapes, dtypes,
+    NaNs named in one line)."""
+    from workbench.rl.agent_checks import check_state_dict
+
     try:
         state = load_file(str(folder / artifacts.WEIGHTS))
     except Exception as err:  # safetensors raises its own error types for corrupt or missing files
         raise WorkbenchError(f"{folder / artifacts.WEIGHTS}: unreadable weights ({err})") from None
-    own = policy.state_dict()
-    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
-    if missing or unexpected:
-        raise WorkbenchError(
-            f"{folder}: weights do not match the policy config (missing {missing[:4]}, unexpected {unexpected[:4]})"
-        )
-    bad = [k for k in own if tuple(own[k].shape) != tuple(state[k].shape)]
-    if bad:
-        k = bad[0]
-        raise WorkbenchError(
-            f"{folder}: weight {k} has shape {tuple(state[k].shape)} but the policy config needs "
-            f"{tuple(own[k].shape)} ({len(bad)} mismatched tensors): config.json and weights disagree"
-        )
+    check_state_dict(policy, state, folder)
     policy.load_state_dict(state)
 
 
@@ -173,10 +159,11 @@ def load_agent(name_or_path: str | Path) -> Agent:
 
 def load_agent_folder(folder: Path, world_for) -> Agent:
     """An agent artifact folder as an `Agent`; `world_for(env_section) -> World` builds the world of its kind."""
+    from workbench.rl.agent_checks import check_agent_config
+
     cfg = artifacts.read_config(folder)
-    env = cfg.get("env")
-    if not isinstance(env, dict) or "kind" not in env:
-        raise WorkbenchError(f"{folder / artifacts.CONFIG}: no env.kind (maze or coinrun)")
+    check_agent_config(cfg, folder)  # env and policy sections, and that they fit each other, before building
+    env = cfg["env"]
     policy = _build_policy(cfg.get("policy"), folder)
     load_weights(policy, folder)
     policy.eval()

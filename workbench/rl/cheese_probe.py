@@ -15,7 +15,7 @@ import torch
 from workbench.errors import WorkbenchError
 from workbench.probes import fit_spatial_probe, layer_cell_index, top1_accuracy
 from workbench.rl.agent import Agent
-from workbench.rl.envs.maze import SPLITS, MazeLevels
+from workbench.rl.envs.maze import MazeLevels
 from workbench.rl.steering import activations_at, check_layer
 
 DEFAULT_LAYERS = (

@@ -201,7 +201,7 @@ def _load_checkpoint(
     except (OSError, ValueError, Exception) as err:  # safetensors has its own error types
         raise WorkbenchError(f"{path}: unreadable PPO checkpoint ({str(err).splitlines()[0]})") from None
     policy_state = {k[len("policy.") :]: v for k, v in tensors.items() if k.startswith("policy.")}
-    from workbench.artifacts import check_state_dict
+    from workbench.rl.agent_checks import check_state_dict
 
     check_state_dict(policy, policy_state, path)
     policy.load_state_dict(policy_state)

@@ -1,8 +1,9 @@
-"""Run IMPALA policies on real procgen: evaluation, vector fields by state editing, and PPO on a chosen device.
+"""Procgen helpers below the subject kind: record types, state-level vector fields, and PPO on a chosen device.
 
-Why a module of its own: the native rollout (`workbench.rl.rollout`) builds levels itself; procgen builds them in C++
-and we only edit them. The outputs are the same record types (`EpisodeRecords` for maze, `CoinRunRecords` for
-CoinRun), so rate tables, CLI output and the results store read them unchanged.
+Evaluation and every experiment on procgen go through the `procgen-maze` / `procgen-coinrun` subject kinds
+(`workbench.rl.procgen.kind`), which replay parsed levels with the one rollout loop. The outputs are the same record
+types (`EpisodeRecords` for maze, `CoinRunRecords` for CoinRun), so rate tables and the results store read them
+unchanged.
 """
 
 from __future__ import annotations
@@ -13,12 +14,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from workbench.errors import WorkbenchError
 from workbench.hooks import hooks
 from workbench.rl.envs.procgen import ProcgenConfig, ProcgenVecEnv, _make, _StateIO
 from workbench.rl.procgen_state import MAZE_CHEESE, MazeView, ProcgenState, maze_with_mouse
-
-CHUNK = 256  # envs per procgen batch in evaluation
 
 # procgen's 15 actions grouped by maze direction (LEFT 0,1,2; DOWN 3; UP 5; RIGHT 6,7,8; the rest NOOP)
 MAZE_ACTION_GROUPS = {"up": (5,), "down": (3,), "left": (0, 1, 2), "right": (6, 7, 8)}
@@ -46,70 +44,11 @@ def procgen_records(game: str, records):
     return cls(**{k: getattr(records, k) for k in records.__dataclass_fields__})
 
 
-class _Seeds:
-    """What the episode trackers need from a level batch: its length and level seeds."""
-
-    def __init__(self, n: int) -> None:
-        self.seeds = np.full(n, -1, dtype=np.int64)
-
-    def __len__(self) -> int:
-        return len(self.seeds)
-
-
 def pick_device(device: str | None = None) -> torch.device:
     """`device` if given, else CUDA when present, else CPU."""
     if device:
         return torch.device(device)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def run_procgen_episodes(
-    policy: nn.Module,
-    game: str,
-    split: str,
-    episodes: int,
-    seed: int,
-    fwd_hooks: list | tuple = (),
-    greedy: bool = False,
-    config: ProcgenConfig | None = None,
-    device: str | torch.device | None = None,
-    max_steps: int = 1000,
-):
-    """One episode on each of `episodes` procgen levels (batches of CHUNK envs; chunk c uses env seed seed + c) and
-    their outcomes: `EpisodeRecords` for maze, `CoinRunRecords` for coinrun. Actions are sampled from the policy with
-    a torch generator seeded by `seed`; hooks apply on every forward pass."""
-    from workbench.rl.coinrun.rollout import CoinRunTracker
-    from workbench.rl.rollout import EpisodeRecords, EpisodeTracker
-
-    if episodes < 1:
-        raise WorkbenchError(f"episodes must be >= 1, got {episodes}")
-    cfg = config or ProcgenConfig(game=game)
-    if cfg.game != game:
-        cfg = ProcgenConfig(game=game, distribution_mode=cfg.distribution_mode, region=cfg.region)
-    dev = pick_device(str(device) if device is not None else None)
-    gen = torch.Generator().manual_seed(seed)
-    parts = []
-    for c, start in enumerate(range(0, episodes, CHUNK)):
-        n = min(CHUNK, episodes - start)
-        env = ProcgenVecEnv(n, split, cfg)
-        obs, info = env.reset(seed=seed + c)
-        shim = _Seeds(n)
-        shim.seeds[:] = info["level_seed"]
-        tracker = EpisodeTracker(shim) if game == "maze" else CoinRunTracker(shim)
-        with torch.no_grad(), hooks(policy, fwd_hooks):
-            for _ in range(max_steps):
-                logits = policy(torch.as_tensor(obs, device=dev))[0].float().cpu()
-                probs = torch.softmax(logits, dim=-1)
-                action = probs.argmax(-1) if greedy else torch.multinomial(probs, 1, generator=gen).squeeze(1)
-                obs, _, _, _, info = env.step(action.numpy())
-                tracker.update(info)
-                if tracker.done.all():
-                    break
-        parts.append(tracker.records())
-        env.close()
-    cls = EpisodeRecords if game == "maze" else _coinrun_records_cls()
-    fields = parts[0].__dataclass_fields__
-    return cls(**{k: np.concatenate([getattr(p, k) for p in parts]) for k in fields})
 
 
 # ----------------------------------------------------------------------------------------------------- vector field

@@ -20,8 +20,8 @@ from workbench.errors import WorkbenchError, unknown
 from workbench.hooks import hook_names, run_with_cache, run_with_hooks
 from workbench.interventions import add_vector, random_like
 from workbench.metrics import bootstrap_ci, paired_diff_ci
-from workbench.rl.agent import Agent
 from workbench.policy import direction_probs, logits_of
+from workbench.rl.agent import Agent
 from workbench.rl.envs.maze import MazeLevels, decision_squares, distances_to, greedy_actions
 from workbench.rl.world import check_split
 

@@ -31,6 +31,7 @@ from workbench import artifacts
 from workbench.errors import WorkbenchError, unknown
 from workbench.recipes import ArtifactSection, check_sections, from_table, read_toml, recipe_diff, recipe_hash
 from workbench.rl.agent import ENV_CONFIGS, save_agent
+from workbench.rl.agent_checks import check_policy_config, check_state_dict
 from workbench.rl.envs.coinrun import CoinRunConfig, CoinRunVecEnv
 from workbench.rl.envs.maze import SPLITS, MazeConfig, MazeVecEnv
 from workbench.rl.imitation import BCConfig, behaviour_clone, collect_expert_data
@@ -95,24 +96,6 @@ class EvalSection:
         check_seed(self.seed)
 
 
-def check_policy_config(cfg: PolicyConfig, where: str) -> None:
-    """The numbers of a `[policy]` table (PolicyConfig checks only the lengths): one line naming `where` and key."""
-    from workbench.validate import check_float, check_int
-
-    try:
-        check_int("in_channels", cfg.in_channels, 1, 64)
-        check_int("obs_size", cfg.obs_size, 1, 512)
-        if not 1 <= len(cfg.channels) <= 8:
-            raise WorkbenchError(f"channels must list 1..8 block widths, got {len(cfg.channels)}")
-        for i, c in enumerate(cfg.channels):
-            check_int(f"channels[{i}]", c, 1, 1024)
-        check_int("hidden", cfg.hidden, 1, 16_384)
-        check_int("n_actions", cfg.n_actions, 1, 64)
-        check_float("input_scale", cfg.input_scale, 0.0, 1e6, lo_open=True)
-    except WorkbenchError as err:
-        raise WorkbenchError(f"{where}: {err}") from None
-
-
 @dataclass(frozen=True)
 class Recipe:
     path: Path
@@ -141,7 +124,7 @@ def load_recipe(path: str | Path) -> Recipe:
         raise WorkbenchError(f"{path} [policy]: expected a table, got {type(policy_raw).__name__}")
     policy = from_table(PolicyConfig, {**_policy_defaults(env), **policy_raw}, f"{path} [policy]")
     check_policy_config(policy, f"{path} [policy]")
-    from workbench.artifacts import _env_shape
+    from workbench.rl.agent_checks import _env_shape
 
     for key, want in _env_shape(env.kind, env.config).items():
         if getattr(policy, key) != want:
@@ -284,7 +267,7 @@ def _behaviour_cloning(recipe: Recipe, policy: ImpalaPolicy, bc_dir: Path, resum
     state = bc_dir / "state.json"
     if resume and state.is_file():
         weights = load_file(str(bc_dir / artifacts.WEIGHTS))
-        artifacts.check_state_dict(policy, weights, bc_dir)
+        check_state_dict(policy, weights, bc_dir)
         policy.load_state_dict(weights)
         return json.loads(state.read_text())["history"]
     obs, actions = collect_expert_data(recipe.env.split, recipe.env.config, recipe.bc)

@@ -63,7 +63,7 @@ def evaluate_subject(agent: Agent, *, split: str = "ood", episodes: int = 500, s
         lo, hi = out["died"]["ci95"]
         lines.append(f"{'died':>{width}}: {out['died']['rate']:.3f}  [{lo:.3f}, {hi:.3f}]")
     inf = out["informative"]
-    for key in [k for k in inf["rates"] if k not in ("timeout", "exit")]:
+    for key in [k for k in inf["rates"] if k not in ("timeout", "exit") and inf["n"] > 0]:
         lo, hi = inf["ci95"][key]
         lines.append(
             f"{key} on informative levels (the two goals differ; n={inf['n']}): {inf['rates'][key]:.3f}  "
