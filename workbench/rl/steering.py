@@ -22,10 +22,10 @@ from workbench.interventions import add_vector, random_like
 from workbench.metrics import bootstrap_ci, paired_diff_ci
 from workbench.policy import direction_probs, logits_of
 from workbench.rl.agent import Agent
-from workbench.rl.envs.maze import MazeLevels, decision_squares, distances_to, greedy_actions
+from workbench.rl.envs.maze import MazeLevels, distances_to, greedy_actions
 from workbench.rl.world import check_split
 
-VECTORS = ("cheese", "probe")
+VECTORS = ("cheese", "top-right", "probe")
 PROBE_METHODS = ("mass_mean", "logistic")
 DEFAULT_LAYER = "embedder.block2.res1.resadd_out"
 
@@ -52,11 +52,37 @@ def cheese_vectors(agent: Agent, levels: MazeLevels, layer: str) -> Tensor:
     return activations_at(agent, levels, layer) - activations_at(agent, levels.without_cheese(), layer)
 
 
+def top_right_vectors(agent: Agent, levels: MazeLevels, layer: str) -> tuple[Tensor, int]:
+    """(N, ...) per-maze top-right vectors (Turner et al.): act(maze with procgen-tools' top-right path cut) -
+    act(maze), and how many mazes fill their world (no padding to cut through: their vector is zero)."""
+    from workbench.rl.maze_parity import levels_top_right_path
+
+    if levels.PIXELS and not getattr(levels, "WRITES_WALLS", False):
+        raise WorkbenchError(
+            "the top-right vector needs wall edits rendered; these levels render only cheese/mouse edits"
+        )
+    base = activations_at(agent, levels, layer)
+    out = torch.zeros_like(base)
+    ok = np.flatnonzero(levels.offset > 0)
+    if ok.size:
+        sub = levels.select(ok)
+        out[torch.as_tensor(ok)] = activations_at(agent, levels_top_right_path(sub), layer) - base[torch.as_tensor(ok)]
+    return out, int(len(levels) - ok.size)
+
+
 def decision_square_probs(
-    agent: Agent, levels: MazeLevels, vectors: dict[str, Tensor | None], layer: str, coef: float
+    agent: Agent,
+    levels: MazeLevels,
+    vectors: dict[str, Tensor | None],
+    layer: str,
+    coef: float,
+    convention: str = "workbench",
 ) -> dict:
-    """P(cheese-ward action) with the mouse on each maze's decision square, per condition (None: no hook)."""
-    ds = decision_squares(levels)
+    """P(cheese-ward action) with the mouse on each maze's decision square (`convention`: workbench or
+    procgen-tools, see `workbench.rl.maze_parity`), per condition (None: no hook)."""
+    from workbench.rl.maze_parity import decision_squares_by
+
+    ds = decision_squares_by(levels, convention)
     valid = np.flatnonzero(ds[:, 0] >= 0)
     if valid.size == 0:
         return {"n": 0}
@@ -108,7 +134,14 @@ def probe_direction(
 
 
 def compare_interventions(
-    agent: Agent, levels: MazeLevels, vectors: Tensor, coef: float, layer: str, per_level: bool, seed: int = 0
+    agent: Agent,
+    levels: MazeLevels,
+    vectors: Tensor,
+    coef: float,
+    layer: str,
+    per_level: bool,
+    seed: int = 0,
+    convention: str = "workbench",
 ) -> dict:
     """Baseline / steered (`coef * vectors`) / control (random vectors of equal norm) on the same levels and action
     seed: rates with Wilson CIs, paired effects with bootstrap CIs, and P(cheese-ward) at decision squares.
@@ -146,7 +179,8 @@ def compare_interventions(
     expand = {
         k: None if v is None else (v if per_level else v.expand(len(levels), *v.shape)) for k, v in conditions.items()
     }
-    ds = decision_square_probs(agent, levels, expand, layer, coef)
+    ds = decision_square_probs(agent, levels, expand, layer, coef, convention)
+    ds["convention"] = convention
     for name in ("steered", "control"):
         if name in ds:
             diff = ds[name]["values"] - ds["baseline"]["values"]
@@ -170,6 +204,7 @@ def steer_maze(
     probe_target: str = "outcome_corner_first",
     probe_method: str = "mass_mean",
     probe_episodes: int = 600,
+    convention: str = "workbench",
 ) -> dict:
     """Steer a maze-family agent (native or procgen) with the per-maze cheese vector (`vector="cheese"`) or a probe
     direction (`vector="probe"`: see `probe_direction`, fitted on levels disjoint from the evaluation's) and compare
@@ -181,8 +216,12 @@ def steer_maze(
     if episodes < 1:
         raise WorkbenchError(f"episodes must be >= 1, got {episodes}")
     levels = agent.world.levels(split, episodes, seed)
+    extra: dict = {}
     if vector == "cheese":
         vecs = cheese_vectors(agent, levels, layer)
+    elif vector == "top-right":
+        vecs, full = top_right_vectors(agent, levels, layer)
+        extra["top_right"] = {"mazes_filling_the_world": full, "note": "their vector is zero (no path to cut)"}
     else:
         vecs = probe_direction(agent, layer, probe_target, probe_method, "ood", probe_episodes, seed + 1_000_003)
     result = {
@@ -199,7 +238,10 @@ def steer_maze(
         result["probe"] = {"target": probe_target, "method": probe_method, "episodes": probe_episodes}
     return {
         **result,
-        **compare_interventions(agent, levels, vecs, coef, layer, per_level=vector == "cheese", seed=seed),
+        **extra,
+        **compare_interventions(
+            agent, levels, vecs, coef, layer, per_level=vector != "probe", seed=seed, convention=convention
+        ),
     }
 
 
