@@ -194,3 +194,10 @@ def test_no_env_kind_branches_outside_subject_packages():
             continue
         hits += [f"{rel}:{i}" for i, line in enumerate(path.read_text().splitlines(), 1) if pattern.search(line)]
     assert not hits, hits
+
+
+def test_workbench_collect_serves_every_rl_kind(coinrun_registry):
+    """`workbench.collect` dispatches through the registry: a CoinRun agent gets CoinRun labels, not an error."""
+    agent = load_subject("tiny-coinrun")
+    ds = workbench.collect(agent, "embedder.fc", split="ood", episodes=4, seed=0)
+    assert len(ds) == 4 and {"coin_visible", "exit_dx", "outcome_exit_without_coin"} <= set(ds.labels.columns)

@@ -21,10 +21,12 @@ from workbench.rl.world import check_split
 
 @dataclass
 class VerbResult:
-    """What a verb measured (`data`, JSON-ready) and how to show it to a person (`text`)."""
+    """What a verb measured (`data`, JSON-ready), how to show it to a person (`text`), and the Python object it
+    made where there is one (`value`: e.g. the `ActivationDataset` of `collect`)."""
 
     data: dict
     text: str
+    value: Any = None
 
     def to_json(self) -> dict:
         return self.data
@@ -270,11 +272,13 @@ def collect_maze(
     seed: int = 0,
     states: str = "start",
     out: Path | None = None,
+    **options: Any,
 ) -> VerbResult:
     """Labelled activations of a maze-family agent (`workbench.activations.collect_maze`)."""
     from workbench.activations import collect_maze as run
 
-    ds = run(agent, hooks, split=split, episodes=episodes, seed=seed, states=states, out=out, progress=False)
+    options.setdefault("progress", False)
+    ds = run(agent, hooks, split=split, episodes=episodes, seed=seed, states=states, out=out, **options)
     return _collected(agent, ds, out)
 
 
@@ -287,12 +291,22 @@ def collect_coinrun(
     seed: int = 0,
     states: str = "start",
     out: Path | None = None,
+    **options: Any,
 ) -> VerbResult:
     """Labelled activations of a CoinRun agent (`workbench.activations.collect_coinrun`)."""
     from workbench.activations import collect_coinrun as run
 
-    ds = run(agent, hooks, split=split, episodes=episodes, seed=seed, states=states, out=out, progress=False)
+    options.setdefault("progress", False)
+    ds = run(agent, hooks, split=split, episodes=episodes, seed=seed, states=states, out=out, **options)
     return _collected(agent, ds, out)
+
+
+def collect(agent: Agent, hooks: str | list[str], **options: Any):
+    """`workbench.collect`: the labelled `ActivationDataset` of any RL subject, through its kind's `collect` verb
+    (maze family: `collect_maze`'s labels; CoinRun: `collect_coinrun`'s). Options as those functions take them."""
+    from workbench.subjects import verb
+
+    return verb(agent, "collect")(agent, hooks=[hooks] if isinstance(hooks, str) else list(hooks), **options).value
 
 
 def _collected(agent: Agent, ds, out: Path | None) -> VerbResult:
@@ -305,4 +319,4 @@ def _collected(agent: Agent, ds, out: Path | None) -> VerbResult:
         "out": None if out is None else str(out),
     }
     where = f" to {out}" if out is not None else ""
-    return VerbResult(data, f"collected {len(ds)} rows at {', '.join(ds.hooks)}{where}")
+    return VerbResult(data, f"collected {len(ds)} rows at {', '.join(ds.hooks)}{where}", ds)
