@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-import workbench.activations as act_mod
+import workbench.rl.collect as act_mod  # the collectors (formerly in workbench.activations)
 from workbench.activations import ActivationDataset, ShardWriter, collect_arrays, collect_maze, shard_name
 from workbench.errors import WorkbenchError
 from workbench.hooks import run_with_cache

@@ -239,7 +239,7 @@ def _choices(subject_kind: str, subject, what: str) -> tuple[str, ...]:
         from workbench.rl.coinrun.probes import BINARY
 
         return BINARY
-    from workbench.activations import MAZE_LABEL_COLUMNS
+    from workbench.rl.collect import MAZE_LABEL_COLUMNS
 
     return MAZE_LABEL_COLUMNS
 
@@ -314,7 +314,7 @@ def _m(value: float, ci: tuple[float, float] | list[float] | None = None, n: int
 
 def _collect(agent, hook: str, spec: DataSpec):
     """A labelled activation dataset for `spec`'s levels: collect_maze or collect_coinrun by the agent's env kind."""
-    from workbench.activations import collect_coinrun, collect_maze
+    from workbench.rl.collect import collect_coinrun, collect_maze
 
     collect = collect_coinrun if agent.env_kind == "coinrun" else collect_maze
     return collect(

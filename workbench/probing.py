@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from workbench.activations import ActivationDataset
+from workbench.data.dataset import ActivationDataset
 from workbench.errors import WorkbenchError, unknown
 from workbench.metrics import rate
 from workbench.probes import (

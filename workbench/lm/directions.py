@@ -8,7 +8,7 @@ Why three views of one question ("where does the model keep the persona / the cl
   prompt's activation onto it predict, prompt by prompt, whether the model agrees with a wrong claim?
 
 All activations are residual-stream outputs `blocks.L.hook_resid_post` collected with
-`workbench.activations.collect_prompts`; fits use `workbench.probes` (batched over layers x positions).
+`workbench.data.prompts.collect_prompts`; fits use `workbench.probes` (batched over layers x positions).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from workbench.activations import collect_prompts
+from workbench.data.prompts import collect_prompts
 from workbench.errors import WorkbenchError, unknown
 from workbench.hooks import run_with_cache
 from workbench.lm import corpus

@@ -118,8 +118,8 @@ def probe_direction(
     projection of the class-mean difference onto it, i.e. "one class's worth" of movement along the probe.
 
     Fitted on start-state activations of `episodes` levels (`workbench.collect`); returns one example's shape."""
-    from workbench.activations import collect_maze
     from workbench.probes import fit_logistic, fit_mass_mean
+    from workbench.rl.collect import collect_maze
 
     if method not in PROBE_METHODS:
         raise unknown("probe method", method, PROBE_METHODS)

@@ -274,8 +274,8 @@ def collect_maze(
     out: Path | None = None,
     **options: Any,
 ) -> VerbResult:
-    """Labelled activations of a maze-family agent (`workbench.activations.collect_maze`)."""
-    from workbench.activations import collect_maze as run
+    """Labelled activations of a maze-family agent (`workbench.rl.collect.collect_maze`)."""
+    from workbench.rl.collect import collect_maze as run
 
     options.setdefault("progress", False)
     ds = run(agent, hooks, split=split, episodes=episodes, seed=seed, states=states, out=out, **options)
@@ -293,8 +293,8 @@ def collect_coinrun(
     out: Path | None = None,
     **options: Any,
 ) -> VerbResult:
-    """Labelled activations of a CoinRun agent (`workbench.activations.collect_coinrun`)."""
-    from workbench.activations import collect_coinrun as run
+    """Labelled activations of a CoinRun agent (`workbench.rl.collect.collect_coinrun`)."""
+    from workbench.rl.collect import collect_coinrun as run
 
     options.setdefault("progress", False)
     ds = run(agent, hooks, split=split, episodes=episodes, seed=seed, states=states, out=out, **options)

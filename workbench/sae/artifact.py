@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from workbench import artifacts
-from workbench.activations import ActivationDataset
+from workbench.data.dataset import ActivationDataset
 from workbench.errors import WorkbenchError
 from workbench.sae.data import ShardTokens
 from workbench.sae.metrics import reconstruction_metrics

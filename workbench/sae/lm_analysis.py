@@ -57,7 +57,7 @@ def resid_layer(hook: str) -> int:
 @torch.no_grad()
 def prompt_acts(lm, examples, hook: str, position: int = -1, batch: int = 256) -> Tensor:
     """(N, d_model) activations at `hook` at one prompt position (-1: the last prompt token) of each example."""
-    from workbench.activations import collect_prompts
+    from workbench.data.prompts import collect_prompts
 
     tokens, lengths = lm.encode([e.prompt for e in examples])
     ds = collect_prompts(

@@ -88,10 +88,10 @@ class PolicySubject:
     ):
         """Labelled activations at `hooks` over `n` levels (`collect_maze` / `collect_coinrun`); rollout states by
         default, so the SAE sees the states the policy actually visits."""
-        from workbench import activations
+        from workbench.rl import collect as collectors
         from workbench.rl.envs.maze import MazeLevels
 
-        collect = activations.collect_coinrun if self.kind == "coinrun" else activations.collect_maze
+        collect = collectors.collect_coinrun if self.kind == "coinrun" else collectors.collect_maze
         if states == "rollout" and self.kind == "maze" and type(self.agent.world.levels("ood", 1, 0)) is not MazeLevels:
             states = "start"  # rollout collection steps the native maze; procgen mazes give start states
         return collect(
@@ -220,7 +220,7 @@ class LMSubject:
         **_: Any,
     ):
         """Activations at every real position of `n` prompts (`collect_prompts(..., positions="all")`)."""
-        from workbench.activations import collect_prompts
+        from workbench.data.prompts import collect_prompts
 
         tokens, lengths, labels = self.prompts(split, int(n), int(seed))
         return collect_prompts(

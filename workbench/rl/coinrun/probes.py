@@ -1,7 +1,7 @@
 """Coin-versus-exit probes for CoinRun agents: can a linear read-out of one layer say where the coin is, where the
 exit is, and whether the two coincide?
 
-Datasets come from `workbench.activations.collect_coinrun` (rollout states, planner ground truth); probes from
+Datasets come from `workbench.rl.collect.collect_coinrun` (rollout states, planner ground truth); probes from
 `workbench.probes` (batched logistic and ridge). Fit and test levels are disjoint (different seeds). Every binary
 probe is reported with accuracy and AUROC (95% bootstrap CIs) next to a shuffled-label control (the same probe fitted
 on permuted labels: what the probe's capacity alone achieves); the regression probes report R^2.
@@ -64,7 +64,7 @@ def coin_exit_probes(
 ) -> list[dict]:
     """One dict per (target, metric): value, ci95, n, and for binary targets the shuffled-label control's value.
     Fit on rollouts of `fit_episodes` levels (seed), test on `test_episodes` other levels (seed + 1)."""
-    from workbench.activations import collect_coinrun
+    from workbench.rl.collect import collect_coinrun
 
     def data(split: str, episodes: int, s: int):
         ds = collect_coinrun(
@@ -138,7 +138,7 @@ def fit_coin_exit_readout(
     """Fit READOUT_TARGETS' logistic probes on rollouts of `episodes` `ood` levels (seed) and test them on as many
     other levels (seed + 1), with a shuffled-label control, exactly as `coin_exit_probes` does. Why a separate
     function: `coin_exit_probes` reports metrics only; reading a probe along one episode needs the fitted probe."""
-    from workbench.activations import collect_coinrun
+    from workbench.rl.collect import collect_coinrun
 
     def data(s: int):
         ds = collect_coinrun(
@@ -177,7 +177,7 @@ def fit_coin_exit_readout(
 
 def state_labels(levels: CoinRunLevels, view: int) -> dict[str, np.ndarray]:
     """READOUT_TARGETS' ground truth (N,) bool for the levels' current states (same definitions as
-    `workbench.activations.collect_coinrun`): the probes' answer key along a trajectory."""
+    `workbench.rl.collect.collect_coinrun`): the probes' answer key along a trajectory."""
     dcoin = levels.coin - levels.agent
     dexit = levels.exit - levels.agent
     present = levels.has_coin()
