@@ -46,7 +46,9 @@ for name in common.missing_recipes():
     st.warning(f"`{name}` is not trained (yet): {common.train_hint(name)}.")
 
 st.subheader("Pages")
-st.page_link("pages/1_Organisms.py", label="Organisms: cards, evaluation rates with CIs, rollout playback")
+st.page_link(
+    "pages/1_Organisms.py", label="Organisms: cards, evaluation rates with CIs, rollout playback (any RL subject)"
+)
 st.page_link(
     "pages/2_Maze_lab.py",
     label="Maze lab: edit a maze, vector fields, decision squares, cheese vectors, channel clamps, probe heatmaps",
@@ -60,5 +62,7 @@ st.page_link("pages/5_Features.py", label="Features: sparse autoencoders (SAELen
 st.page_link("pages/6_Personas.py", label="Personas: the persona language model, truth vs agreement")
 st.caption(
     "Everything runs locally on CPU and offline. The same functions are available from Python (`import workbench`) "
-    "and the `workbench` command line."
+    "and the `workbench` command line. Organisms, Maze lab and CoinRun lab also take a checkpoint path: a "
+    "published-format `.pth` with its env (`procgen-maze`, `procgen-coinrun`), an artifact folder or a registered "
+    "subject."
 )

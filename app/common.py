@@ -1,40 +1,38 @@
 """Shared helpers for the app pages: cached loaders and the few computations every page draws from the public API.
 
-Caching: `st.cache_resource` holds loaded agents (one live policy per artifact), `st.cache_data` holds computed
-results keyed by plain arguments. Every key includes the artifact folder and its weights' modification time, so an
-artifact that is (re)trained while the app runs is picked up on the next rerun instead of a stale policy.
-Nothing here has logic of its own that the `workbench` API lacks; it only calls it.
+Subjects: every RL page loads what it shows through `workbench.subjects.load_subject`, so a shipped organism, an
+artifact folder, a published-format `.pth` checkpoint (with its env, `procgen-maze` / `procgen-coinrun`), a name
+registered with `workbench.register_subject` and a `module:factory` entry point are all the same `Agent` here. Pages
+reach the subject's world (`agent.world`: levels per split, observations, rollouts) and its kind's verbs
+(`workbench.subjects.verb`), never an `if kind == ...` of their own.
+
+Caching: `st.cache_resource` holds loaded subjects (one live policy per reference), `st.cache_data` holds computed
+results keyed by plain arguments. Every key starts with a `SubjectRef` = (folder / checkpoint / registered name, the
+weights' modification time, env), so an artifact or checkpoint that is rewritten while the app runs is picked up on
+the next rerun instead of a stale policy. Nothing here has logic of its own that the `workbench` API lacks.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 import numpy as np
 import streamlit as st
 import torch
 
-import workbench
 from workbench import artifacts
 from workbench.errors import WorkbenchError
-from workbench.hooks import hook_names, run_with_cache
 from workbench.interventions import add_vector, clamp_channel
-from workbench.probes import downsample_cells
-from workbench.rl.agent import ENV_KINDS, Agent, load_agent
-from workbench.rl.envs.maze import (
-    ACTION_NAMES,
-    SPLITS,
-    MazeLevels,
-    MazeVecEnv,
-    generate_levels,
-    observe,
-    render,
-)
-from workbench.rl.rollout import run_episodes
-from workbench.rl.steering import DEFAULT_LAYER, cheese_vectors
+from workbench.probes import downsample_cells, fit_spatial_probe, layer_cell_index
+from workbench.rl.agent import Agent
+from workbench.rl.envs.maze import ACTION_NAMES, MazeLevels
+from workbench.rl.steering import DEFAULT_LAYER, activations_at, cheese_vectors
 from workbench.rl.vector_field import VectorField, vector_field
+from workbench.subjects import get_kind, kinds, load_subject, registered_subjects, verb
 
 matplotlib.use("Agg")  # figures are rendered to images for st.pyplot; never open a window
 
@@ -43,22 +41,28 @@ __all__ = [
     "DEFAULT_LAYER",
     "FIELD_CELL_PX",
     "FIG_DPI",
-    "SPLITS",
     "AgentRef",
+    "SubjectRef",
     "agent",
     "agent_names",
     "agent_ref",
     "artifact_card",
+    "base_level",
     "build_level",
+    "checkpoint_envs",
     "cheese_probe",
     "close_figure",
+    "comparison_rows",
     "default_index",
     "estimate_rows",
+    "evaluation",
     "field",
+    "kind_family",
     "layer_cell",
     "layer_shapes",
     "missing_recipes",
     "pick_agent",
+    "playback",
     "present",
     "probe_episodes",
     "probe_heatmap",
@@ -66,10 +70,11 @@ __all__ = [
     "recipe_hint",
     "rel",
     "read_json",
-    "rollout",
     "sae_names",
     "show_figure",
     "spatial_layers",
+    "steering",
+    "subject_ref",
     "train_hint",
     "weight_shapes",
 ]
@@ -79,7 +84,28 @@ PROBE_EPISODES_ENV = "WORKBENCH_APP_PROBE_EPISODES"
 # pass: PNG encoding is most of a cheese-move rerun (more than the policy's forward); see benchmarks/bench_app.py.
 FIG_DPI = 120
 FIELD_CELL_PX = 8  # the maze under the arrows is drawn at 8 px a cell: a smaller image to resample
-AgentRef = tuple[str, float]  # (artifact folder, weights mtime): a plain, hashable cache key for one agent version
+SubjectRef = tuple[str, float, str]
+"""(artifact folder, checkpoint file or registered name; its weights' mtime; env of a bare file or ""): a plain,
+hashable cache key for one version of one subject."""
+AgentRef = SubjectRef  # the name the pages used before checkpoints; the same key
+# procgen's 15 actions (its key combos): moves 0-8 as (dx, dy) = (a // 3 - 1, a % 3 - 1), then the special keys
+PROCGEN_ACTION_NAMES = (
+    "left-down",
+    "left",
+    "left-up",
+    "down",
+    "noop",
+    "up",
+    "right-down",
+    "right",
+    "right-up",
+    "D",
+    "A",
+    "W",
+    "S",
+    "Q",
+    "E",
+)
 
 
 # ---------------------------------------------------------------------------------------------------- organisms
@@ -88,17 +114,47 @@ def train_hint(name: str) -> str:
 
 
 def env_kind(name: str) -> str | None:
-    """The env kind (`maze`, `coinrun`, ...) an agent artifact's config names; None when unreadable."""
+    """The subject kind (`maze`, `coinrun`, ...) an agent artifact's config names; None when unreadable."""
     try:
         return artifacts.read_config(artifacts.resolve(name, "agents")).get("env", {}).get("kind")
     except WorkbenchError:
         return None
 
 
+@st.cache_data(show_spinner=False)
+def kind_family(kind: str | None) -> str | None:
+    """The world family (`maze` or `coinrun`) of an RL subject kind, from its registry entry (its default world);
+    None for kinds without a world (language models) and unknown kinds."""
+    if kind is None or kind not in kinds():
+        return None
+    try:
+        make_world = get_kind(kind).verbs.get("world")
+        return None if make_world is None else str(make_world(None).family)
+    except WorkbenchError:
+        return None
+
+
+def checkpoint_envs(family: str | None = None) -> list[str]:
+    """Kinds that load a bare file (`procgen-maze`, `procgen-coinrun`): what the env selectbox offers, those of
+    `family` first."""
+    found = [k for k in kinds() if get_kind(k).file_suffixes]
+    return sorted(found, key=lambda k: (kind_family(k) != family, k))
+
+
 def agent_names(kind: str | None = None) -> list[str]:
-    """Agent artifacts present now (complete folders only), optionally only those of one env kind."""
+    """Agent artifacts present now (complete folders only), optionally only those of one kind."""
     names = artifacts.available("agents")
     return names if kind is None else [n for n in names if env_kind(n) == kind]
+
+
+def rl_agent_names(family: str | None = None) -> list[str]:
+    """Agent artifacts whose kind the registry can load as an RL subject (only the `family` world when given)."""
+    out = []
+    for name in artifacts.available("agents"):
+        fam = kind_family(env_kind(name))
+        if fam is not None and (family is None or fam == family):
+            out.append(name)
+    return out
 
 
 def recipe_hint(name: str) -> str:
@@ -198,6 +254,28 @@ def estimate_rows(tree: dict, skip: tuple[str, ...] = ("training",)) -> list[dic
     return rows
 
 
+def comparison_rows(res: dict) -> list[dict]:
+    """Baseline / steered / control rates with Wilson 95% intervals and paired differences vs the baseline with
+    bootstrap 95% intervals, as table rows, from a `compare_interventions` result (or a steer verb's JSON)."""
+    rows = []
+    for cond in ("baseline", "steered", "control"):
+        for key, value in res[cond]["rates"].items():
+            lo, hi = res[cond]["ci95"][key]
+            eff = res.get("effects", {}).get(cond, {}).get(key)
+            rows.append(
+                {
+                    "condition": cond,
+                    "outcome": key,
+                    "rate": value,
+                    "ci95 low": lo,
+                    "ci95 high": hi,
+                    "diff vs baseline": None if eff is None else eff["diff"],
+                    "diff ci95": None if eff is None else f"[{eff['ci95'][0]:+.3f}, {eff['ci95'][1]:+.3f}]",
+                }
+            )
+    return rows
+
+
 def weight_shapes(path: Path) -> dict[str, list[int]]:
     """Tensor name -> shape of a safetensors file, read from its header (no weights loaded)."""
     from safetensors import safe_open
@@ -213,79 +291,162 @@ def missing_recipes() -> list[str]:
     return sorted(p.stem for p in folder.glob("*.toml") if p.stem not in have) if folder.is_dir() else []
 
 
-def _ref(name: str) -> AgentRef:
-    folder = artifacts.resolve(name, "agents")
+def subject_ref(ref: str, env: str | None = None) -> SubjectRef:
+    """The cache key of a subject reference now: a registered name as it is; a file (a published checkpoint) with
+    its mtime and `env`; a shipped name or artifact folder as its folder and weights' mtime. Anything else (an entry
+    point, a typo) is kept as typed, for `load_subject` to load or to name the nearest valid references."""
+    ref = str(ref).strip()
+    if ref in registered_subjects():
+        return ref, 0.0, ""
+    path = Path(ref).expanduser()
+    if path.is_file():
+        return str(path.resolve()), path.stat().st_mtime, env or ""
+    try:
+        folder = artifacts.resolve(ref, "agents")
+    except WorkbenchError:
+        return ref, 0.0, env or ""
     weights = folder / artifacts.WEIGHTS
-    return str(folder), weights.stat().st_mtime if weights.is_file() else 0.0
+    return str(folder), weights.stat().st_mtime if weights.is_file() else 0.0, ""
 
 
-def agent_ref(name: str) -> AgentRef:
-    """The cache key of agent `name` now (its folder and weights' modification time); raises WorkbenchError."""
-    return _ref(name)
+def agent_ref(name: str) -> SubjectRef:
+    """The cache key of agent `name` (or any subject reference) now; see `subject_ref`."""
+    return subject_ref(name)
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
-def _load(path: str, mtime: float) -> Agent:
-    return load_agent(path)
+def _load(path: str, mtime: float, env: str = "") -> Any:
+    return load_subject(path, env=env or None)
 
 
-def agent(ref: AgentRef) -> Agent:
+def agent(ref: SubjectRef) -> Agent:
+    """The live subject of a `SubjectRef` (loaded once per version); raises WorkbenchError."""
     return _load(*ref)
 
 
-def pick_agent(key: str, label: str = "Organism", kind: str | None = None) -> tuple[Agent, AgentRef] | None:
-    """A selectbox over the present agents whose env kind `load_agent` supports (only `kind` when given); warns (no
-    traceback) and returns None when none can be loaded."""
-    names = [n for n in agent_names() if env_kind(n) in ((kind,) if kind else ENV_KINDS)]  # loadable kinds only
-    if not names:
-        recipes = [r for r in missing_recipes() if kind is None or r.startswith(kind)] or ["NAME"]
-        st.warning(
-            f"No {kind + ' ' if kind else ''}organisms found in `{artifacts.artifacts_root() / 'agents'}`. "
-            + "; ".join(f"{n}: {train_hint(n)}" for n in recipes)
-            + "."
+def pick_agent(
+    key: str, label: str = "Organism", family: str | None = None, empty: str | None = None
+) -> tuple[Agent, SubjectRef] | None:
+    """A selectbox over the present agents the registry loads (only those of world `family`, `maze` or `coinrun`,
+    when given) and, next to it, a text input for any other subject reference: a published checkpoint path with its
+    env (`procgen-maze` / `procgen-coinrun`), an artifact folder, a registered name or `module:factory`. Returns the
+    loaded agent and its cache key, or None after saying why on the page (no organisms: `empty` or the train
+    commands; a load error: its one line; a subject of another family: one `st.info` line)."""
+    names = rl_agent_names(family)
+    typed = str(st.session_state.get(f"{key}_path") or "").strip()
+    if names:
+        if st.session_state.get(key) not in names:
+            st.session_state.pop(key, None)
+        name = st.selectbox(label, names, key=key, disabled=bool(typed))
+    else:
+        name = None
+        if not typed:
+            if empty is None:
+                recipes = [r for r in missing_recipes() if family is None or r.startswith(family)] or ["NAME"]
+                empty = (
+                    f"No {family + ' ' if family else ''}organisms found in `{artifacts.artifacts_root() / 'agents'}`. "
+                    + "; ".join(f"{n}: {train_hint(n)}" for n in recipes)
+                    + "."
+                )
+            st.warning(empty)
+    envs = checkpoint_envs(family)
+    c1, c2 = st.columns([3, 2])
+    typed = c1.text_input(
+        "Checkpoint path (or subject reference)",
+        key=f"{key}_path",
+        placeholder="path/to/model.pth",
+        help="A published-format .pth checkpoint (pick its env), an artifact folder, a name registered with "
+        "workbench.register_subject, or module:factory. Clear it to go back to the organisms above.",
+    ).strip()
+    env = c2.selectbox("Checkpoint env", envs, key=f"{key}_env", help="the env a bare .pth file runs in")
+    ref_text = typed or name
+    if not ref_text:
+        return None
+    try:
+        ref = subject_ref(ref_text, env)
+        with st.spinner(f"Loading {ref_text}..."):
+            subject = agent(ref)
+    except (WorkbenchError, OSError) as err:
+        if typed:
+            st.error(f"`{typed}` could not be loaded: {err}")
+        else:
+            st.warning(f"Organism `{name}` could not be loaded ({err}); {train_hint(name)}.")
+        return None
+    if not isinstance(subject, Agent):
+        st.info(
+            f"`{ref_text}` is a {getattr(subject, 'kind', '?')} subject, not an RL agent: the Personas and Features "
+            "pages serve language models."
         )
         return None
-    if st.session_state.get(key) not in names:
-        st.session_state.pop(key, None)
-    name = st.selectbox(label, names, key=key)
-    try:
-        ref = _ref(name)
-        with st.spinner(f"Loading {name}..."):
-            return agent(ref), ref
-    except (WorkbenchError, OSError) as err:
-        st.warning(f"Organism `{name}` could not be loaded ({err}); {train_hint(name)}.")
+    if family is not None and subject.env_kind != family:
+        st.info(
+            f"`{subject.name}` is a {subject.kind} subject ({subject.env_kind} world): this page serves {family} "
+            f"worlds; open it in the {'Maze' if subject.env_kind == 'maze' else 'CoinRun'} lab or on Organisms."
+        )
         return None
+    return subject, ref
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def layer_shapes(path: str, mtime: float) -> dict[str, tuple[int, ...]]:
-    """Per-example activation shape of every hook, from one forward pass on one maze."""
-    ag = _load(path, mtime)
-    obs = torch.as_tensor(observe(generate_levels(np.array([0]), "ood", ag.env_config)))
-    with torch.no_grad():
-        _, cache = run_with_cache(ag.policy, obs, names_filter=hook_names(ag.policy))
-    return {name: tuple(cache[name].shape[1:]) for name in hook_names(ag.policy) if name in cache}
+def layer_shapes(ref: SubjectRef) -> dict[str, tuple[int, ...]]:
+    """Per-example activation shape of every hook on one `ood` observation (the kind's `hooks` verb)."""
+    ag = agent(ref)
+    rows = verb(ag, "hooks")(ag).to_json()["hooks"]
+    return {r["hook"]: tuple(r["shape"]) for r in rows if r["shape"] is not None}
 
 
-def spatial_layers(ref: AgentRef) -> list[str]:
+def spatial_layers(ref: SubjectRef) -> list[str]:
     """Hooks with (C, H, W) activations: where spatial probes and channel clamps apply."""
-    return [name for name, shape in layer_shapes(*ref).items() if len(shape) == 3]
+    return [name for name, shape in layer_shapes(ref).items() if len(shape) == 3]
 
 
 def default_index(options: list[str], preferred: str = DEFAULT_LAYER) -> int:
     return options.index(preferred) if preferred in options else 0
 
 
+@st.cache_data(show_spinner=False, max_entries=32)
+def evaluation(ref: SubjectRef, split: str, episodes: int, seed: int = 0) -> dict:
+    """The kind's `eval` verb: goal rates with Wilson 95% intervals on `episodes` levels of `split`."""
+    ag = agent(ref)
+    return verb(ag, "eval")(ag, split=split, episodes=episodes, seed=seed).to_json()
+
+
+def evaluation_metrics(result: dict) -> dict:
+    """An `eval` verb result in `metrics.json`'s layout, for `rate_rows`."""
+    return {"eval": {result["split"]: {**result, "n": result["episodes"]}}}
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def steering(ref: SubjectRef, vector: str, coef: float, layer: str, split: str, episodes: int, seed: int = 0) -> dict:
+    """The kind's `steer` verb: baseline / steered / random-control rates on the same `episodes` levels."""
+    ag = agent(ref)
+    return verb(ag, "steer")(
+        ag, vector=vector, coef=coef, layer=layer, split=split, episodes=episodes, seed=seed
+    ).to_json()
+
+
 # ---------------------------------------------------------------------------------------------------- levels
+@st.cache_resource(show_spinner=False, max_entries=16)
+def base_level(ref: SubjectRef, split: str, seed: int) -> Any:
+    """Level `seed` of `split` as the subject's world draws it (`agent.world.levels(split, 1, seed)`: the level
+    `workbench vector-field SUBJECT --seed S` draws). Shared and never edited in place (edits return copies)."""
+    return agent(ref).world.levels(split, 1, seed)
+
+
 def build_level(
-    ref: AgentRef, split: str, seed: int, cheese: tuple[int, int] | None, mouse: tuple[int, int] | None
+    ref: SubjectRef, split: str, seed: int, cheese: tuple[int, int] | None, mouse: tuple[int, int] | None
 ) -> MazeLevels:
-    """Level `seed` of `split`, with the cheese moved (None: removed) and the mouse moved; raises WorkbenchError
-    naming the cell for an edit onto a wall or outside the world."""
-    level = generate_levels(np.array([seed]), split, agent(ref).env_config)
+    """Maze `seed` of `split`, with the cheese moved (None: removed) and the mouse moved; raises WorkbenchError
+    naming the cell for an edit onto a wall, outside the world, or (procgen) onto the cheese."""
+    level = base_level(ref, split, seed)
     level = level.without_cheese() if cheese is None else level.with_cheese(np.array([cheese]))
     if mouse is not None:
         level = level.with_mouse(np.array([mouse]))
+        if not np.all(level.free_cells(0) == np.asarray(mouse), axis=1).any():
+            raise WorkbenchError(
+                f"the mouse cannot start on the cheese's cell {tuple(mouse)} here (the episode would already be "
+                "over); pick another free cell"
+            )
     return level
 
 
@@ -304,7 +465,7 @@ def _hooks(
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def field(
-    ref: AgentRef,
+    ref: SubjectRef,
     split: str,
     seed: int,
     cheese: tuple[int, int] | None,
@@ -319,54 +480,211 @@ def field(
     return vector_field(ag.policy, level, _hooks(ag, level, cv, clamp))
 
 
-def layer_cell(ref: AgentRef, layer: str, world_cell: tuple[int, int]) -> tuple[int, int]:
-    """The cell of `layer`'s grid that covers a world cell (after the layer's maxpools)."""
-    grid = layer_shapes(*ref)[layer][-1]
-    world = agent(ref).env_config.world_size
-    rc = downsample_cells(np.array([world_cell], dtype=np.int64), world, grid)[0]
+def decision_square(level: MazeLevels, convention: str = "workbench") -> tuple[int, int] | None:
+    """The maze's decision square under `convention` (`workbench.rl.maze_parity.CONVENTIONS`), None when none."""
+    from workbench.rl.maze_parity import decision_squares_by
+
+    ds = decision_squares_by(level, convention)[0]
+    return (int(ds[0]), int(ds[1])) if ds[0] >= 0 else None
+
+
+def layer_cell(ref: SubjectRef, layer: str, world_cell: tuple[int, int], level: MazeLevels) -> tuple[int, int]:
+    """The cell of `layer`'s grid that covers a world cell of `level` (after the layer's maxpools; for pixel
+    observations, the cell under the world cell's centre)."""
+    grid = layer_shapes(ref)[layer][-1]
+    rc = downsample_cells(np.array([world_cell], dtype=np.int64), level.world_size, grid, level.PIXELS)[0]
     return int(rc[0]), int(rc[1])
 
 
-# ---------------------------------------------------------------------------------------------------- rollouts
-@st.cache_data(show_spinner=False, max_entries=8)
-def rollout(ref: AgentRef, split: str, seed: int, action_seed: int = 0, cell_px: int = 12) -> dict:
-    """One episode on level `seed`: RGB frames (T+1, H, W, 3), actions and their probabilities, and the outcome.
+# ---------------------------------------------------------------------------------------------------- playback
+class _Tape:
+    """A one-env vector env seen through `play_until_done`: passes every step through and records the action taken
+    and a frame of each state the episode reaches (`frame_after(before, obs, terminated, truncated)`; None: none)."""
 
-    Actions are sampled exactly as `run_episodes` samples them (torch generator seeded by `action_seed`), so the
-    frames replay the episode whose outcome `run_episodes` reports. The env resets itself in the step an episode
-    ends, so the last frame is drawn from the level as it was, with the mouse on the cheese when it was reached."""
-    ag = agent(ref)
-    cfg = ag.env_config
-    level = generate_levels(np.array([seed]), split, cfg)
-    records = run_episodes(ag.policy, level, cfg, seed=action_seed)
-    env = MazeVecEnv(1, split=split, config=cfg)
+    def __init__(self, env, frame_after: Callable[[Any, np.ndarray, bool, bool], np.ndarray | None], before=None):
+        self.env, self.frame_after, self.before = env, frame_after, before
+        self.actions: list[int] = []
+        self.frames: list[np.ndarray] = []
+
+    def step(self, actions: np.ndarray):
+        before = None if self.before is None else self.before()
+        obs, reward, terminated, truncated, info = self.env.step(actions)
+        self.actions.append(int(np.asarray(actions).reshape(-1)[0]))
+        frame = self.frame_after(before, obs, bool(terminated[0]), bool(truncated[0]))
+        if frame is not None:
+            self.frames.append(frame)
+        return obs, reward, terminated, truncated, info
+
+
+def _outcome(records: Any, steps: int) -> dict:
+    """One episode's goal outcomes (the world's record flags, plus hazard deaths where recorded), whether it ended
+    within the steps played (an episode cut short by the page's step limit records no outcome: all flags false) and
+    the number of steps played."""
+    out = {key: bool(flag[0]) for key, flag in records.flags().items()}
+    if hasattr(records, "died"):
+        out["died"] = bool(records.died[0])
+    out["ended"] = bool(records.length[0] > 0)
+    out["steps"] = int(steps)
+    return out
+
+
+def _play_native_maze(ag: Agent, level: MazeLevels, action_seed: int, max_steps: int, cell_px: int) -> dict:
+    """`NativeMazeWorld.run`'s episode (the same env, tracker and loop), with its frames: the env resets itself in
+    the step an episode ends, so the last frame is drawn from the level as it was, the mouse on the cheese when it
+    got there."""
+    from workbench.rl.envs.maze import MazeVecEnv, render
+    from workbench.rl.loop import play_until_done
+    from workbench.rl.rollout import EpisodeTracker
+
+    env = MazeVecEnv(1, split="ood", config=ag.env_config)
     obs, _ = env.reset(options={"levels": level})
-    gen = torch.Generator().manual_seed(action_seed)
-    frames, actions, probs = [render(env.levels, cell_px=cell_px)[0]], [], []
-    with torch.no_grad():
-        for _ in range(cfg.max_steps):
-            p = torch.softmax(ag.policy(torch.as_tensor(obs))[0], dim=-1)
-            action = torch.multinomial(p, 1, generator=gen).squeeze(1)
-            before = env.levels.copy()
-            obs, _, terminated, truncated, _ = env.step(action.numpy())
-            actions.append(int(action[0]))
-            probs.append(p[0].double().numpy())
-            if terminated[0]:
-                frames.append(render(before.with_mouse(before.cheese), cell_px=cell_px)[0])
-                break
-            if truncated[0]:
-                break
-            frames.append(render(env.levels, cell_px=cell_px)[0])
+
+    def frame_after(before, _obs, terminated, truncated):
+        if terminated:
+            return render(before.with_mouse(before.cheese), cell_px=cell_px)[0]
+        return None if truncated else render(env.levels, cell_px=cell_px)[0]
+
+    tape = _Tape(env, frame_after, before=lambda: env.levels.copy())
+    tape.frames.append(render(env.levels, cell_px=cell_px)[0])
+    probs: list[np.ndarray] = []
+    records = play_until_done(
+        ag.policy,
+        tape,
+        obs,
+        EpisodeTracker(level),
+        max_steps,
+        action_seed,
+        on_step=lambda t, o, logits: probs.append(torch.softmax(logits, -1)[0].double().numpy()),
+    )
+    legend = "Walls dark, training region tinted blue, mouse brown, cheese yellow."
     return {
-        "frames": np.stack(frames),
-        "actions": actions,
-        "probs": np.stack(probs) if probs else np.zeros((0, 4)),
-        "outcome": {
-            "cheese reached": bool(records.cheese_reached[0]),
-            "corner first": bool(records.corner_first[0]),
-            "steps": int(records.length[0]),
-            "cheese in training region": bool(records.cheese_in_region[0]),
-        },
+        "frames": tape.frames,
+        "actions": tape.actions,
+        "probs": probs,
+        "records": records,
+        "names": ACTION_NAMES,
+        "legend": legend,
+    }
+
+
+def _play_procgen(ag: Agent, level: Any, action_seed: int, max_steps: int, cell_px: int) -> dict:
+    """`ProcgenWorld.run`'s episode (the same env reset to the level's state, the same tracker and loop); the frames
+    are procgen's own observations (the frame after the last step is the next level's when the episode ended, so it
+    is not kept)."""
+    from workbench.rl.coinrun.rollout import CoinRunTracker
+    from workbench.rl.envs.procgen import ProcgenVecEnv
+    from workbench.rl.loop import play_until_done
+    from workbench.rl.procgen_run import procgen_records
+    from workbench.rl.rollout import EpisodeTracker
+
+    cfg = ag.env_config
+    env = ProcgenVecEnv(1, "ood", cfg)
+    try:
+        obs, info = env.reset(seed=action_seed, options={"states": level.current_states()})
+        seeds = _Seeds(info["level_seed"])
+        tracker = EpisodeTracker(seeds) if cfg.game == "maze" else CoinRunTracker(seeds)
+        tape = _Tape(env, lambda _b, o, term, trunc: None if term or trunc else o[0].transpose(1, 2, 0))
+        tape.frames.append(obs[0].transpose(1, 2, 0))
+        probs: list[np.ndarray] = []
+        rec = play_until_done(
+            ag.policy,
+            tape,
+            obs,
+            tracker,
+            max_steps,
+            action_seed,
+            on_step=lambda t, o, logits: probs.append(torch.softmax(logits, -1)[0].double().numpy()),
+        )
+    finally:
+        env.close()
+    records = procgen_records(cfg.game, rec)
+    legend = "Frames are procgen's own 64x64 observations, as the policy sees them."
+    return {
+        "frames": tape.frames,
+        "actions": tape.actions,
+        "probs": probs,
+        "records": records,
+        "names": None,
+        "legend": legend,
+    }
+
+
+class _Seeds:
+    """What the episode trackers read from a level batch: its length and level seeds."""
+
+    def __init__(self, seeds: np.ndarray) -> None:
+        self.seeds = np.asarray(seeds, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.seeds)
+
+
+def _play_native_coinrun(ag: Agent, level: Any, action_seed: int, max_steps: int, cell_px: int) -> dict:
+    """`workbench.rl.coinrun.rollout.play_level`: the native CoinRun's trajectory (every state, action and action
+    distribution) of the episode `run_episodes` reports, rendered."""
+    from dataclasses import replace
+
+    from workbench.rl.coinrun.rollout import play_level
+    from workbench.rl.envs.coinrun import ACTION_NAMES as COINRUN_ACTIONS
+    from workbench.rl.envs.coinrun import render as coinrun_render
+
+    cfg = ag.env_config if max_steps >= ag.env_config.max_steps else replace(ag.env_config, max_steps=max_steps)
+    tr = play_level(ag.policy, level, cfg, seed=action_seed)
+    return {
+        "frames": list(coinrun_render(tr.states, cell_px=cell_px)),
+        "actions": tr.actions.tolist(),
+        "probs": list(tr.probs),
+        "records": tr.records,
+        "names": COINRUN_ACTIONS,
+        "legend": "Sky blue, ground brown, hazards red, agent blue, coin yellow, exit green; the CoinRun lab moves "
+        "the coin.",
+    }
+
+
+def _playbacks() -> dict[type, Callable[..., dict]]:
+    """World type -> how to play one episode of it back step by step: a registry, so a world the app does not know
+    is one line on the page, not a traceback."""
+    from workbench.rl.coinrun.kind import NativeCoinRunWorld
+    from workbench.rl.maze.kind import NativeMazeWorld
+    from workbench.rl.procgen.kind import ProcgenWorld
+
+    return {NativeMazeWorld: _play_native_maze, ProcgenWorld: _play_procgen, NativeCoinRunWorld: _play_native_coinrun}
+
+
+def has_playback(ag: Agent) -> bool:
+    return type(ag.world) in _playbacks()
+
+
+def max_steps_of(ag: Agent) -> int:
+    """The world's step limit for one episode (what evaluation plays to)."""
+    return int(getattr(ag.env_config, "max_steps", 1000))
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def playback(
+    ref: SubjectRef, split: str, seed: int, action_seed: int = 0, max_steps: int | None = None, cell_px: int = 12
+) -> dict:
+    """One episode on level `seed` of `split` (`agent.world.levels(split, 1, seed)`), played by the one rollout loop
+    (`workbench.rl.loop.play_until_done`) with the world's own env and tracker: RGB frames, the actions and their
+    probabilities, the action names and the outcome. Actions are sampled exactly as the world's `run` samples them
+    (torch generator seeded by `action_seed`), so with the world's step limit (`max_steps` None) the outcome is the
+    one evaluation reports for this level."""
+    ag = agent(ref)
+    play = _playbacks().get(type(ag.world))
+    if play is None:
+        raise WorkbenchError(f"step-by-step playback is not available for {ag.kind} subjects")
+    limit = max_steps_of(ag) if max_steps is None else max(1, min(int(max_steps), max_steps_of(ag)))
+    ep = play(ag, base_level(ref, split, seed), action_seed, limit, cell_px)
+    n_actions = len(ep["probs"][0]) if ep["probs"] else 0
+    names = ep["names"] or (PROCGEN_ACTION_NAMES if n_actions == len(PROCGEN_ACTION_NAMES) else None)
+    return {
+        "frames": np.stack(ep["frames"]),
+        "actions": ep["actions"],
+        "probs": np.stack(ep["probs"]) if ep["probs"] else np.zeros((0, n_actions)),
+        "action_names": tuple(names) if names else tuple(str(a) for a in range(n_actions)),
+        "outcome": _outcome(ep["records"], len(ep["actions"])),
+        "level_seed": int(ep["records"].level_seed[0]),
+        "legend": ep["legend"],
     }
 
 
@@ -380,24 +698,30 @@ def probe_episodes() -> int:
         return 300
 
 
-@st.cache_data(show_spinner=False, max_entries=32)
-def cheese_probe(ref: AgentRef, layer: str, episodes: int):
-    """A spatial cheese-location probe at `layer`, fitted on the start states of `episodes` OOD mazes (seed 0)."""
-    ds = workbench.collect(agent(ref), [layer], split="ood", episodes=episodes, seed=0, progress=False)
-    return workbench.fit_probe(ds, layer, "cheese_cell", method="spatial")
+@st.cache_resource(show_spinner=False, max_entries=32)
+def cheese_probe(ref: SubjectRef, layer: str, episodes: int):
+    """A spatial cheese-location probe at `layer`, fitted on the start states of `episodes` OOD mazes (seed 0):
+    the subject's world draws the mazes, each maze's cheese cell is mapped onto the layer's grid
+    (`layer_cell_index`, pixel-aware for procgen) and `fit_spatial_probe` fits the 1x1 probe."""
+    ag = agent(ref)
+    levels = ag.world.levels("ood", episodes, 0)
+    acts = activations_at(ag, levels, layer)
+    if acts.ndim != 4:
+        raise WorkbenchError(f"{layer} is not a spatial (C, H, W) layer")
+    w = levels.world_size
+    cells = layer_cell_index(levels.cheese[:, 0] * w + levels.cheese[:, 1], w, acts.shape[-1], levels.PIXELS)
+    return fit_spatial_probe(acts.double(), torch.as_tensor(cells))
 
 
-def probe_heatmap(ref: AgentRef, layer: str, level: MazeLevels, episodes: int) -> np.ndarray:
+def probe_heatmap(ref: SubjectRef, layer: str, level: MazeLevels, episodes: int) -> np.ndarray:
     """(W, W) the probe's softmax over its layer's cells for this maze, painted onto the world cells each covers."""
-    fitted = cheese_probe(ref, layer, episodes)
-    with torch.no_grad():
-        _, cache = run_with_cache(agent(ref).policy, torch.as_tensor(observe(level)), names_filter=layer)
-    acts = cache[layer]
+    probe = cheese_probe(ref, layer, episodes)
+    acts = activations_at(agent(ref), level, layer)
     grid = acts.shape[-1]
-    probs = torch.softmax(fitted.probe.logits(acts.double()), dim=-1)[0].numpy().reshape(grid, grid)
+    probs = torch.softmax(probe.logits(acts.double()), dim=-1)[0].numpy().reshape(grid, grid)
     w = level.world_size
     cells = np.argwhere(np.ones((w, w), dtype=bool))
-    rc = downsample_cells(cells, w, grid)
+    rc = downsample_cells(cells, w, grid, level.PIXELS)
     return probs[rc[:, 0], rc[:, 1]].reshape(w, w)
 
 
@@ -491,19 +815,18 @@ COINRUN_BATCH_ENV = "WORKBENCH_APP_COINRUN_LEVELS"
 Coin = tuple[int, int] | None  # a coin cell (row, col); None: the coin removed
 
 
-def coinrun_level(ref: AgentRef, split: str, seed: int, coin: Coin | str = "own"):
-    """CoinRun level `seed` of `split` (one level), with its coin kept ("own"), moved to a cell, or removed (None);
-    raises WorkbenchError naming a solid or outside cell."""
-    from workbench.rl.envs.coinrun import generate_levels as coinrun_levels
-
-    level = coinrun_levels(np.array([seed]), split, agent(ref).env_config)
+def coinrun_level(ref: SubjectRef, split: str, seed: int, coin: Coin | str = "own"):
+    """Native CoinRun level `seed` of `split` (`agent.world.levels(split, 1, seed)`, the level the Organisms page
+    plays), with its coin kept ("own"), moved to a cell, or removed (None); raises WorkbenchError naming a solid or
+    outside cell."""
+    level = base_level(ref, split, seed)
     if isinstance(coin, str):
         return level
     return level.without_coin() if coin is None else level.with_coin(np.array([coin]))
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
-def coinrun_play(ref: AgentRef, split: str, seed: int, coin: Coin | str, action_seed: int, layer: str | None = None):
+def coinrun_play(ref: SubjectRef, split: str, seed: int, coin: Coin | str, action_seed: int, layer: str | None = None):
     """`workbench.rl.coinrun.rollout.play_level` on one (edited) level: the trajectory run_episodes would report."""
     from workbench.rl.coinrun.rollout import play_level
 
@@ -511,29 +834,8 @@ def coinrun_play(ref: AgentRef, split: str, seed: int, coin: Coin | str, action_
     return play_level(ag.policy, coinrun_level(ref, split, seed, coin), ag.env_config, seed=action_seed, layer=layer)
 
 
-def coinrun_rollout(ref: AgentRef, split: str, seed: int, action_seed: int = 0, cell_px: int = 12) -> dict:
-    """The Organisms page's playback dict (frames, actions, probs, action_names, outcome) for a CoinRun agent."""
-    from workbench.rl.envs.coinrun import ACTION_NAMES as COINRUN_ACTIONS
-    from workbench.rl.envs.coinrun import render as coinrun_render
-
-    tr = coinrun_play(ref, split, seed, "own", action_seed)
-    rec = tr.records
-    return {
-        "frames": coinrun_render(tr.states, cell_px=cell_px),
-        "actions": tr.actions.tolist(),
-        "probs": tr.probs,
-        "action_names": COINRUN_ACTIONS,
-        "outcome": {
-            "coin collected": bool(rec.coin_collected[0]),
-            "exit reached": bool(rec.exit_reached[0]),
-            "died": bool(rec.died[0]),
-            "steps": int(rec.length[0]),
-        },
-    }
-
-
 @st.cache_resource(show_spinner=False, max_entries=8)
-def coinrun_readout(ref: AgentRef, layer: str, episodes: int):
+def coinrun_readout(ref: SubjectRef, layer: str, episodes: int):
     """Coin/exit logistic probes at `layer` (`fit_coin_exit_readout`: fitted on `episodes` ood levels, seed 0, tested
     on as many others), fitted once per agent version and layer."""
     from workbench.rl.coinrun.probes import fit_coin_exit_readout
@@ -542,7 +844,7 @@ def coinrun_readout(ref: AgentRef, layer: str, episodes: int):
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
-def coin_vector(ref: AgentRef, layer: str, episodes: int):
+def coin_vector(ref: SubjectRef, layer: str, episodes: int):
     """The coin vector at `layer` and its info (`coin_direction` on `episodes` ood levels, seed 1_000_003, disjoint
     from the levels the page steers on by default), computed once per agent version and layer."""
     from workbench.rl.coinrun.steering import FIT_SEED_OFFSET, coin_direction
@@ -552,13 +854,21 @@ def coin_vector(ref: AgentRef, layer: str, episodes: int):
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def coinrun_steer(
-    ref: AgentRef, split: str, seed: int, coin: Coin | str, action_seed: int, layer: str, coef: float, episodes: int
+    ref: SubjectRef, split: str, seed: int, coin: Coin | str, action_seed: int, layer: str, coef: float, episodes: int
 ):
     """`steer_level`: baseline, coin-vector-steered and random-control trajectories of one (edited) level."""
     from workbench.rl.coinrun.steering import steer_level
 
     vec, _ = coin_vector(ref, layer, episodes)
     return steer_level(agent(ref), coinrun_level(ref, split, seed, coin), vec, coef, layer, seed=action_seed)
+
+
+def native_coinrun(ag: Agent) -> bool:
+    """Whether `ag` acts in the native CoinRun (`workbench.rl.envs.coinrun`): the CoinRun lab's level editor, probes
+    and per-level steering are built on its levels and physics; other CoinRun worlds get the kind's verbs."""
+    from workbench.rl.coinrun.kind import NativeCoinRunWorld
+
+    return isinstance(ag.world, NativeCoinRunWorld)
 
 
 def coinrun_batch_levels() -> int:
@@ -570,15 +880,14 @@ def coinrun_batch_levels() -> int:
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
-def coinrun_batch(ref: AgentRef, split: str, levels: int, layer: str, coef: float, episodes: int) -> dict:
+def coinrun_batch(ref: SubjectRef, split: str, levels: int, layer: str, coef: float, episodes: int) -> dict:
     """`compare_interventions` with the coin vector on `levels` levels of `split` (seed 0): baseline / steered /
     random-control rates with Wilson CIs and paired differences with bootstrap CIs."""
-    from workbench.rl.coinrun.rollout import levels_for as coinrun_levels_for
     from workbench.rl.steering import compare_interventions
 
     ag = agent(ref)
     vec, _ = coin_vector(ref, layer, episodes)
-    batch = coinrun_levels_for(split, levels, 0, ag.env_config)
+    batch = ag.world.levels(split, levels, 0)
     return compare_interventions(ag, batch, vec, coef, layer, per_level=False, seed=0)
 
 

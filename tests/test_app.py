@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 
 from workbench import artifacts
 from workbench.rl.agent import ENV_KINDS, load_agent
-from workbench.rl.envs.maze import decision_squares, generate_levels
+from workbench.rl.envs.maze import decision_squares
 from workbench.store import ResultStore
 
 pytest.importorskip("streamlit")
@@ -50,8 +50,8 @@ def decision_text(at: AppTest) -> str:
 
 
 def tiny_maze():
-    """Maze SEED of the ood split, as the app generates it for the registry's tiny agent."""
-    return generate_levels(np.array([SEED]), "ood", load_agent("tiny-maze").env_config)
+    """Maze SEED of the ood split, as the app draws it for the registry's tiny agent (the subject's world)."""
+    return load_agent("tiny-maze").world.levels("ood", 1, SEED)
 
 
 def moved_cheese() -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
@@ -448,8 +448,6 @@ def coinrun_tables(at: AppTest) -> tuple:
 
 
 def test_coinrun_lab_coin_edit_and_steering_change_the_result(app_env: Path) -> None:
-    from workbench.rl.envs.coinrun import generate_levels
-
     make_tiny_coinrun_agent(app_env / "agents" / "coinrun-coin-at-exit", "# tiny coinrun card\n", eval_metrics(0.3))
     at = page("pages/3_CoinRun_lab.py", coinrun_seed=SEED)
     assert not at.exception and not at.error and not at.warning
@@ -464,7 +462,7 @@ def test_coinrun_lab_coin_edit_and_steering_change_the_result(app_env: Path) -> 
     assert steer.loc["steered"].equals(steer.loc["baseline"])
 
     # Moving the coin into the agent's view at the start changes what the agent sees, so the read-outs change.
-    level = generate_levels(np.array([SEED]), "ood", load_agent("coinrun-coin-at-exit").env_config)
+    level = load_agent("coinrun-coin-at-exit").world.levels("ood", 1, SEED)
     (r0, c0), coin = level.start[0], tuple(level.coin[0])
     cell = next(
         (r, c)

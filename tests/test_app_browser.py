@@ -31,7 +31,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from workbench import artifacts
@@ -233,11 +232,18 @@ def finished(driver, title: str) -> bool:
 
 
 def wait_ready(driver, title: str, extra: Callable[[], bool] = lambda: True) -> None:
-    """Wait until the page is finished (and `extra` holds) on two polls in a row, so a rerun starting is seen."""
+    """Wait until the page is finished (and `extra` holds) on two polls in a row, so a rerun starting is seen. An
+    element replaced by a rerun while it is read (selenium's StaleElementReferenceException) counts as not ready."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
     streak = [0]
 
     def settled() -> bool:
-        streak[0] = streak[0] + 1 if finished(driver, title) and extra() else 0
+        try:
+            ready = finished(driver, title) and extra()
+        except StaleElementReferenceException:
+            ready = False
+        streak[0] = streak[0] + 1 if ready else 0
         return streak[0] >= 2
 
     wait_for(settled, PAGE_READY_S, f"page {title!r} to finish running")
@@ -351,10 +357,9 @@ def test_maze_lab_cheese_move_redraws_the_vector_field(server: Server, browser) 
     from selenium.webdriver.common.keys import Keys
 
     from workbench.rl.agent import load_agent
-    from workbench.rl.envs.maze import generate_levels
 
     name = maze_agents(server.artifacts_root)[0]  # the Maze lab's default organism, maze seed 0, ood split
-    level = generate_levels(np.array([0]), "ood", load_agent(server.artifacts_root / "agents" / name).env_config)
+    level = load_agent(server.artifacts_root / "agents" / name).world.levels("ood", 1, 0)  # as the page draws it
     cheese, mouse = tuple(int(v) for v in level.cheese[0]), tuple(int(v) for v in level.mouse[0])
     free = [tuple(int(v) for v in c) for c in level.free_cells(0) if tuple(int(v) for v in c) not in (cheese, mouse)]
     # Move the cheese along its column (or, failing that, its row), so one input changes.
@@ -379,3 +384,28 @@ def test_maze_lab_cheese_move_redraws_the_vector_field(server: Server, browser) 
     assert not by_testid(browser, "stException")
     (field,) = browser.find_elements("css selector", f'input[aria-label="{label}"]')
     assert field.get_attribute("value") == str(value)
+
+
+def test_maze_lab_draws_a_typed_checkpoint(server: Server, browser, tmp_path: Path) -> None:
+    """A published-format checkpoint typed into the Maze lab's sidebar (env procgen-maze, the default for this page)
+    replaces the organism: procgen's maze is drawn with the policy's vector field, and no exception appears."""
+    from selenium.webdriver.common.keys import Keys
+
+    from workbench.rl.policies import ImpalaPolicy
+    from workbench.rl.published import published_config, save_published
+
+    checkpoint = save_published(ImpalaPolicy(published_config()), tmp_path / "model.pth")
+    browser.get(f"{server.url}/Maze_lab")
+    wait_ready(browser, "Maze lab", extra=lambda: bool(loaded_images(browser)))
+    before = loaded_images(browser)[0].get_attribute("src")
+    (field,) = browser.find_elements("css selector", 'input[aria-label="Checkpoint path (or subject reference)"]')
+    field.send_keys(str(checkpoint), Keys.ENTER)
+
+    def redrawn() -> bool:
+        images = loaded_images(browser)
+        return bool(images) and images[0].get_attribute("src") != before
+
+    wait_ready(browser, "Maze lab", extra=redrawn)
+    assert not by_testid(browser, "stException")
+    assert any("Decision square" in m.text for m in by_testid(browser, "stMetric"))
+    assert "the world is 25x25" in browser.find_element("tag name", "body").text  # procgen's world, not 15x15

@@ -1,4 +1,8 @@
-"""Maze lab: edit a maze, see the policy's vector field and decision square, intervene, and read a cheese probe."""
+"""Maze lab: edit a maze, see the policy's vector field and decision square, intervene, and read a cheese probe.
+
+Any maze-world subject: a native maze organism, or a published procgen-maze checkpoint typed next to the selectbox.
+Mazes come from the subject's world (`agent.world.levels`), so the same edits, fields, cheese vectors and probes run
+on procgen's own 64x64 frames for a checkpoint."""
 
 from __future__ import annotations
 
@@ -11,12 +15,12 @@ if _APP not in sys.path:
 
 import common  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
 
 from workbench.errors import WorkbenchError  # noqa: E402
-from workbench.rl.envs.maze import decision_squares, generate_levels, render  # noqa: E402
+from workbench.rl.envs.maze import render  # noqa: E402
+from workbench.rl.maze_parity import CONVENTIONS, DEFAULT_CONVENTION  # noqa: E402
 from workbench.rl.vector_field import draw  # noqa: E402
 
 st.set_page_config(page_title="Maze lab - goal-workbench", layout="wide")
@@ -24,16 +28,22 @@ st.title("Maze lab")
 
 # ------------------------------------------------------------------------------------------------ maze choice + edits
 with st.sidebar:
-    picked = common.pick_agent("lab_agent", kind="maze")
+    picked = common.pick_agent("lab_agent", family="maze")
 if picked is None:
     st.stop()
 agent, ref = picked
-world = agent.env_config.world_size
+splits = list(agent.world.splits)
 
 with st.sidebar:
-    split = st.selectbox("Split", common.SPLITS, index=common.SPLITS.index("ood"), key="lab_split")
+    split = st.selectbox("Split", splits, index=splits.index("ood") if "ood" in splits else 0, key="lab_split")
     seed = int(st.number_input("Maze seed", min_value=0, value=0, step=1, key="lab_seed"))
-    base = generate_levels(np.array([seed]), split, agent.env_config)
+    try:
+        with st.spinner("Drawing the maze..."):
+            base = common.base_level(ref, split, seed)
+    except WorkbenchError as err:
+        st.error(str(err))
+        st.stop()
+    world = base.world_size
     # A new maze resets the edit inputs to that maze's own cheese and mouse cells.
     level_id = (ref, split, seed)
     if st.session_state.get("lab_level_id") != level_id:
@@ -50,7 +60,18 @@ with st.sidebar:
     m1, m2 = st.columns(2)
     mouse_row = int(m1.number_input("Mouse row", step=1, key="lab_mouse_row"))
     mouse_col = int(m2.number_input("Mouse col", step=1, key="lab_mouse_col"))
-    st.caption(f"Row 0 is the top; the world is {world}x{world}. Defaults are the maze's own cells.")
+    st.caption(
+        f"Row 0 is the top; the world is {world}x{world} (level seed {int(base.seeds[0])}: maze {seed} of `{split}` "
+        "as the subject's world draws it). Defaults are the maze's own cells."
+    )
+    convention = st.selectbox(
+        "Decision-square convention",
+        list(CONVENTIONS),
+        index=list(CONVENTIONS).index(DEFAULT_CONVENTION),
+        key="lab_convention",
+        help="workbench: no decision square when the top-right corner lies on the way to the cheese; "
+        "procgen-tools: the cell after the corner then (workbench.rl.maze_parity)",
+    )
 
 cheese = None if remove else (cheese_row, cheese_col)
 mouse = (mouse_row, mouse_col)
@@ -61,11 +82,10 @@ except WorkbenchError as err:
     st.error(msg if "free cell" in msg else f"{msg}; pick a free cell")
     st.stop()
 
-ds = decision_squares(level)[0]
-ds_cell = (int(ds[0]), int(ds[1])) if ds[0] >= 0 else None
+ds_cell = common.decision_square(level, convention)
 
 # ------------------------------------------------------------------------------------------------ interventions
-shapes = common.layer_shapes(*ref)
+shapes = common.layer_shapes(ref)
 all_layers = list(shapes)
 spatial = common.spatial_layers(ref)
 with st.expander("Interventions", expanded=True):
@@ -97,7 +117,7 @@ with st.expander("Interventions", expanded=True):
         r1, r2 = st.columns(2)
         clamp_row = int(r1.number_input("Clamp at row", min_value=0, max_value=world - 1, step=1, key="lab_clamp_row"))
         clamp_col = int(r2.number_input("Clamp at col", min_value=0, max_value=world - 1, step=1, key="lab_clamp_col"))
-        clamp_cell = None if everywhere else common.layer_cell(ref, clamp_layer, (clamp_row, clamp_col))
+        clamp_cell = None if everywhere else common.layer_cell(ref, clamp_layer, (clamp_row, clamp_col), level)
         if clamp_on and clamp_cell is not None:
             st.caption(f"World cell ({clamp_row}, {clamp_col}) is cell {clamp_cell} of this layer's grid.")
 

@@ -1,5 +1,8 @@
 """CoinRun lab: play a CoinRun organism on one level with the coin where you put it, read its coin/exit probes along
-the episode, and steer it with the coin vector (with a random equal-norm control), on that level and on a batch."""
+the episode, and steer it with the coin vector (with a random equal-norm control), on that level and on a batch.
+
+A procgen CoinRun checkpoint (typed next to the selectbox) gets what its kind's verbs support: evaluation and
+coin-vector steering from start-state pairs; the level editor and probes are built on the native CoinRun."""
 
 from __future__ import annotations
 
@@ -33,55 +36,98 @@ st.markdown(
     "the coin to the exit (Langosco et al. 2022)."
 )
 
-names = common.agent_names("coinrun")
-if not names:
-    recipes = sorted(p.stem for p in (artifacts.repo_root() / "agents").glob("coinrun-*.toml"))
-    wanted = [ORGANISM, *(r for r in recipes if r != ORGANISM)]
-    st.warning(
-        f"No CoinRun organism in `{common.rel(artifacts.artifacts_root() / 'agents')}` yet. "
-        + "; ".join(f"`{name}`: {common.recipe_hint(name)}" for name in wanted)
-        + ". Then reload this page."
-    )
-    if importlib.util.find_spec(ENV_MODULE) is None:
-        st.info(f"The native CoinRun env (`{ENV_MODULE}`) has not landed in this checkout yet.")
-    st.markdown(
-        "Once an organism is trained this page shows its card, its coin/exit rates with 95% intervals, plays it on "
-        "one level with the coin where you put it, reads its coin/exit probes along the episode and steers it with "
-        "the coin vector."
-    )
+recipes = sorted(p.stem for p in (artifacts.repo_root() / "agents").glob("coinrun-*.toml"))
+wanted = [ORGANISM, *(r for r in recipes if r != ORGANISM)]
+no_organisms = not common.rl_agent_names("coinrun")
+picked = common.pick_agent(
+    "coinrun_agent",
+    family="coinrun",
+    empty=f"No CoinRun organism in `{common.rel(artifacts.artifacts_root() / 'agents')}` yet. "
+    + "; ".join(f"`{name}`: {common.recipe_hint(name)}" for name in wanted)
+    + ". Then reload this page, or type a procgen CoinRun checkpoint path below.",
+)
+if picked is None:
+    if no_organisms:
+        if importlib.util.find_spec(ENV_MODULE) is None:
+            st.info(f"The native CoinRun env (`{ENV_MODULE}`) has not landed in this checkout yet.")
+        st.markdown(
+            "Once an organism is trained this page shows its card, its coin/exit rates with 95% intervals, plays it "
+            "on one level with the coin where you put it, reads its coin/exit probes along the episode and steers it "
+            "with the coin vector."
+        )
     st.stop()
+agent, ref = picked
+name = agent.name
 
-name = st.selectbox("Organism", names, key="coinrun_agent")
-folder = artifacts.resolve(name, "agents")
 card_col, metrics_col = st.columns([3, 2])
 with card_col, st.expander("Card", expanded=True):
-    card = common.artifact_card(folder)
-    if card.strip():
-        st.markdown(card)
+    if agent.card.strip():
+        st.markdown(agent.card)
     else:
-        st.info("This artifact has no card.md.")
-    split = artifacts.read_config(folder).get("env", {}).get("split", "?")
-    st.caption(f"Folder: `{folder}` · trained on split `{split}`")
+        st.info("This subject has no card (card.md).")
+    st.caption(f"From: `{agent.path or name}` · kind `{agent.kind}` · trained on split `{agent.train_split or '?'}`")
 with metrics_col:
     st.subheader("Evaluation (metrics.json)")
-    rows = common.rate_rows(artifacts.read_metrics(folder))
+    rows = common.rate_rows(agent.metrics)
     if rows:
         st.dataframe(pd.DataFrame(rows), hide_index=True)
         st.caption("Rates over evaluated levels with Wilson 95% intervals, as the recipe's evaluation wrote them.")
-    else:
+    elif agent.path is not None and agent.path.is_dir():
         st.info(f"No evaluation in metrics.json for `{name}`; {common.train_hint(name)} to get one.")
+    else:
+        st.caption(f"`{name}` has no metrics.json; evaluate it below.")
 
 from workbench.hooks import hook_names  # noqa: E402
 from workbench.rl.coinrun.probes import state_labels  # noqa: E402
 from workbench.rl.envs import coinrun as env  # noqa: E402
 from workbench.rl.steering import DEFAULT_LAYER  # noqa: E402
+from workbench.subjects import get_kind  # noqa: E402
 
-try:
-    with st.spinner(f"Loading {name}..."):
-        ref = common.agent_ref(name)
-        agent = common.agent(ref)
-except (WorkbenchError, OSError) as err:
-    st.warning(f"`{name}` could not be loaded ({err}); {common.train_hint(name)}.")
+# ------------------------------------------------------------------------------------------------ other CoinRun worlds
+if not common.native_coinrun(agent):
+    have = sorted(v for v in get_kind(agent.kind).verbs if v in ("eval", "steer"))
+    st.info(
+        f"`{name}` is a {agent.kind} subject: this page offers what its kind's verbs support "
+        f"({', '.join(have) or 'none'}: evaluation and coin-vector steering); playing one level with the coin moved "
+        "and the coin/exit probes need a native CoinRun organism."
+    )
+    splits = list(agent.world.splits)
+    s1, s2 = st.columns(2)
+    split = s1.selectbox("Split", splits, index=splits.index("ood") if "ood" in splits else 0, key="coinrun_split")
+    n_levels = int(s2.number_input("Levels", min_value=1, value=20, step=10, key="coinrun_verb_levels"))
+    steps = common.max_steps_of(agent)
+    st.subheader("Evaluation")
+    if "eval" in have and st.checkbox(f"Evaluate on {n_levels} {split} levels (seed 0)", key="coinrun_eval"):
+        try:
+            with st.spinner(f"Playing {n_levels} episodes (up to {steps} steps each)..."):
+                result = common.evaluation(ref, split, n_levels, 0)
+        except WorkbenchError as err:
+            st.error(str(err))
+        else:
+            st.dataframe(pd.DataFrame(common.rate_rows(common.evaluation_metrics(result))), hide_index=True)
+            st.caption("`workbench eval` on this subject (its kind's `eval` verb): Wilson 95% intervals.")
+    st.subheader("Coin-vector steering")
+    if "steer" in have:
+        hooks = list(common.layer_shapes(ref))
+        c1, c2 = st.columns(2)
+        layer = c1.selectbox("Layer", hooks, index=common.default_index(hooks, DEFAULT_LAYER), key="coinrun_layer")
+        coef = float(c2.slider("Coin-vector coefficient", -3.0, 3.0, -1.0, 0.25, key="coinrun_coef"))
+        if st.checkbox(f"Steer {n_levels} {split} levels three ways (seed 0)", key="coinrun_verb_steer"):
+            try:
+                with st.spinner(f"Playing {n_levels} levels three ways (up to {steps} steps each)..."):
+                    res = common.steering(ref, "coin", coef, layer, split, n_levels, 0)
+            except WorkbenchError as err:
+                st.error(str(err))
+            else:
+                st.dataframe(pd.DataFrame(common.comparison_rows(res)), hide_index=True, key="coinrun_verb_table")
+                norm = float(res.get("direction", {}).get("norm", float("nan")))
+                st.caption(
+                    f"`workbench steer SUBJECT --env {agent.kind} --vector coin` (its kind's `steer` verb): per level "
+                    f"the coin vector is act(start state) - act(same state, coin removed) at `{layer}` (mean norm "
+                    f"{norm:.3f}), added x{coef:+g} on every forward pass; `control` adds a random vector of the "
+                    "same norm. Same levels and action seed in every condition; Wilson 95% intervals for the rates, "
+                    "paired bootstrap 95% intervals for the differences."
+                )
     st.stop()
 view = agent.env_config.view
 
@@ -93,7 +139,7 @@ split = c1.selectbox("Split", env.SPLITS, index=env.SPLITS.index("ood"), key="co
 seed = int(c2.number_input("Level seed", min_value=0, value=0, step=1, key="coinrun_seed"))
 action_seed = int(c3.number_input("Action-sampling seed", min_value=0, value=0, step=1, key="coinrun_action_seed"))
 own = common.coinrun_level(ref, split, seed)
-level_id = (name, split, seed)
+level_id = (ref, split, seed)
 if st.session_state.get("coinrun_level_id") != level_id:  # a new level resets the coin inputs to its own coin
     st.session_state["coinrun_level_id"] = level_id
     st.session_state["coinrun_coin_row"], st.session_state["coinrun_coin_col"] = (int(v) for v in own.coin[0])
@@ -251,26 +297,9 @@ n_batch = common.coinrun_batch_levels()
 if st.checkbox(f"Batch rates on {n_batch} {split} levels", value=True, key="coinrun_batch"):
     with st.spinner(f"Steering {n_batch} levels three ways..."):
         res = common.coinrun_batch(ref, split, n_batch, layer, coef, episodes)
-    keys = list(res["baseline"]["rates"])
-    batch_rows = []
-    for cond in ("baseline", "steered", "control"):
-        for k in keys:
-            lo, hi = res[cond]["ci95"][k]
-            eff = res["effects"].get(cond, {}).get(k)
-            batch_rows.append(
-                {
-                    "condition": cond,
-                    "outcome": k,
-                    "rate": res[cond]["rates"][k],
-                    "ci95 low": lo,
-                    "ci95 high": hi,
-                    "diff vs baseline": None if eff is None else eff["diff"],
-                    "diff ci95": None if eff is None else f"[{eff['ci95'][0]:+.3f}, {eff['ci95'][1]:+.3f}]",
-                }
-            )
-    st.dataframe(pd.DataFrame(batch_rows), hide_index=True, key="coinrun_batch_table")
+    st.dataframe(pd.DataFrame(common.comparison_rows(res)), hide_index=True, key="coinrun_batch_table")
     st.caption(
-        f"`compare_interventions` on {n_batch} {split} levels (`levels_for`, seed 0; same action seed in every "
+        f"`compare_interventions` on {n_batch} {split} levels (the subject's world, seed 0; same action seed in every "
         "condition): Wilson 95% intervals for the rates, paired bootstrap 95% intervals for the differences. "
         f"Set `{common.COINRUN_BATCH_ENV}` for more levels."
     )

@@ -24,6 +24,7 @@ import torch  # noqa: E402
 
 from workbench import artifacts  # noqa: E402
 from workbench.errors import WorkbenchError  # noqa: E402
+from workbench.subjects import registered_subjects  # noqa: E402
 
 SAELENS_CONFIG, SAELENS_WEIGHTS = "cfg.json", "sae_weights.safetensors"  # SAELens's on-disk layout
 CFG_KEYS = ("architecture", "d_in", "d_sae", "k", "hook_name", "hook_layer", "dtype", "apply_b_dec_to_input")
@@ -93,15 +94,16 @@ def load_sae(path: str, mtime: float):
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
-def subject(name: str, path: str, mtime: float):
-    """`workbench.sae.subjects.load_subject` (one live agent / LM per artifact version)."""
+def subject(name: str, path: str, mtime: float, env: str = ""):
+    """`workbench.sae.subjects.load_subject` (one live agent / LM per subject version): an artifact folder, a
+    checkpoint file with its env, or a registered name."""
     from workbench.sae.subjects import load_subject
 
-    return load_subject(path)
+    return load_subject(path, env=env or None)
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
-def policy_sample(sae_key: tuple[str, float], subj_key: tuple[str, str, float], n: int):
+def policy_sample(sae_key: tuple[str, float], subj_key: tuple[str, str, float, str], n: int):
     """Start states (maze) or rollout states (CoinRun) of `n` OOD levels, seed 0, and the SAE's latent maps on
     them: (dataset, feats (N, d_sae, H, W))."""
     from workbench.sae.analysis import latent_acts
@@ -115,7 +117,7 @@ def policy_sample(sae_key: tuple[str, float], subj_key: tuple[str, str, float], 
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
-def lm_sample(sae_key: tuple[str, float], subj_key: tuple[str, str, float], n: int):
+def lm_sample(sae_key: tuple[str, float], subj_key: tuple[str, str, float, str], n: int):
     """Token strings and per-token latents of `n` training-distribution dialogues (seed 0)."""
     from workbench.lm import corpus
     from workbench.lm.evaluate import corpus_config
@@ -128,7 +130,7 @@ def lm_sample(sae_key: tuple[str, float], subj_key: tuple[str, str, float], n: i
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
-def stats_table(sae_key: tuple[str, float], subj_key: tuple[str, str, float], n: int, lm: bool) -> pd.DataFrame:
+def stats_table(sae_key: tuple[str, float], subj_key: tuple[str, str, float, str], n: int, lm: bool) -> pd.DataFrame:
     from workbench.sae.analysis import latent_stats
 
     if lm:
@@ -140,19 +142,18 @@ def stats_table(sae_key: tuple[str, float], subj_key: tuple[str, str, float], n:
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def maze_fields(
-    sae_key: tuple[str, float], subj_key: tuple[str, str, float], latent: int, mode: str, coef: float, seed: int
+    sae_key: tuple[str, float], subj_key: tuple[str, str, float, str], latent: int, mode: str, coef: float, seed: int
 ):
     """Vector fields of OOD maze `seed` without and with the latent's decoder direction ablated / added at every
     cell (`workbench.interventions.ablate_direction` / `add_vector`), or the latent clamped to 0 in the SAE."""
     from workbench.interventions import ablate_direction, add_vector, clamp_latent
-    from workbench.rl.envs.maze import generate_levels
     from workbench.rl.vector_field import vector_field
     from workbench.sae.train import sae_info
 
     sae, subj = load_sae(*sae_key), subject(*subj_key)
     hook = sae_info(sae)["hook"]
     direction = sae.W_dec[latent].detach().float()
-    level = generate_levels(np.array([seed]), "ood", subj.agent.env_config)
+    level = subj.agent.world.levels("ood", 1, seed)  # the maze `workbench vector-field SUBJECT --seed S` draws
     hooks = {
         "ablate decoder direction": lambda: [(hook, ablate_direction(direction))],
         "add decoder direction": lambda: [(hook, add_vector(direction, coef))],
@@ -163,7 +164,7 @@ def maze_fields(
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def lm_answers(
-    sae_key: tuple[str, float], subj_key: tuple[str, str, float], latent: int, sign: int, coef: float, group: str
+    sae_key: tuple[str, float], subj_key: tuple[str, str, float, str], latent: int, sign: int, coef: float, group: str
 ) -> pd.DataFrame:
     """One OOD-style prompt (3 + 4, user claims 8, persona cue `group`) answered without steering, with the latent's
     decoder direction (x sign, at the sycophancy vector's norm) added and with an equal-norm random direction
@@ -235,24 +236,45 @@ from workbench.sae.train import sae_info  # noqa: E402
 info = sae_info(sae)
 subj_name = info.get("subject")
 lms, agents = artifacts.available("lms"), artifacts.available("agents")
-if subj_name in lms:
-    kind, kind_dir = "lm", "lms"
-elif subj_name in agents:
-    kind, kind_dir = common.env_kind(subj_name) or "maze", "agents"
+known = subj_name in lms or subj_name in agents or subj_name in registered_subjects()
+subject_title = f"Subject: `{subj_name}`" + ("" if known else " (not found: give its checkpoint)")
+with st.expander(subject_title, expanded=not known):
+    s1, s2 = st.columns([3, 2])
+    typed = s1.text_input(
+        "Subject checkpoint path (or reference)",
+        key="feat_subject_path",
+        placeholder="path/to/model.pth",
+        help="The model this SAE was trained on when it is not a shipped organism: a published-format .pth (with its "
+        "env), an artifact folder, or a name registered with workbench.register_subject.",
+    ).strip()
+    subj_env = s2.selectbox("Checkpoint env", common.checkpoint_envs("maze"), key="feat_subject_env")
+if typed:
+    subj_key = (typed, *common.subject_ref(typed, subj_env))
+elif subj_name in lms:
+    subj_path = artifacts.resolve(subj_name, "lms")
+    subj_key = (str(subj_name), str(subj_path), mtime(subj_path / artifacts.WEIGHTS), "")
+elif known:
+    subj_key = (str(subj_name), *common.subject_ref(subj_name))
 else:
     st.warning(
         f"`{name}` was trained on `{subj_name}` at `{info.get('hook')}`, which is not in `{common.rel(root.parent)}`; "
-        "train or copy that organism to explore the latents on its activations."
+        "train or copy that organism, or type its checkpoint path (and env) under Subject, to explore the latents on "
+        "its activations."
     )
     st.stop()
-subj_path = artifacts.resolve(subj_name, kind_dir)
-subj_key = (str(subj_name), str(subj_path), mtime(subj_path / artifacts.WEIGHTS))
+try:
+    with st.spinner(f"Loading {subj_key[0]}..."):
+        subj = subject(*subj_key)
+except (WorkbenchError, OSError) as err:
+    st.error(f"`{subj_key[0]}` could not be loaded: {err}")
+    st.stop()
+kind = subj.kind  # lm, or the RL world family (maze / coinrun): which analyses below apply
 n = sample_size()
-with st.spinner(f"Encoding {n} {'dialogues' if kind == 'lm' else 'levels'} of {subj_name}..."):
+with st.spinner(f"Encoding {n} {'dialogues' if kind == 'lm' else 'levels'} of {subj_key[0]}..."):
     try:
         stats = stats_table(sae_key, subj_key, n, kind == "lm")
     except WorkbenchError as err:
-        st.warning(f"Could not encode `{subj_name}`'s activations with `{name}`: {err}")
+        st.warning(f"Could not encode `{subj_key[0]}`'s activations with `{name}`: {err}")
         st.stop()
 
 rank, polarity, fires = ranking(metrics)
@@ -311,11 +333,13 @@ else:
         row=rows, max_activation=feats[rows, latent].flatten(1).max(1).values.numpy()
     )
     st.dataframe(top, hide_index=True)
-    if kind == "maze":
+    if kind == "maze" and not (ds.meta.get("source") or {}).get("pixels"):
         from workbench.sae.analysis import draw_top_activating
 
         common.show_figure(draw_top_activating(ds, feats, latent, n=6))
         st.caption("Maze renders of the top-activating start states with the latent's map over the layer grid.")
+    elif kind == "maze":
+        st.caption("The top-activating states are procgen frames; the table above names their levels.")
 
 st.subheader(f"Steer with latent {latent}")
 if kind == "maze":
