@@ -11,7 +11,7 @@ on the Python side, two ways, for the same sequence of cheese cells on the same 
    to the vector-field figure, which Streamlit sends to the browser before it computes the heatmap. Browser
    transfer and drawing are not included (tests/test_app_browser.py checks that the image is replaced; it does not
    time it).
-2. the API alone: `generate_levels(...).with_cheese(cell)` then `vector_field(policy, level)`: the part of the
+2. the API alone: `agent.world.levels(...).with_cheese(cell)` then `vector_field(policy, level)`: the part of the
    rerun that is the model.
 
 The policy is the shipped `maze-cheese-corner` when present, else a seeded random policy of the same shape in a
@@ -89,13 +89,12 @@ def bench_app_latency(quick: bool = False, threads: int = 1) -> dict:
 
 def _measure(quick: bool, threads: int) -> dict:
     from workbench.rl.agent import load_agent
-    from workbench.rl.envs.maze import generate_levels
     from workbench.rl.vector_field import vector_field
 
     with tempfile.TemporaryDirectory(prefix="bench-app-") as tmp:
         name, source = agent_name(Path(tmp))
         agent = load_agent(name)
-        base = generate_levels(np.array([SEED]), SPLIT, agent.env_config)
+        base = agent.world.levels(SPLIT, 1, SEED)  # level SEED as the app's Maze lab draws it
         moves = 5 if quick else 20
         cells = cheese_cells(base, 2 * (1 + moves))  # two disjoint sequences: the two page variants below
         warm, timed = cells[0], cells[1 : 1 + moves]
