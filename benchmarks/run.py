@@ -537,6 +537,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                 rows.append(Row(**{**r, "target": Target(*r["target"])}))
         except ImportError as e:  # procgen is an optional extra (numpy<2)
             progress(f"procgen section skipped: {e}")
+        progress("procgen vector field 13x13 and 23x23: ours vs procgen-tools' method (bench_procgen_field.py)")
+        try:
+            import procgen  # noqa: F401
+        except ImportError as e:  # the optional extra again
+            progress(f"procgen vector field skipped: {e}")
+        else:
+            from bench_procgen_field import field_rows, profile_lines
+
+            for r in field_rows(quick=args.quick, threads=args.threads):  # raises if the probabilities differ
+                for line in profile_lines(r):
+                    progress(line)
+                rows.append(Row(**{**r, "target": Target(*r["target"])}))
     elapsed = time.perf_counter() - started
     progress("done")
 
