@@ -46,8 +46,11 @@ def vector_field(policy: nn.Module, level: MazeLevels, fwd_hooks: list | tuple =
         raise WorkbenchError(f"vector_field takes one maze, got {len(level)}")
     cells = level.free_cells(0)
     batch = level.select(np.zeros(len(cells), dtype=np.int64)).with_mouse(cells)
+    # Channels-last: torch's CPU convolutions skip per-layer reorders on it (2-3x faster on procgen's 64x64 frames);
+    # the numbers are unchanged to float precision. Hooks see the same values (use .reshape, not .view, on them).
+    obs = torch.as_tensor(batch.observe()).contiguous(memory_format=torch.channels_last)
     with torch.no_grad(), hooks(policy, fwd_hooks):
-        probs = direction_probs(policy_logits(policy, torch.as_tensor(batch.observe())), level.ACTION_GROUPS)
+        probs = direction_probs(policy_logits(policy, obs), level.ACTION_GROUPS)
     return VectorField(level=level, cells=cells, probs=probs.double().numpy())
 
 
