@@ -14,9 +14,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from workbench.hooks import hooks
 from workbench.rl.envs.procgen import ProcgenConfig, ProcgenVecEnv, _make, _StateIO
-from workbench.rl.procgen_state import MAZE_CHEESE, MazeView, ProcgenState, maze_with_mouse
+from workbench.rl.procgen_state import MAZE_CHEESE, ProcgenState
 
 # procgen's 15 actions grouped by maze direction (LEFT 0,1,2; DOWN 3; UP 5; RIGHT 6,7,8; the rest NOOP)
 MAZE_ACTION_GROUPS = {"up": (5,), "down": (3,), "left": (0, 1, 2), "right": (6, 7, 8)}
@@ -85,20 +84,18 @@ def procgen_vector_field(
     fwd_hooks: list | tuple = (),
     device: str | torch.device | None = None,
 ) -> ProcgenVectorField:
-    """The policy's action distribution with the mouse on every free cell of one procgen maze (the cheese cell is
-    left out: stepping onto it ends the episode), from one batched render and one batched forward pass."""
-    view = MazeView(state)
-    free = np.argwhere(~view.walls())
-    cheese = view.cheese()
-    if cheese is not None:
-        free = free[~np.all(free == np.asarray(cheese), axis=1)]
-    edited = [maze_with_mouse(state, (int(r), int(c))) for r, c in free]
-    frames = render_states(edited, ProcgenConfig(game="maze", distribution_mode=_mode(state)))
-    dev = pick_device(str(device) if device is not None else None)
-    with torch.no_grad(), hooks(policy, fwd_hooks):
-        p = torch.softmax(policy(torch.as_tensor(frames, device=dev))[0].float(), dim=-1).cpu().double().numpy()
-    grouped = np.stack([p[:, list(a)].sum(1) for a in MAZE_ACTION_GROUPS.values()], axis=1)
-    return ProcgenVectorField(state=state, cells=free, probs=grouped, noop=1.0 - grouped.sum(1))
+    """The policy's action distribution with the mouse on every free cell of one procgen maze state (the cheese cell
+    is left out: stepping onto it ends the episode). The state as a one-level `ProcgenMazeLevels` through
+    `workbench.rl.vector_field.vector_field` (one batched render, one forward pass); `noop` is the probability of the
+    actions that do not move."""
+    from workbench.rl.procgen.levels import ProcgenMazeLevels
+    from workbench.rl.vector_field import vector_field
+
+    level = ProcgenMazeLevels.from_states([state], region=5, mode=_mode(state))
+    if device is not None:
+        policy = policy.to(pick_device(str(device)))
+    field = vector_field(policy, level, fwd_hooks)
+    return ProcgenVectorField(state=state, cells=field.cells, probs=field.probs, noop=1.0 - field.probs.sum(1))
 
 
 def _mode(state: ProcgenState) -> str:
