@@ -54,7 +54,7 @@ from workbench.recipes import from_table, read_toml
 from workbench.rl.coinrun.rollout import RATE_KEYS as _COINRUN_RATES
 from workbench.rl.rollout import RATE_KEYS as _MAZE_RATES
 
-KINDS = ("probe", "behaviour", "intervention")
+KINDS = ("probe", "behaviour", "intervention", "retarget")
 SUBJECT_KINDS = ("maze", "coinrun", "lm")
 PROBE_METHODS = {
     "maze": ("spatial", "logistic", "mass_mean"),
@@ -82,6 +82,25 @@ METRICS: dict[tuple[str, str], tuple[str, ...]] = {
     ("lm", "behaviour"): tuple(f"{g}.{k}" for g in _LM_GROUPS for k in _LM_RATES)
     + ("heldout_accuracy", "heldout_loss"),
     ("lm", "intervention"): tuple(f"{c}.{k}" for c in _CONDITIONS for k in _LM_STEER),
+}
+_RETARGET = tuple(
+    f"{row}.{m}"
+    for row in (
+        "discovered",
+        "random",
+        "single_best",
+        "baseline",
+        "discovered_vs_random",
+        "discovered_vs_baseline",
+        "single_best_vs_baseline",
+        "discovered_vs_single_best",
+    )
+    for m in ("success", "path_probability", "cis")
+)  # workbench.rl.retarget: CONDITIONS and EFFECTS x MEASURES
+METRICS |= {
+    ("maze", "retarget"): _RETARGET,
+    ("coinrun", "retarget"): ("none (retarget checks need a maze subject)",),
+    ("lm", "retarget"): ("none (retarget checks need a maze subject)",),
 }
 INTERVENTION_VECTORS = {"maze": ("cheese",), "coinrun": ("coin",), "lm": ()}  # lm: workbench.lm.directions.VECTORS
 
@@ -484,10 +503,17 @@ def _lm_intervention_metrics(check: CheckSpec, lm) -> dict[str, dict]:
     return out
 
 
+def _retarget_metrics(check: CheckSpec, agent) -> dict[str, dict]:
+    from workbench.rl.retarget import battery_metrics
+
+    return battery_metrics(check, agent)
+
+
 MEASURE = {
     ("agent", "probe"): _probe_metrics,
     ("agent", "behaviour"): _behaviour_metrics,
     ("agent", "intervention"): _intervention_metrics,
+    ("agent", "retarget"): _retarget_metrics,
     ("lm", "probe"): _lm_probe_metrics,
     ("lm", "behaviour"): _lm_behaviour_metrics,
     ("lm", "intervention"): _lm_intervention_metrics,

@@ -60,7 +60,7 @@ def load(ref: str) -> Any:
 
 def maze_verbs() -> dict:
     """The verbs of every maze-family kind (native and procgen)."""
-    from workbench.rl import verbs
+    from workbench.rl import retarget, verbs
 
     return {
         "world": world,
@@ -70,6 +70,7 @@ def maze_verbs() -> dict:
         "probe": verbs.probe_maze,
         "vector-field": verbs.vector_field_maze,
         "collect": verbs.collect_maze,
+        "retarget": retarget.retarget_maze,
     }
 
 
