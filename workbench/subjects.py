@@ -174,9 +174,15 @@ def load_subject(ref: str | Path, env: str | None = None) -> Any:
 
 
 def _artifact_kind(ref: str) -> tuple[str, Path] | None:
-    """(kind, folder) for a shipped name or an artifact folder, from its config.json; None when it is neither."""
+    """(kind, folder) for a shipped name or an artifact folder, from its config.json; None when it is neither.
+
+    A hidden `.NAME.xxxx` folder (left by an interrupted artifact write) is never an artifact: the artifacts
+    module's one-line reason is raised as is, not turned into "unknown artifact"."""
     from workbench import artifacts
 
+    name = Path(ref).name
+    if name.startswith(".") and name not in (".", ".."):
+        artifacts.resolve(ref, "agents")  # raises the "hidden temporary folder" error
     for section in ("agents", "lms"):
         try:
             folder = artifacts.resolve(ref, section)

@@ -249,7 +249,8 @@ def build_sae_artifact(
     work: str | Path | None = None,
 ) -> Path:
     """Collect (or reuse `data`), train, evaluate and write `artifacts/saes/NAME` (or `out`). Returns the folder.
-    The collected training activations and the checkpoint go to `work` (default `runs/sae/`)."""
+    The collected training activations and the checkpoint go to `work` (default `runs/sae/` under the current
+    directory: never under the install folder)."""
     import time
 
     import sae_lens
@@ -259,7 +260,7 @@ def build_sae_artifact(
     subject.check_hook(hook)
     name = name or f"{subject.name}-{hook.replace('.', '-')}"
     folder = Path(out) if out is not None else artifacts.artifacts_root() / "saes" / name
-    runs = Path(work) if work is not None else artifacts.repo_root() / "runs" / "sae"
+    runs = Path(work) if work is not None else Path.cwd() / "runs" / "sae"
     if data is not None:
         ds = ActivationDataset.load(data)
         if hook not in ds.shapes:

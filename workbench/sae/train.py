@@ -287,9 +287,12 @@ def train_sae(
 
 # ------------------------------------------------------------------------------------------------------ load / save
 def available_saes() -> list[str]:
-    """Names of the SAE folders under artifacts/saes that hold a cfg.json."""
+    """Names of the SAE folders under artifacts/saes that hold a cfg.json (hidden `.NAME.xxxx` folders, left by an
+    interrupted write, are not SAEs)."""
     root = artifacts.artifacts_root() / "saes"
-    return sorted(p.name for p in root.iterdir() if (p / SAE_CFG).is_file()) if root.is_dir() else []
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if not p.name.startswith(".") and (p / SAE_CFG).is_file())
 
 
 def resolve_sae(name_or_path: str | Path) -> Path:
