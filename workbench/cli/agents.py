@@ -111,7 +111,10 @@ def steer(
     artifact: SubjectArg,
     vector: Annotated[
         str,
-        typer.Option(help="maze: cheese (per-maze cheese vector) or probe (a probe direction); CoinRun: coin"),
+        typer.Option(
+            help="maze: cheese (per-maze cheese vector), top-right (procgen-tools' top-right path vector) or probe "
+            "(a probe direction); CoinRun: coin"
+        ),
     ] = "cheese",
     coef: Annotated[float, Float(help="added as coef * vector on every forward pass (-1 subtracts)")] = -1.0,
     layer: Annotated[str, typer.Option(help="hook name")] = "embedder.block2.res1.resadd_out",
@@ -125,12 +128,15 @@ def steer(
     probe_episodes: Annotated[
         int, Episodes(help="with --vector probe (or coin): levels to fit the probe (coin vector) on", lo=10)
     ] = 600,
+    convention: Annotated[
+        str, typer.Option(help="maze: decision-square convention for P(cheese-ward): workbench or procgen-tools")
+    ] = "workbench",
     as_json: JsonOpt = False,
     env: EnvOpt = None,
     store: StoreOpt = None,
 ) -> None:
-    """Steer with the cheese vector, a probe direction or the coin vector; compare with the un-intervened run and a
-    random equal-norm control on the same levels. Rows go to the results store."""
+    """Steer with the cheese vector, the top-right vector, a probe direction or the coin vector; compare with the
+    un-intervened run and a random equal-norm control on the same levels. Rows go to the results store."""
     from workbench.cli.rows import steer_rows
 
     _run_verb(
@@ -149,6 +155,7 @@ def steer(
         probe_target=probe_target,
         probe_method=probe_method,
         probe_episodes=probe_episodes,
+        convention=convention,
     )
 
 
