@@ -32,6 +32,8 @@ def test_shipped_batteries_pass(cli, tmp_path: Path, monkeypatch: pytest.MonkeyP
         by_file.setdefault(Path(check["file"]).stem, set()).add(check["kind"])
     # every organism family is covered, each with behaviour, probe and intervention checks
     assert {"maze", "coinrun", "persona"} <= set(by_file)
+    retarget = by_file.pop("retarget", None)  # probes/retarget.toml: the goal-channel retargeting checks
+    assert retarget == {"retarget"}, retarget
     assert all(kinds == {"behaviour", "probe", "intervention"} for kinds in by_file.values()), by_file
     subjects = {c["subject"] for c in result["checks"]}
     assert {"maze-cheese-corner", "coinrun-coin-at-exit", "coinrun-coin-random-2pct", "persona-lm"} <= subjects
