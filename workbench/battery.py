@@ -54,7 +54,7 @@ from workbench.recipes import from_table, read_toml
 from workbench.rl.coinrun.rollout import RATE_KEYS as _COINRUN_RATES
 from workbench.rl.rollout import RATE_KEYS as _MAZE_RATES
 
-KINDS = ("probe", "behaviour", "intervention", "retarget")
+KINDS = ("probe", "behaviour", "intervention", "retarget", "audit")
 SUBJECT_KINDS = ("maze", "coinrun", "lm")
 PROBE_METHODS = {
     "maze": ("spatial", "logistic", "mass_mean"),
@@ -102,6 +102,25 @@ METRICS |= {
     ("coinrun", "retarget"): ("none (retarget checks need a maze subject)",),
     ("lm", "retarget"): ("none (retarget checks need a maze subject)",),
 }
+# audit: the subject is a population folder (workbench.sweep), `control` its control twin's, `hook` the layer
+# (default workbench.audit.DEFAULT_LAYER), `data` the audit levels; metrics workbench.audit.BATTERY_METRICS
+_AUDIT = tuple(
+    f"{d}.{m}"
+    for d in (
+        "cheese_vector_norm",
+        "cheese_topright_cosine",
+        "probe_cheese_offset_r2",
+        "control_mean_diff",
+        "noise_sensitivity",
+        "bb_train_cheese_rate",
+        "bb_train_steps",
+        "bb_action_entropy",
+        "best_white",
+        "best_black",
+    )
+    for m in ("auroc", "recall_at_1pct_fpr")
+) + ("gain.auroc",)
+METRICS[("population", "audit")] = _AUDIT
 INTERVENTION_VECTORS = {"maze": ("cheese",), "coinrun": ("coin",), "lm": ()}  # lm: workbench.lm.directions.VECTORS
 
 
@@ -154,6 +173,8 @@ class CheckSpec:
     coef: float = -1.0
     l2: float = 1e-3
     position: int = -1  # LM probes: prompt position counted back from the last token (workbench.lm.directions)
+    control: str = ""  # audit checks: the control twin's population folder
+    threshold: str = "median"  # audit checks: proxy label rule (median | control | a number)
     fit: DataSpec = field(default_factory=DataSpec)
     test: DataSpec = field(default_factory=lambda: DataSpec(seed=1))
     data: DataSpec = field(default_factory=DataSpec)
@@ -266,6 +287,8 @@ def _choices(subject_kind: str, subject, what: str) -> tuple[str, ...]:
 def validate_check(c: CheckSpec, subject_kind: str, subject) -> None:
     """Everything that depends on the subject's kind: method, hook, target, vector, LM data rules, metric names."""
     where = f"{c.file} check {c.name!r}"
+    if c.kind == "audit" or subject_kind == "population":
+        return _validate_audit(c, subject_kind, where)
     if c.kind == "probe" and c.method not in PROBE_METHODS[subject_kind]:
         raise WorkbenchError(
             f"{where}: {unknown('method', c.method, PROBE_METHODS[subject_kind])} ({subject_kind} subject)"
@@ -316,12 +339,13 @@ def load_checks(paths: list[Path]) -> list[CheckSpec]:
         raise WorkbenchError(f"duplicate check name(s): {', '.join(sorted(dupes))}")
     subjects: dict = {}
     for c in checks:
+        key = (c.subject, c.env, c.kind == "audit")
         try:
-            if (c.subject, c.env) not in subjects:
-                subjects[(c.subject, c.env)] = load_subject(c.subject, c.env)
+            if key not in subjects:
+                subjects[key] = _subject_for(c)
         except WorkbenchError as err:
             raise WorkbenchError(f"{c.file} check {c.name!r}: {err}") from None
-        validate_check(c, *subjects[(c.subject, c.env)])
+        validate_check(c, *subjects[key])
     return checks
 
 
@@ -509,6 +533,57 @@ def _retarget_metrics(check: CheckSpec, agent) -> dict[str, dict]:
     return battery_metrics(check, agent)
 
 
+def _subject_for(check: CheckSpec) -> tuple[str, object]:
+    """("population", Population) for an audit check (its subject is a population folder), else `load_subject`."""
+    if check.kind == "audit":
+        from workbench.sweep import load_population
+
+        return "population", load_population(check.subject)
+    return load_subject(check.subject, check.env)
+
+
+def _validate_audit(c: CheckSpec, subject_kind: str, where: str) -> None:
+    if c.kind != "audit" or subject_kind != "population":
+        raise WorkbenchError(f"{where}: a population folder takes 'audit' checks, and an audit check a population")
+    if c.control:
+        from workbench.sweep import load_population
+
+        load_population(c.control)
+    if c.threshold not in ("median", "control"):
+        try:
+            float(c.threshold)
+        except ValueError:
+            raise WorkbenchError(
+                f"{where}: threshold must be median, control or a number, got {c.threshold!r}"
+            ) from None
+    valid = METRICS[("population", "audit")]
+    for exp in c.expect:
+        if exp.metric not in valid:
+            raise WorkbenchError(
+                f"{where}: unknown metric {exp.metric!r} for audit checks; did you mean: "
+                f"{', '.join(closest(exp.metric, valid) or valid[:3])}?"
+            )
+
+
+def _audit_metrics(check: CheckSpec, population) -> dict[str, dict]:
+    from workbench.audit import DEFAULT_LAYER, run_audit
+
+    threshold = check.threshold if check.threshold in ("median", "control") else float(check.threshold)
+    result = run_audit(
+        population.folder,
+        check.control or None,
+        threshold=threshold,
+        episodes=check.data.episodes,
+        seed=check.data.seed,
+        layer=check.hook or DEFAULT_LAYER,
+    )
+    out = {}
+    for metric in METRICS[("population", "audit")]:
+        value, ci, n = result.metric(metric)
+        out[metric] = _m(value, ci, n)
+    return out
+
+
 MEASURE = {
     ("agent", "probe"): _probe_metrics,
     ("agent", "behaviour"): _behaviour_metrics,
@@ -517,6 +592,7 @@ MEASURE = {
     ("lm", "probe"): _lm_probe_metrics,
     ("lm", "behaviour"): _lm_behaviour_metrics,
     ("lm", "intervention"): _lm_intervention_metrics,
+    ("population", "audit"): _audit_metrics,
 }
 
 
@@ -546,8 +622,9 @@ class CheckResult:
 
 def run_check(check: CheckSpec) -> CheckResult:
     t0 = time.time()
-    subject_kind, subject = load_subject(check.subject, check.env)
-    measured = MEASURE[("lm" if subject_kind == "lm" else "agent", check.kind)](check, subject)
+    subject_kind, subject = _subject_for(check)
+    family = subject_kind if subject_kind in ("lm", "population") else "agent"
+    measured = MEASURE[(family, check.kind)](check, subject)
     outcomes = []
     for exp in check.expect:
         value = measured.get(exp.metric, {}).get(exp.bound, float("nan"))
