@@ -8,8 +8,8 @@ mazes. This module does the experiment at scale and with controls, on any maze-f
    pairs;
 2. on >= 200 evaluated (maze, target) pairs -- one target per maze, a free cell off both of the agent's natural
    routes (start -> cheese, start -> top-right corner), whose own route avoids the cheese and whose layer cell is not
-   the cheese's -- four conditions run as ONE batch through `agent.world.run`, each row with its own edit
-   (hooks see the whole batch; row i is level i):
+   the cheese's -- four conditions run as ONE batch through `agent.world.run`, each row with its own edit (the
+   edit's hook sees the batch's live rows in level order; rows whose episode has ended skip the forward pass):
    - discovered: the chosen set, each channel set at the target's layer cell to mean + sign * m * std
      (`mode="clamp"`) or raised there by sign * m * std (`mode="add"`, a goal-shaped bump at one cell);
    - random: per pair a random set of channels of the same size, pushed by the same m (in each channel's own std);
@@ -48,7 +48,7 @@ import torch
 from torch import Tensor, nn
 
 from workbench.errors import WorkbenchError, unknown
-from workbench.hooks import run_with_hooks
+from workbench.hooks import hooks, run_with_hooks
 from workbench.metrics import bootstrap_ci, paired_diff_ci, rate
 from workbench.policy import direction_probs, logits_of
 from workbench.probes import layer_cell_index
@@ -64,6 +64,7 @@ from workbench.rl.goal_channels import (
     ranking_stability,
     spatial_layer,
 )
+from workbench.rl.steering import check_layer
 from workbench.rl.world import check_split
 
 __all__ = [
@@ -293,9 +294,15 @@ def random_sets(n: int, n_channels: int, size: int, seed: int) -> np.ndarray:
 class _Driver(nn.Module):
     """Wraps the policy for one rollout: samples row i's action from its own counter-based stream (so a pair's actions
     do not depend on what else is in the batch), replays the mouse on the grid, and returns logits that make the
-    rollout loop take exactly that action (0 for it, -1e9 for the rest)."""
+    rollout loop take exactly that action (0 for it, -1e9 for the rest).
 
-    def __init__(self, policy: nn.Module, pairs: Pairs, keys: np.ndarray, seed: int, greedy: bool) -> None:
+    Rows whose episode has ended (the cheese was reached; the env has moved on to an unrelated level) are not run
+    through the policy: the forward pass covers the live rows only, with the edit's rows for them, which is what keeps
+    a batch from paying for every row until the slowest episode ends."""
+
+    def __init__(
+        self, policy: nn.Module, pairs: Pairs, keys: np.ndarray, seed: int, greedy: bool, edit: Edit | None, layer: str
+    ) -> None:
         super().__init__()
         self.policy = policy
         lv = pairs.levels
@@ -304,8 +311,10 @@ class _Driver(nn.Module):
         self.groups = lv.ACTION_GROUPS
         self.keys = np.asarray(keys, dtype=np.int64)
         self.seed, self.greedy = int(seed), greedy
+        self.edit, self.layer = edit, layer
         n = len(lv)
         self.t = 0
+        self.n_actions = 0
         self.done = np.zeros(n, dtype=bool)
         self.target_step = np.full(n, -1, dtype=np.int64)
         self.cheese_step = np.full(n, -1, dtype=np.int64)
@@ -313,21 +322,30 @@ class _Driver(nn.Module):
 
     def forward(self, obs: Tensor) -> Tensor:
         n = len(self.pos)
-        logits = logits_of(self.policy(obs), n).float()
-        n_actions = logits.shape[1]
-        probs = torch.softmax(logits, dim=-1).cpu().double()
-        if self.greedy:
-            action = probs.argmax(1).numpy()
-        else:
-            stream = _ACTION_STREAM + self.seed * 1_000_003 + self.t
-            u = torch.as_tensor(level_uniform(self.keys, stream=stream, count=1)[:, 0])
-            cdf = probs.cumsum(1)
-            action = (cdf < (u * cdf[:, -1])[:, None]).sum(1).clamp_max(n_actions - 1).numpy()
-        direction = np.full(n_actions, -1, dtype=np.int64)
+        if obs.shape[0] != n:
+            raise WorkbenchError(f"the rollout passed {obs.shape[0]} observations for {n} pairs")
+        live = np.flatnonzero(~self.done)
+        action = np.zeros(n, dtype=np.int64)
+        if live.size:
+            every = live.size == n
+            x = obs if every else obs[torch.as_tensor(live, device=obs.device)]
+            fwd = [] if self.edit is None else [(self.layer, (self.edit if every else self.edit.take(live)).hook())]
+            with hooks(self.policy, fwd):
+                logits = logits_of(self.policy(x), live.size).float()
+            self.n_actions = int(logits.shape[1])
+            probs = torch.softmax(logits, dim=-1).cpu().double()
+            if self.greedy:
+                action[live] = probs.argmax(1).numpy()
+            else:
+                stream = _ACTION_STREAM + self.seed * 1_000_003 + self.t
+                u = torch.as_tensor(level_uniform(self.keys[live], stream=stream, count=1)[:, 0])
+                cdf = probs.cumsum(1)
+                action[live] = (cdf < (u * cdf[:, -1])[:, None]).sum(1).clamp_max(self.n_actions - 1).numpy()
+        direction = np.full(self.n_actions, -1, dtype=np.int64)
         for d, group in enumerate(self.groups):
-            direction[[a for a in group if a < n_actions]] = d
+            direction[[a for a in group if a < self.n_actions]] = d
         self._move(direction[action])
-        out = torch.full_like(logits, -1e9)
+        out = torch.full((n, self.n_actions), -1e9, device=obs.device)
         out[torch.arange(n), torch.as_tensor(action)] = 0.0
         return out
 
@@ -376,15 +394,18 @@ def run_pairs(
     greedy: bool = False,
 ) -> Rollouts:
     """One episode per pair, all rows in one batch through `agent.world.run`, row i edited by `edit` row i at
-    `layer` on every forward pass. `keys[i]` names pair i's action stream (default: its index), so a pair run alone
-    with its key takes the same actions as in a batch."""
+    `layer` on every forward pass until its episode ends (then it leaves the forward pass). `keys[i]` names pair
+    i's action stream (default: its index), so a pair run alone with its key takes the same actions as in a batch."""
     n = len(pairs)
     keys = np.arange(n, dtype=np.int64) if keys is None else np.asarray(keys, dtype=np.int64)
     if keys.shape != (n,):
         raise WorkbenchError(f"{n} pairs but {keys.shape[0]} action-stream keys")
-    driver = _Driver(agent.policy, pairs, keys, seed, greedy)
-    fwd = [] if edit is None else [(f"policy.{layer}", edit.hook())]
-    records = agent.world.run(driver, pairs.levels, seed=seed, fwd_hooks=fwd, greedy=True)
+    if edit is not None and len(edit) != n:
+        raise WorkbenchError(f"{n} pairs but an edit of {len(edit)} rows")
+    if edit is not None:
+        check_layer(agent, layer)
+    driver = _Driver(agent.policy, pairs, keys, seed, greedy, edit, layer)
+    records = agent.world.run(driver, pairs.levels, seed=seed, greedy=True)
     if hasattr(records, "cheese_reached") and hasattr(records, "cheese_step"):
         mine = driver.cheese_step >= 0
         theirs = np.asarray(records.cheese_reached, dtype=bool)
