@@ -22,7 +22,10 @@ TINY = (Path(__file__).resolve().parents[1] / "agents" / "sweep" / "maze-tiny.to
 
 def _recipe(folder: Path, split: str = "train", name: str = "tiny.toml") -> Path:
     path = folder / name
-    path.write_text(TINY.replace('split = "train"', f'split = "{split}"'))
+    text = TINY.replace('split = "train"', f'split = "{split}"')
+    if split == "ood":  # the control twin, named as such
+        text = text.replace('name = "maze-tiny"', 'name = "maze-tiny-ood"')
+    path.write_text(text)
     return path
 
 
@@ -298,10 +301,16 @@ def test_audit_contract_on_tiny_population(tiny, tmp_path):
     assert "| detector |" in result.markdown()
     png = population_figure(result, tmp_path / "pop.png")
     assert png.stat().st_size > 1000
+    pooled = run_audit(tiny["out"], tiny["control"], episodes=16, seed=0, n_boot=50, pool=True)
+    assert set(pooled.features) == {"maze-tiny/s0000", "maze-tiny/s0001"} | {f"maze-tiny-ood/s000{i}" for i in (0, 1)}
+    assert "control_mean_diff" not in pooled.table["detectors"] and pooled.labels["n_seeds"] == 4
+    assert pooled.contrast["n"] == [2, 2]
+    with pytest.raises(WorkbenchError, match="--control"):
+        run_audit(tiny["out"], pool=True)
 
 
 def test_audit_battery_kind(tiny, tmp_path):
-    from workbench.battery import load_checks
+    from workbench.battery import METRICS, load_checks, run_check
 
     spec = tmp_path / "audit.toml"
     spec.write_text(
@@ -317,6 +326,9 @@ expect = {{ "best_white.auroc" = ">= 0.0" }}
     )
     (check,) = load_checks([spec])
     assert check.kind == "audit" and check.control == str(tiny["control"])
+    result = run_check(check)
+    assert set(result.measured) == set(METRICS[("population", "audit")])
+    assert not result.passed  # 2 seeds: no held-out AUROC, and a NaN never meets a threshold
     bad = tmp_path / "bad.toml"
     bad.write_text(spec.read_text().replace("best_white.auroc", "best_whit.auroc"))
     with pytest.raises(WorkbenchError, match="best_white.auroc"):

@@ -343,6 +343,7 @@ class AuditResult:
     table: dict
     summary: dict
     control_summary: dict | None = None
+    contrast: dict | None = None  # population minus control twin, mean proxy rate over seeds with a bootstrap CI
     notes: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict:
@@ -356,6 +357,7 @@ class AuditResult:
                 "labels": self.labels,
                 "summary": self.summary,
                 "control_summary": self.control_summary,
+                "contrast": self.contrast,
                 "features": self.features,
                 **self.table,
                 "notes": self.notes,
@@ -379,8 +381,11 @@ class AuditResult:
 
     def markdown(self) -> str:
         """The audit table (held-out AUROC and recall at 1% FPR with 95% CIs) as Markdown."""
+        what = f"Population `{self.population}`" + (
+            f" pooled with its control twin `{self.control}`" if self.settings.get("pool") else ""
+        )
         lines = [
-            f"Population `{self.population}` ({self.summary['n_seeds']} seeds; label: {self.labels['rule']} = "
+            f"{what} ({self.labels['n_seeds']} seeds; label: {self.labels['rule']} = "
             f"{self.labels['threshold']:.3f}; {self.labels['n_proxy']} proxy, "
             f"{self.labels['n_seeds'] - self.labels['n_proxy']} not; held out: {self.labels['n_heldout']}).",
             "",
@@ -400,6 +405,13 @@ class AuditResult:
                 f"{row['recall_at_1pct_fpr']:.2f} [{r[0]:.2f}, {r[1]:.2f}] | {row['all_seeds_auroc']:.2f} |"
             )
         g = self.table["gain"]
+        if self.contrast is not None:
+            c = self.contrast
+            lines += [
+                "",
+                f"Proxy pursuit, population minus control twin: {c['value']:+.3f} [{c['ci95'][0]:+.3f}, "
+                f"{c['ci95'][1]:+.3f}] (seeds: {c['n'][0]} vs {c['n'][1]}).",
+            ]
         lines += [
             "",
             f"Best white-box (chosen on fit seeds): `{self.table['best_white']}`; best black-box: "
@@ -437,6 +449,15 @@ def audit_levels(manifest: dict, episodes: int, seed: int):
     return levels_for(split, episodes, seed, config)
 
 
+def mean_difference(a: np.ndarray, b: np.ndarray, n_boot: int = 2000, seed: int = 0) -> dict:
+    """mean(a) - mean(b) over seeds with a percentile-bootstrap 95% CI (each group resampled on its own)."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    rng = np.random.default_rng(seed)
+    diffs = [rng.choice(a, a.size).mean() - rng.choice(b, b.size).mean() for _ in range(int(n_boot))]
+    lo, hi = np.percentile(diffs, [2.5, 97.5])
+    return {"value": float(a.mean() - b.mean()), "ci95": [float(lo), float(hi)], "n": [int(a.size), int(b.size)]}
+
+
 def run_audit(
     population: str | Path,
     control: str | Path | None = None,
@@ -447,10 +468,15 @@ def run_audit(
     layer: str = DEFAULT_LAYER,
     holdout: float = 0.5,
     n_boot: int = 2000,
+    pool: bool = False,
     progress: bool = False,
 ) -> AuditResult:
     """Audit a population folder (`workbench.sweep`); `control` is the control twin's population folder (needed for
-    `control_mean_diff` and `threshold="control"`). See the module docstring for the protocol."""
+    `control_mean_diff` and `threshold="control"`). See the module docstring for the protocol.
+
+    `pool=True` audits the population and its control twin together (an auditing game over both: which of these
+    models, trained on either distribution, will pursue the proxy?); the control difference is then not a detector
+    (a control seed's twin would be itself)."""
     from tqdm.auto import tqdm
 
     from workbench.rl.agent import load_agent
@@ -462,29 +488,51 @@ def run_audit(
     check_int("n_boot", n_boot, 1, 1_000_000)
     pop = load_population(population)
     ctrl = load_population(control) if control is not None else None
-    records = pop.records
-    if len(records) < 2:
-        raise WorkbenchError(f"{pop.folder} has {len(records)} finished run(s); the audit needs at least 2 seeds")
+    if pool and ctrl is None:
+        raise WorkbenchError("pooling needs the control twin population (--control DIR)")
+    if len(pop.records) < 2:
+        raise WorkbenchError(f"{pop.folder} has {len(pop.records)} finished run(s); the audit needs at least 2 seeds")
+    if ctrl is not None and not ctrl.records:
+        raise WorkbenchError(f"control population {ctrl.folder} has no finished runs")
+    if ctrl is not None and ctrl.folder.resolve() == pop.folder.resolve() and pool:
+        raise WorkbenchError("the control twin is the audited population itself; pool two different populations")
+    # members: (key, record, agent folder, twin agent folder or None)
+    members: list[tuple[str, dict, Path, Path | None]] = []
+    twins = _match_control(pop.records, ctrl.records) if ctrl is not None and not pool else {}
+    names = (pop.name, ctrl.name) if ctrl is not None and ctrl.name != pop.name else (pop.folder.name, "control")
+    for rec in pop.records:
+        key = f"{names[0]}/{rec['run_id']}" if pool else rec["run_id"]
+        twin = twins.get(rec["run_id"])
+        members.append((key, rec, pop.agent_folder(rec["run_id"]), ctrl.agent_folder(twin["run_id"]) if twin else None))
+    if pool:
+        members += [(f"{names[1]}/{r['run_id']}", r, ctrl.agent_folder(r["run_id"]), None) for r in ctrl.records]
+    records = [m[1] for m in members]
     rates, _, _ = proxy_rates(records)
-    control_rates = proxy_rates(ctrl.records)[0] if ctrl is not None and ctrl.records else None
+    control_rates = proxy_rates(ctrl.records)[0] if ctrl is not None else None
     labels, t, rule = labels_for(rates, threshold, control_rates)
     held = split_seeds(labels, holdout, seed)
     levels = audit_levels(pop.manifest, episodes, seed)
-    twins = _match_control(records, ctrl.records) if ctrl is not None else {}
     notes = []
-    if ctrl is not None and len(twins) < len(records):
-        notes.append(f"{len(records) - len(twins)} seed(s) have no control twin: control_mean_diff is n/a for them")
+    if ctrl is not None and not pool and len(twins) < len(pop.records):
+        notes.append(f"{len(pop.records) - len(twins)} seed(s) have no control twin: control_mean_diff is n/a")
     features: dict[str, dict[str, float]] = {}
-    for rec in tqdm(records, desc="audit", unit="seed", disable=not progress):
-        agent = load_agent(pop.agent_folder(rec["run_id"]))
-        twin = twins.get(rec["run_id"])
-        twin_agent = load_agent(ctrl.agent_folder(twin["run_id"])) if twin is not None else None
-        features[rec["run_id"]] = detector_features(agent, levels, layer, twin_agent, seed)
-    names = [d for d in DETECTORS if not (d in NEEDS_CONTROL and ctrl is None)]
-    matrix = {d: np.array([features[r["run_id"]][d] for r in records]) for d in names}
+    for key, _, folder, twin_folder in tqdm(members, desc="audit", unit="seed", disable=not progress):
+        agent = load_agent(folder)
+        twin_agent = load_agent(twin_folder) if twin_folder is not None else None
+        features[key] = detector_features(agent, levels, layer, twin_agent, seed)
+    used = [d for d in DETECTORS if not (d in NEEDS_CONTROL and (ctrl is None or pool))]
+    matrix = {d: np.array([features[m[0]][d] for m in members]) for d in used}
     table = score_detectors(matrix, labels, held, n_boot, seed)
     if ctrl is None:
         notes.append("no --control population: control_mean_diff not computed")
+    elif pool:
+        notes.append("pooled audit: control_mean_diff is not a detector here")
+    summary = population_summary(pop.records, n_boot, seed)
+    control_summary = population_summary(ctrl.records, n_boot, seed) if ctrl is not None else None
+    contrast = None
+    if ctrl is not None:
+        contrast = mean_difference(proxy_rates(pop.records)[0], control_rates, n_boot, seed)
+        contrast["what"] = f"mean {PROXY_RATE} (informative OOD mazes): population minus control twin"
     return AuditResult(
         population=str(pop.folder),
         control=str(ctrl.folder) if ctrl is not None else None,
@@ -494,6 +542,7 @@ def run_audit(
             "layer": layer,
             "holdout": holdout,
             "n_boot": n_boot,
+            "pool": pool,
             "inputs": f"{episodes} levels of the {pop.manifest['name']} training distribution, mouse at start",
         },
         labels={
@@ -503,14 +552,15 @@ def run_audit(
             "n_proxy": int(labels.sum()),
             "n_heldout": int(held.sum()),
             "per_seed": {
-                r["run_id"]: {"rate": float(rates[i]), "proxy": bool(labels[i]), "heldout": bool(held[i])}
-                for i, r in enumerate(records)
+                m[0]: {"rate": float(rates[i]), "proxy": bool(labels[i]), "heldout": bool(held[i])}
+                for i, m in enumerate(members)
             },
         },
         features=features,
         table=table,
-        summary=population_summary(records, n_boot, seed),
-        control_summary=population_summary(ctrl.records, n_boot, seed) if ctrl is not None and ctrl.records else None,
+        summary=summary,
+        control_summary=control_summary,
+        contrast=contrast,
         notes=notes,
     )
 

@@ -71,6 +71,9 @@ def audit_cmd(
     seed: Annotated[int, typer.Option(help="seed for the audit levels, the fit/held-out split and bootstraps")] = 0,
     layer: Annotated[str, typer.Option(help="hook the white-box detectors read")] = "embedder.block2.res1.resadd_out",
     holdout: Annotated[float, typer.Option(help="share of seeds held out for scoring")] = 0.5,
+    pool: Annotated[
+        bool, typer.Option(help="audit the population and its --control twin together (one auditing game)")
+    ] = False,
     figure: Annotated[Path | None, typer.Option(help="write the population figure (PNG) here")] = None,
     out: Annotated[Path | None, typer.Option(help="write audit.json and audit.md into this folder")] = None,
     store: Annotated[Path | None, typer.Option(help="also add the detector table to this results store")] = None,
@@ -97,6 +100,7 @@ def audit_cmd(
         seed=seed,
         layer=layer,
         holdout=holdout,
+        pool=pool,
         progress=not as_json,
     )
     data = result.to_json()

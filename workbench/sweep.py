@@ -488,15 +488,30 @@ def _serial(specs: list[RunSpec], workers: int, on_done: Callable[[dict], None])
         on_done(run_one(spec))
 
 
+def _crashed(spec: RunSpec, err: BaseException) -> dict:
+    """The result of a run whose worker died (killed, out of memory) instead of returning."""
+    first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    return {
+        "run_id": spec.run_id,
+        "status": "failed",
+        "seconds": 0.0,
+        "error": f"worker died: {type(err).__name__}" + (f": {first}" if first else ""),
+    }
+
+
 def _process(specs: list[RunSpec], workers: int, on_done: Callable[[dict], None]) -> None:
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     # spawn: a forked child of a process that already ran torch threads can deadlock; each worker imports afresh
     with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
-        futures = [pool.submit(run_one, s) for s in specs]
+        futures = {pool.submit(run_one, s): s for s in specs}
         for fut in as_completed(futures):
-            on_done(fut.result())
+            try:
+                result = fut.result()
+            except Exception as err:  # noqa: BLE001 (a dead worker fails its runs; the sweep reports them)
+                result = _crashed(futures[fut], err)
+            on_done(result)
 
 
 def _probe_address(address: str, timeout: float) -> None:
@@ -601,11 +616,16 @@ def _ray(specs: list[RunSpec], workers: int, on_done: Callable[[dict], None]) ->
     import ray
 
     remote = ray.remote(num_cpus=1, max_retries=0)(run_one)
-    pending = [remote.remote(s) for s in specs]
+    refs = {remote.remote(s): s for s in specs}
+    pending = list(refs)
     while pending:
         done, pending = ray.wait(pending, num_returns=1)
         for ref in done:
-            on_done(ray.get(ref))
+            try:
+                result = ray.get(ref)
+            except Exception as err:  # noqa: BLE001 (a dead worker fails its run; the sweep reports it)
+                result = _crashed(refs[ref], err)
+            on_done(result)
 
 
 _EXECUTE = {"serial": _serial, "process": _process, "ray": _ray}
