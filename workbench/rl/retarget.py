@@ -601,6 +601,8 @@ def retarget_experiment(
     t0 = time.time()
     if int(n_boot) == 1 or int(n_boot) < 0:
         raise WorkbenchError(f"n_boot must be 0 (skip the stability bootstrap) or >= 2, got {n_boot}")
+    if int(n_select) < 5:
+        raise WorkbenchError(f"n_select (fit pairs that choose the set) must be >= 5, got {n_select}")
     if not magnitudes or any(not (math.isfinite(float(x)) and float(x) > 0) for x in magnitudes):
         raise WorkbenchError(f"magnitudes must be positive numbers of standard deviations, got {list(magnitudes)}")
     c, grid, _ = _validate(agent, layer, split, episodes, mode, n_fit, channels, size, magnitude, offsets)
