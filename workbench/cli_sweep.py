@@ -147,3 +147,23 @@ def register(app: typer.Typer) -> None:
     """Add `workbench sweep` and `workbench audit` to the main app."""
     app.command("sweep")(sweep_cmd)
     app.command("audit")(audit_cmd)
+
+
+def main() -> None:
+    """`python -m workbench.cli_sweep sweep|audit ...`: these two commands on their own (the main `workbench` app
+    adds them with `register`); bad input is one line on stderr and exit 2, as there."""
+    import sys
+
+    from workbench.errors import WorkbenchError
+
+    app = typer.Typer(no_args_is_help=True, help="Populations of seeds and the goal audit.")
+    register(app)
+    try:
+        app()
+    except WorkbenchError as err:
+        typer.echo(f"error: {err}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
