@@ -51,14 +51,22 @@ def test_demo_runs_end_to_end_small(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
     monkeypatch.chdir(tmp_path)
     store = tmp_path / "results.duckdb"
-    folder = run_demo(tmp_path / "demo", episodes=24, seed=1, n_fit=60, n_test=20, store_path=store)
+    folder = run_demo(
+        tmp_path / "demo", episodes=24, seed=1, n_fit=60, n_test=20, store_path=store, organisms=["maze-cheese-corner"]
+    )
     report = (folder / "report.md").read_text()
-    for section in ("## Goal rates", "## Cheese-location probes", "## Cheese-vector steering", "## Vector fields"):
-        assert section in report
-    assert list(folder.glob("vector_field_*.png"))
+    for section in ("Does it misgeneralize?", "Where does the goal live?", "Does steering", "What does an SAE"):
+        assert f"### {section}" in report
+    assert "Goal rates" in report and "cheese-location probes" in report
+    assert list(folder.glob("vector_field_*.png")) and (folder / "report.html").is_file()
     with ResultStore(store) as db:
         rows = db.query()
     assert {"rate.cheese", "rate.corner_first", "rate.timeout"} <= set(rows["metric"])
+    exact = rows["ci_low"].isna()  # only the probes' chance levels are exact numbers (no interval, no sample)
+    assert rows.loc[exact, "metric"].str.startswith("probe.chance.").all()
+    measured = rows[~exact]
     assert (
-        (rows["n"] > 0).all() and (rows["ci_low"] <= rows["value"]).all() and (rows["value"] <= rows["ci_high"]).all()
+        (measured["n"] > 0).all()
+        and (measured["ci_low"] <= measured["value"]).all()
+        and (measured["value"] <= measured["ci_high"]).all()
     )
