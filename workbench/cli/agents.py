@@ -272,21 +272,24 @@ def kinds_cmd() -> None:
 def demo(
     out: Annotated[Path | None, typer.Option(help="run folder (default runs/demo-TIMESTAMP)")] = None,
     episodes: Annotated[
-        int | None, Episodes(help="levels per evaluation and steering condition (default: the demo's own)")
+        int | None, Episodes(help="levels per RL evaluation and steering condition (default: the demo's own)")
     ] = None,
+    full: Annotated[
+        bool, typer.Option("--full", help="the README's full sizes instead of the few-minute audit")
+    ] = False,
     seed: SeedOpt = 0,
     store: StoreOpt = None,
 ) -> None:
-    """Run the maze study end to end on the shipped artifacts: rates, probes, cheese-vector steering, report."""
+    """A goal audit of every shipped organism (misgeneralization vs its twin, where the goal lives, steering vs an
+    equal-norm control, SAE latents, patching): a self-contained HTML report plus markdown, rows in the store."""
     from workbench.demo import run_demo
     from workbench.validate import check_output_dir
 
     at = store_path(store)
     if out is not None:
         out = check_output_dir(out, name="--out")
-    sizes = {} if episodes is None else {"episodes": episodes}
-    folder = run_demo(out, seed=seed, store_path=at, **sizes)
-    typer.echo(f"report: {folder / 'report.md'}")
+    folder = run_demo(out, episodes=episodes, seed=seed, store_path=at, full=full)
+    typer.echo(f"report: {folder / 'report.html'}")
 
 
 def results(
