@@ -39,6 +39,7 @@ GROUPS = (
     "workbench.cli.patch",
     "workbench.cli.battery",
     "workbench.cli_retarget",
+    "workbench.cli_sweep",
 )
 """Command-group modules, each with `register(app)`; registered in this order (the order of `workbench --help`)."""
 
