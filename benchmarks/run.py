@@ -466,7 +466,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         nargs="+",
-        choices=("core", "app", "probes", "sae", "patching", "coinrun", "procgen"),
+        choices=("core", "app", "probes", "sae", "patching", "coinrun", "procgen", "retarget", "sweep"),
         help="run only these sections (core = env, hooked forward, vector field, collection)",
     )
     args = parser.parse_args(argv)
@@ -549,6 +549,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for line in profile_lines(r):
                     progress(line)
                 rows.append(Row(**{**r, "target": Target(*r["target"])}))
+    if want("retarget"):
+        progress("retargeting sweep: 200 (maze, target) pairs batched vs one rollout per pair (bench_retarget.py)")
+        from bench_retarget import retarget_rows
+
+        for r in retarget_rows(quick=args.quick, threads=args.threads):  # raises if the numbers differ
+            rows.append(Row(**{**r, "target": Target(*r["target"])}))
+    if want("sweep"):
+        progress("sweep throughput: 4 tiny runs under serial, process and a local Ray cluster (bench_sweep.py)")
+        try:
+            from bench_sweep import sweep_rows
+        except ImportError as e:  # ray is in the pinned set; a trimmed install may lack it
+            progress(f"sweep section skipped: {e}")
+        else:
+            for r in sweep_rows(quick=args.quick, threads=args.threads):  # raises if the records differ
+                target = r.get("target")
+                rows.append(Row(**{**r, "target": Target(*target) if target else None}))
     elapsed = time.perf_counter() - started
     progress("done")
 
