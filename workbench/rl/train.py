@@ -24,6 +24,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -41,16 +42,25 @@ from workbench.rl.rollout import evaluate, rate_keys
 
 VEC_ENVS = {"maze": MazeVecEnv, "coinrun": CoinRunVecEnv}
 """Env kind -> batched env class (`cls(num_envs, split, config)`), for PPO."""
+PROCGEN_KINDS = ("procgen-maze",)
+"""Recipe env kinds trained on real procgen pixels (`workbench.rl.procgen.train`; procgen is an optional extra)."""
+
+
+def _recipe_env_configs() -> dict[str, type]:
+    """Env kind -> config dataclass a recipe's [env] table builds (native kinds plus real procgen maze)."""
+    from workbench.rl.envs.procgen import ProcgenConfig
+
+    return {**ENV_CONFIGS, "procgen-maze": ProcgenConfig}
 
 
 @dataclass(frozen=True)
 class EnvSection:
-    """`[env]`: which env (`kind`: maze or coinrun), which split it trains on, and the distribution (the keys of
-    MazeConfig or CoinRunConfig)."""
+    """`[env]`: which env (`kind`: maze, coinrun or procgen-maze), which split it trains on, and the distribution
+    (the keys of MazeConfig, CoinRunConfig or ProcgenConfig; procgen recipes train in `workbench.rl.procgen.train`)."""
 
     kind: str
     split: str
-    config: MazeConfig | CoinRunConfig
+    config: Any
 
     @property
     def maze(self) -> MazeConfig | CoinRunConfig:
@@ -66,15 +76,24 @@ def _env_section(table: dict, where: str) -> EnvSection:
         raise WorkbenchError(f"{where}: expected a table")
     table = dict(table)
     kind, split = table.pop("kind", "maze"), table.pop("split", "train")
-    if kind not in ENV_CONFIGS:
-        raise WorkbenchError(f"{where}: {unknown('env kind', str(kind), list(ENV_CONFIGS))}")
+    configs = _recipe_env_configs()
+    if kind not in configs:
+        raise WorkbenchError(f"{where}: {unknown('env kind', str(kind), list(configs))}")
     if split not in SPLITS:
         raise WorkbenchError(f"{where}: {unknown('split', str(split), SPLITS)}")
-    return EnvSection(kind=kind, split=split, config=from_table(ENV_CONFIGS[kind], table, where))
+    if kind in PROCGEN_KINDS:
+        if "game" in table:
+            raise WorkbenchError(f"{where}: drop 'game': the env kind {kind!r} names it")
+        table["game"] = kind.split("-", 1)[1]
+    return EnvSection(kind=kind, split=split, config=from_table(configs[kind], table, where))
 
 
 def _policy_defaults(env: EnvSection) -> dict:
     """Policy shape implied by the env: input channels, observation side, number of actions."""
+    if env.kind in PROCGEN_KINDS:
+        from workbench.rl.published import published_config
+
+        return published_config(1).to_dict()  # the published IMPALA net at channel scale 1
     if env.kind == "coinrun":
         from workbench.rl.envs.coinrun import N_ACTIONS, OBS_CHANNELS
 
@@ -103,7 +122,7 @@ class Recipe:
     env: EnvSection
     policy: PolicyConfig
     ppo: PPOConfig
-    bc: BCConfig = field(default_factory=BCConfig)
+    bc: BCConfig = field(default_factory=BCConfig)  # ProcgenBCConfig for procgen kinds
     eval: EvalSection = field(default_factory=EvalSection)
     raw: dict = field(default_factory=dict)
 
@@ -124,20 +143,28 @@ def load_recipe(path: str | Path) -> Recipe:
         raise WorkbenchError(f"{path} [policy]: expected a table, got {type(policy_raw).__name__}")
     policy = from_table(PolicyConfig, {**_policy_defaults(env), **policy_raw}, f"{path} [policy]")
     check_policy_config(policy, f"{path} [policy]")
-    from workbench.rl.agent_checks import _env_shape
+    if env.kind in PROCGEN_KINDS:
+        from workbench.rl.procgen.train import ProcgenBCConfig, check_published_policy
 
-    for key, want in _env_shape(env.kind, env.config).items():
-        if getattr(policy, key) != want:
-            raise WorkbenchError(
-                f"{path} [policy]: {key} = {getattr(policy, key)} does not fit the {env.kind} env, which needs {want}"
-            )
+        check_published_policy(policy, f"{path} [policy]")
+        bc_cls: type = ProcgenBCConfig
+    else:
+        from workbench.rl.agent_checks import _env_shape
+
+        for key, want in _env_shape(env.kind, env.config).items():
+            if getattr(policy, key) != want:
+                raise WorkbenchError(
+                    f"{path} [policy]: {key} = {getattr(policy, key)} does not fit the {env.kind} env, "
+                    f"which needs {want}"
+                )
+        bc_cls = BCConfig
     return Recipe(
         path=path,
         artifact=artifact,
         env=env,
         policy=policy,
         ppo=from_table(PPOConfig, data["ppo"], f"{path} [ppo]"),
-        bc=from_table(BCConfig, data.get("bc", {}), f"{path} [bc]"),
+        bc=from_table(bc_cls, data.get("bc", {}), f"{path} [bc]"),
         eval=from_table(EvalSection, data.get("eval", {}), f"{path} [eval]"),
         raw=data,
     )
@@ -307,6 +334,10 @@ def train_recipe(
     ckpt = Path("runs") / "checkpoints" / recipe.artifact.name
     check_output_dir(ckpt, name="checkpoint folder")
     _prepare_checkpoints(ckpt, recipe, ppo, resume)
+    if recipe.env.kind in PROCGEN_KINDS:  # real procgen pixels: BC, PPO and evaluation live with the procgen kind
+        from workbench.rl.procgen.train import train_procgen_recipe
+
+        return train_procgen_recipe(recipe, ppo, out=out, ckpt=ckpt, resume=resume, progress=progress)
     env_cfg = recipe.env.maze_config()
     torch.manual_seed(ppo.seed)
     policy = ImpalaPolicy(recipe.policy)

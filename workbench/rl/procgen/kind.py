@@ -1,8 +1,9 @@
 """Published-format procgen checkpoints as subjects: `procgen-maze` and `procgen-coinrun` kinds.
 
 A reference is a `.pth` file (the published goal-misgeneralization format, read by
-`workbench.rl.published.load_published` with `weights_only=True`) plus the env kind. Levels are procgen's own, drawn
-by seed and edited by split (`workbench.rl.envs.procgen`); rollouts replay exactly those levels
+`workbench.rl.published.load_published` with `weights_only=True`) plus the env kind, or an agent artifact folder whose
+config.json names this kind (the shipped procgen organisms; `workbench.rl.agent.load_agent_folder`). Levels are
+procgen's own, drawn by seed and edited by split (`workbench.rl.envs.procgen`); rollouts replay exactly those levels
 (`ProcgenVecEnv.reset(options={"states": ...})`) so baseline, steered and control runs meet the same levels.
 Maze subjects get every maze verb; CoinRun subjects get eval, hooks and coin-vector steering from start-state pairs.
 """
@@ -105,9 +106,16 @@ def _world(game: str):
 
 def _load(game: str):
     def load(ref: str) -> Any:
-        from workbench.rl.agent import Agent
+        """A published-format `.pth` checkpoint, or an agent artifact folder (weights.safetensors + config.json
+        whose env kind is this one, e.g. the shipped `procgen-maze-cheese-corner`)."""
+        from workbench.rl.agent import Agent, load_agent_folder
         from workbench.rl.published import load_published
 
+        if Path(ref).is_dir():
+            agent = load_agent_folder(Path(ref), _world(game))
+            if agent.kind != f"procgen-{game}":
+                raise WorkbenchError(f"{ref!r}: a {agent.kind} artifact, not procgen-{game}")
+            return agent
         policy = load_published(ref)
         return Agent(
             name=Path(ref).name,
@@ -135,7 +143,7 @@ def _coinrun_verbs() -> dict:
 
 MAZE = SubjectKind(
     name="procgen-maze",
-    summary="published-format IMPALA checkpoints (.pth) on real procgen Maze (64x64 RGB, 15 actions)",
+    summary="published-format IMPALA checkpoints (.pth) or agent folders on real procgen Maze (64x64 RGB, 15 actions)",
     load=_load("maze"),
     verbs={**maze_verbs(), "world": _world("maze")},
     file_suffixes=(".pth", ".pt"),
