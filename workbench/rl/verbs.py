@@ -263,42 +263,34 @@ def _decision_squares(levels, convention: str) -> np.ndarray:
 
 
 # -------------------------------------------------------------------------------------------------------- collect
-def collect_maze(
-    agent: Agent,
-    *,
-    hooks: list[str],
-    split: str = "ood",
-    episodes: int = 500,
-    seed: int = 0,
-    states: str = "start",
-    out: Path | None = None,
-    **options: Any,
-) -> VerbResult:
-    """Labelled activations of a maze-family agent (`workbench.rl.collect.collect_maze`)."""
-    from workbench.rl.collect import collect_maze as run
+def _collect_with(name: str):
+    """A collect verb over `workbench.rl.collect.<name>` (maze family or CoinRun); the dataset rides in `.value`."""
 
-    options.setdefault("progress", False)
-    ds = run(agent, hooks, split=split, episodes=episodes, seed=seed, states=states, out=out, **options)
-    return _collected(agent, ds, out)
+    def verb(
+        agent: Agent,
+        *,
+        hooks: list[str],
+        split: str = "ood",
+        episodes: int = 500,
+        seed: int = 0,
+        states: str = "start",
+        out: Path | None = None,
+        **options: Any,
+    ) -> VerbResult:
+        from workbench.rl import collect as collectors
+
+        options.setdefault("progress", False)
+        run = getattr(collectors, name)
+        ds = run(agent, hooks, split=split, episodes=episodes, seed=seed, states=states, out=out, **options)
+        return _collected(agent, ds, out)
+
+    verb.__name__ = name
+    verb.__doc__ = f"Labelled activations of an agent (`workbench.rl.collect.{name}`)."
+    return verb
 
 
-def collect_coinrun(
-    agent: Agent,
-    *,
-    hooks: list[str],
-    split: str = "ood",
-    episodes: int = 500,
-    seed: int = 0,
-    states: str = "start",
-    out: Path | None = None,
-    **options: Any,
-) -> VerbResult:
-    """Labelled activations of a CoinRun agent (`workbench.rl.collect.collect_coinrun`)."""
-    from workbench.rl.collect import collect_coinrun as run
-
-    options.setdefault("progress", False)
-    ds = run(agent, hooks, split=split, episodes=episodes, seed=seed, states=states, out=out, **options)
-    return _collected(agent, ds, out)
+collect_maze = _collect_with("collect_maze")
+collect_coinrun = _collect_with("collect_coinrun")
 
 
 def collect(agent: Agent, hooks: str | list[str], **options: Any):
