@@ -265,8 +265,10 @@ def test_labels_and_population_summary_golden():
     records = [rec(0, 0.9, 0.8, 0.95), rec(1, 0.2, 0.1, 0.3), rec(2, 0.5, 0.4, 0.6), rec(3, 0.7, 0.6, 0.8)]
     summary = population_summary(records, n_boot=100)
     assert summary["n_seeds"] == 4 and summary["mean"] == pytest.approx(0.575) and summary["median"] == 0.6
-    assert summary["goals"]["proxy"]["count"] == 2 and summary["goals"]["intended"]["count"] == 1
-    assert summary["goals"]["mixed"]["count"] == 1
+    assert summary["goals"]["proxy"]["count"] == 2 and summary["goals"]["below"]["count"] == 1
+    assert summary["goals"]["as_reference"]["count"] == 1 and summary["goals"]["reference"] == 0.5
+    against = population_summary(records, n_boot=100, reference=0.35, reference_rule="control median")
+    assert [against["goals"][g]["count"] for g in ("proxy", "as_reference", "below")] == [3, 0, 1]
     rates = np.array([r["eval"]["ood"]["informative"]["rates"]["corner_first"] for r in records])
     y, t, _ = labels_for(rates, "median")
     assert t == 0.6 and y.tolist() == [True, False, False, True]

@@ -152,6 +152,7 @@ def register(app: typer.Typer) -> None:
 def main() -> None:
     """`python -m workbench.cli_sweep sweep|audit ...`: these two commands on their own (the main `workbench` app
     adds them with `register`); bad input is one line on stderr and exit 2, as there."""
+    import os
     import sys
 
     from workbench.errors import WorkbenchError
@@ -159,6 +160,13 @@ def main() -> None:
     app = typer.Typer(no_args_is_help=True, help="Populations of seeds and the goal audit.")
     register(app)
     try:
+        raw = os.environ.get("WORKBENCH_THREADS", "")
+        if raw:  # as the main CLI does: torch CPU threads
+            if not raw.isdigit() or int(raw) < 1:
+                raise WorkbenchError(f"WORKBENCH_THREADS must be a positive integer, got {raw!r}")
+            import torch
+
+            torch.set_num_threads(int(raw))
         app()
     except WorkbenchError as err:
         typer.echo(f"error: {err}", err=True)
