@@ -271,7 +271,7 @@ def collect_maze(
     config: MazeConfig = agent.env_config
     cap = config.max_steps if max_states_per_episode is None else int(max_states_per_episode)
     levels = agent.world.levels(split, int(episodes), seed)
-    if states == "rollout" and type(levels) is not MazeLevels:  # rollouts step the native MazeVecEnv
+    if states == "rollout" and not agent.world.rollout_states:
         raise WorkbenchError(
             f"states='rollout' collection is implemented for the native maze; {agent.name!r} is a {agent.kind} "
             "subject: use states='start'"

@@ -17,9 +17,6 @@ from torch import nn
 from workbench.rl.envs.procgen import ProcgenConfig, ProcgenVecEnv, _make, _StateIO
 from workbench.rl.procgen_state import MAZE_CHEESE, ProcgenState
 
-# procgen's 15 actions grouped by maze direction (LEFT 0,1,2; DOWN 3; UP 5; RIGHT 6,7,8; the rest NOOP)
-MAZE_ACTION_GROUPS = {"up": (5,), "down": (3,), "left": (0, 1, 2), "right": (6, 7, 8)}
-
 
 def _coinrun_records_cls():
     from workbench.rl.coinrun.rollout import CoinRunRecords

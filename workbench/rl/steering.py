@@ -57,7 +57,7 @@ def top_right_vectors(agent: Agent, levels: MazeLevels, layer: str) -> tuple[Ten
     act(maze), and how many mazes fill their world (no padding to cut through: their vector is zero)."""
     from workbench.rl.maze_parity import levels_top_right_path
 
-    if levels.PIXELS and not getattr(levels, "WRITES_WALLS", False):
+    if levels.PIXELS:  # rendered levels draw cheese and mouse edits, not wall edits
         raise WorkbenchError(
             "the top-right vector needs wall edits rendered; these levels render only cheese/mouse edits"
         )

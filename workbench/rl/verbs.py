@@ -251,14 +251,8 @@ def vector_field_maze(
 
 
 def _decision_squares(levels, convention: str) -> np.ndarray:
-    try:
-        from workbench.rl.maze_parity import decision_squares_by
-    except ImportError:  # the procgen-tools convention module is optional in older trees
-        from workbench.rl.envs.maze import decision_squares
+    from workbench.rl.maze_parity import decision_squares_by
 
-        if convention != "workbench":
-            raise WorkbenchError(f"decision-square convention {convention!r} is unavailable") from None
-        return decision_squares(levels)
     return decision_squares_by(levels, convention)
 
 

@@ -28,6 +28,8 @@ class World(Protocol):
         config: the env config dataclass (recorded with every dataset and result).
         splits: the distribution names (`train`, `ood`).
         rate_keys: the goal-outcome keys its records report.
+        rollout_states: whether collectors can record every state of a rollout (native envs expose their state
+            each step; procgen levels give start states only).
     """
 
     kind: str
@@ -35,6 +37,7 @@ class World(Protocol):
     config: Any
     splits: tuple[str, ...]
     rate_keys: tuple[str, ...]
+    rollout_states: bool
 
     def levels(self, split: str, n: int, seed: int) -> Any:
         """`n` levels of `split`; the same seed gives the same levels (and the same terrain under every split)."""

@@ -89,11 +89,10 @@ class PolicySubject:
         """Labelled activations at `hooks` over `n` levels (`collect_maze` / `collect_coinrun`); rollout states by
         default, so the SAE sees the states the policy actually visits."""
         from workbench.rl import collect as collectors
-        from workbench.rl.envs.maze import MazeLevels
 
         collect = collectors.collect_coinrun if self.kind == "coinrun" else collectors.collect_maze
-        if states == "rollout" and self.kind == "maze" and type(self.agent.world.levels("ood", 1, 0)) is not MazeLevels:
-            states = "start"  # rollout collection steps the native maze; procgen mazes give start states
+        if states == "rollout" and not self.agent.world.rollout_states:
+            states = "start"  # procgen levels give start states only
         return collect(
             self.agent,
             hooks,

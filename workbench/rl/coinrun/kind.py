@@ -23,6 +23,7 @@ class NativeCoinRunWorld:
     family: str = "coinrun"
     splits: tuple[str, ...] = SPLITS
     rate_keys: tuple[str, ...] = ("coin", "exit", "exit_without_coin", "timeout")
+    rollout_states: bool = True
 
     def levels(self, split: str, n: int, seed: int) -> CoinRunLevels:
         from workbench.rl.coinrun.rollout import levels_for

@@ -28,6 +28,7 @@ class NativeMazeWorld:
     family: str = "maze"
     splits: tuple[str, ...] = SPLITS
     rate_keys: tuple[str, ...] = ("cheese", "corner_first", "timeout")
+    rollout_states: bool = True
 
     def levels(self, split: str, n: int, seed: int) -> MazeLevels:
         rng = np.random.default_rng(seed)

@@ -40,6 +40,7 @@ class ProcgenWorld:
 
     config: ProcgenConfig = field(default_factory=ProcgenConfig)
     splits: tuple[str, ...] = SPLITS
+    rollout_states: bool = False  # collectors get start states (rollouts step procgen's C++ state)
 
     @property
     def kind(self) -> str:
