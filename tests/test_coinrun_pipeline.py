@@ -24,7 +24,7 @@ LAYER = "embedder.block2.res1.resadd_out"
 
 
 def test_env_kind_registry_and_dispatch(coinrun_registry: Path) -> None:
-    assert ENV_KINDS == ("maze", "coinrun")
+    assert {"maze", "coinrun"} <= set(ENV_KINDS)
     agent = load_agent("tiny-coinrun")
     assert agent.env_kind == "coinrun" and isinstance(agent.env_config, CoinRunConfig)
     levels = levels_for("ood", 12, 0, agent.env_config)

@@ -26,8 +26,17 @@ from torch import nn
 
 from workbench import artifacts
 from workbench.errors import WorkbenchError, closest
-from workbench.rl.agent_checks import ENV_CONFIGS, ENV_KINDS  # noqa: F401 (re-exported)
 from workbench.rl.policies import ImpalaPolicy, PolicyConfig
+
+
+def __getattr__(name: str) -> Any:
+    """`ENV_CONFIGS` and `ENV_KINDS`, re-exported from `workbench.rl.agent_checks` (read from the env-kind registry
+    when asked, not at import: the kinds' packages import this module)."""
+    if name in ("ENV_CONFIGS", "ENV_KINDS"):
+        from workbench.rl import agent_checks
+
+        return getattr(agent_checks, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass

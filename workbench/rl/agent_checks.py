@@ -12,23 +12,22 @@ from typing import Any
 
 from workbench.artifacts import CONFIG, WEIGHTS
 from workbench.errors import WorkbenchError, closest, unknown
-from workbench.rl.envs.coinrun import CoinRunConfig
-from workbench.rl.envs.maze import MazeConfig
+from workbench.rl.env_kinds import env_configs, env_kind, env_kind_names
 
-ENV_CONFIGS: dict[str, type] = {"maze": MazeConfig, "coinrun": CoinRunConfig}
-"""Native env kinds an agent recipe or artifact can name, with their config dataclasses."""
-ENV_KINDS = tuple(ENV_CONFIGS)
+
+def __getattr__(name: str) -> Any:
+    """`ENV_CONFIGS` (native env kind -> config dataclass) and `ENV_KINDS` (their names), read from the env-kind
+    registry (`workbench.rl.env_kinds`) when asked, so kinds registered later are included."""
+    if name == "ENV_CONFIGS":
+        return env_configs()
+    if name == "ENV_KINDS":
+        return tuple(env_kind_names())
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _env_shape(kind: str, env_config: Any) -> dict[str, int]:
-    """The policy input/output shape an env kind implies (what `workbench.rl.train` builds for it)."""
-    if kind == "coinrun":
-        from workbench.rl.envs.coinrun import N_ACTIONS, OBS_CHANNELS
-
-        return {"in_channels": len(OBS_CHANNELS), "obs_size": env_config.window, "n_actions": N_ACTIONS}
-    from workbench.rl.envs.maze import OBS_CHANNELS as MAZE_CHANNELS
-
-    return {"in_channels": len(MAZE_CHANNELS), "obs_size": env_config.world_size, "n_actions": 4}
+    """The policy input/output shape a native env kind implies (what `workbench.rl.train` builds for it)."""
+    return env_kind(kind).policy_shape(env_config)
 
 
 def _check_table(cls: type, table: Mapping, where: str) -> Any:
@@ -44,7 +43,7 @@ def _registered_kinds() -> list[str]:
 
         return [k for k in kinds() if k != "lm"]
     except Exception:  # the registry is optional here: fall back on the env kinds with a config class
-        return list(ENV_CONFIGS)
+        return env_kind_names()
 
 
 def check_agent_config(cfg: Any, folder: str | Path) -> tuple[Any, Any]:
@@ -67,20 +66,22 @@ def check_agent_config(cfg: Any, folder: str | Path) -> tuple[Any, Any]:
     if not isinstance(env, Mapping):
         raise WorkbenchError(f"{where}: 'env' must be an object, got {type(env).__name__}")
     kind = env.get("kind")
-    valid_kinds = list(dict.fromkeys([*ENV_CONFIGS, *_registered_kinds()]))
+    configs = env_configs()
+    valid_kinds = list(dict.fromkeys([*configs, *_registered_kinds()]))
     if kind not in valid_kinds:
         if kind is None:
             raise WorkbenchError(f"{where}: [env] missing 'kind'; valid: {', '.join(valid_kinds)}")
         raise WorkbenchError(f"{where}: [env].kind: {unknown('env kind', str(kind), valid_kinds)}")
     split = env.get("split")
-    if split is not None and split not in SPLITS:
-        raise WorkbenchError(f"{where}: [env].split: {unknown('split', str(split), SPLITS)}")
-    if split is None and kind in ENV_CONFIGS:
-        raise WorkbenchError(f"{where}: [env] missing 'split'; valid: {', '.join(SPLITS)}")
+    splits = env_kind(kind).splits if kind in configs else SPLITS
+    if split is not None and split not in splits:
+        raise WorkbenchError(f"{where}: [env].split: {unknown('split', str(split), splits)}")
+    if split is None and kind in configs:
+        raise WorkbenchError(f"{where}: [env] missing 'split'; valid: {', '.join(splits)}")
     env_config = None
-    if kind in ENV_CONFIGS:
+    if kind in configs:
         env_table = {k: v for k, v in env.items() if k not in ("kind", "split")}
-        env_config = _check_table(ENV_CONFIGS[kind], env_table, f"{where} [env]")
+        env_config = _check_table(configs[kind], env_table, f"{where} [env]")
     policy = cfg.get("policy")
     if policy is None:
         raise WorkbenchError(

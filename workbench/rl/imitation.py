@@ -56,14 +56,15 @@ def expert_actions(levels: MazeLevels) -> np.ndarray:
 
 
 def collect_expert_data(split: str, env_config: MazeConfig, cfg: BCConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """(S, 3, W, W) uint8 observations and (S,) expert actions from noisy expert rollouts on `split`.
-    A `CoinRunConfig` dispatches to the CoinRun planner expert (`workbench.rl.coinrun.expert`)."""
-    from workbench.rl.envs.coinrun import CoinRunConfig
+    """(S, C, H, W) uint8 observations and (S,) expert actions from noisy expert rollouts on `split`, by the expert
+    of the env kind `env_config` belongs to (`workbench.rl.env_kinds`)."""
+    from workbench.rl.env_kinds import env_kind_of
 
-    if isinstance(env_config, CoinRunConfig):
-        from workbench.rl.coinrun.expert import collect_expert_data as collect_coinrun
+    return env_kind_of(env_config).expert(split, env_config, cfg)
 
-        return collect_coinrun(split, env_config, cfg)
+
+def maze_expert_data(split: str, env_config: MazeConfig, cfg: BCConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """(S, 3, W, W) uint8 observations and (S,) shortest-path-to-cheese actions from noisy expert rollouts."""
     env = MazeVecEnv(cfg.num_envs, split, env_config)
     obs, _ = env.reset(seed=cfg.seed)
     rng = np.random.default_rng(cfg.seed)

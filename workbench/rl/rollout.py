@@ -13,7 +13,7 @@ import numpy as np
 from torch import nn
 
 from workbench.metrics import rate
-from workbench.rl.envs.maze import MazeConfig, MazeLevels, MazeVecEnv, generate_levels
+from workbench.rl.envs.maze import MazeConfig, MazeLevels
 from workbench.rl.loop import play_until_done  # noqa: F401 (the one loop; re-exported for old callers)
 
 RATE_KEYS = ("cheese", "corner_first", "timeout")
@@ -96,30 +96,22 @@ class EpisodeTracker:
         return EpisodeRecords(level_seed=self.seeds, **self.rec, **self.flags)
 
 
-def _coinrun(config: object):
-    """The CoinRun rollout module when `config` is a CoinRunConfig (env-kind dispatch), else None."""
-    from workbench.rl.envs.coinrun import CoinRunConfig
+def _rollout(config: object):
+    """The rollout module of the native env kind `config` belongs to (`workbench.rl.env_kinds`)."""
+    from workbench.rl.env_kinds import env_kind_of
 
-    if isinstance(config, CoinRunConfig):
-        from workbench.rl.coinrun import rollout as coinrun_rollout
-
-        return coinrun_rollout
-    return None
+    return env_kind_of(config).rollout_module()
 
 
 def rate_keys(config: object) -> tuple[str, ...]:
     """The goal-rate keys an env kind reports (maze: RATE_KEYS; CoinRun: coin, exit, exit_without_coin, timeout)."""
-    mod = _coinrun(config)
-    return RATE_KEYS if mod is None else mod.RATE_KEYS
+    return tuple(_rollout(config).RATE_KEYS)
 
 
 def levels_for(split: str, episodes: int, seed: int, config: MazeConfig) -> MazeLevels:
     """The `episodes` levels an evaluation with this seed runs: same seed, same mazes (and the same mazes under
-    `train` and `ood`, differing only in the cheese). A CoinRunConfig gives CoinRun levels."""
-    if (mod := _coinrun(config)) is not None:
-        return mod.levels_for(split, episodes, seed, config)
-    rng = np.random.default_rng(seed)
-    return generate_levels(rng.integers(0, 2**31 - 1, size=episodes, dtype=np.int64), split, config)
+    `train` and `ood`, differing only in the cheese). Any native env kind's config gives that kind's levels."""
+    return _rollout(config).levels_for(split, episodes, seed, config)
 
 
 def run_episodes(
@@ -132,12 +124,8 @@ def run_episodes(
 ) -> EpisodeRecords:
     """Play one episode on each level (all at once) and return the outcomes. Actions are sampled from the policy
     with a torch generator seeded by `seed` (or taken greedily); hooks apply to every forward pass.
-    CoinRun levels/config return `workbench.rl.coinrun.rollout.CoinRunRecords`."""
-    if (mod := _coinrun(config)) is not None:
-        return mod.run_episodes(policy, levels, config, seed=seed, fwd_hooks=fwd_hooks, greedy=greedy)
-    env = MazeVecEnv(len(levels), split="ood", config=config)
-    obs, _ = env.reset(options={"levels": levels})
-    return play_until_done(policy, env, obs, EpisodeTracker(levels), config.max_steps, seed, fwd_hooks, greedy)
+    The config's env kind decides the records (CoinRun: `workbench.rl.coinrun.rollout.CoinRunRecords`)."""
+    return _rollout(config).run_episodes(policy, levels, config, seed=seed, fwd_hooks=fwd_hooks, greedy=greedy)
 
 
 def evaluate(

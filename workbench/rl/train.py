@@ -31,17 +31,15 @@ import torch
 from workbench import artifacts
 from workbench.errors import WorkbenchError, unknown
 from workbench.recipes import ArtifactSection, check_sections, from_table, read_toml, recipe_diff, recipe_hash
-from workbench.rl.agent import ENV_CONFIGS, save_agent
+from workbench.rl.agent import save_agent
 from workbench.rl.agent_checks import check_policy_config, check_state_dict
-from workbench.rl.envs.coinrun import CoinRunConfig, CoinRunVecEnv
-from workbench.rl.envs.maze import SPLITS, MazeConfig, MazeVecEnv
+from workbench.rl.env_kinds import EnvKind, env_configs, env_kind
+from workbench.rl.envs.maze import SPLITS
 from workbench.rl.imitation import BCConfig, behaviour_clone, collect_expert_data
 from workbench.rl.policies import ImpalaPolicy, PolicyConfig
 from workbench.rl.ppo import PPOConfig, train_ppo
 from workbench.rl.rollout import evaluate, rate_keys
 
-VEC_ENVS = {"maze": MazeVecEnv, "coinrun": CoinRunVecEnv}
-"""Env kind -> batched env class (`cls(num_envs, split, config)`), for PPO."""
 PROCGEN_KINDS = ("procgen-maze",)
 """Recipe env kinds trained on real procgen pixels (`workbench.rl.procgen.train`; procgen is an optional extra)."""
 
@@ -50,25 +48,31 @@ def _recipe_env_configs() -> dict[str, type]:
     """Env kind -> config dataclass a recipe's [env] table builds (native kinds plus real procgen maze)."""
     from workbench.rl.envs.procgen import ProcgenConfig
 
-    return {**ENV_CONFIGS, "procgen-maze": ProcgenConfig}
+    return {**env_configs(), "procgen-maze": ProcgenConfig}
 
 
 @dataclass(frozen=True)
 class EnvSection:
-    """`[env]`: which env (`kind`: maze, coinrun or procgen-maze), which split it trains on, and the distribution
-    (the keys of MazeConfig, CoinRunConfig or ProcgenConfig; procgen recipes train in `workbench.rl.procgen.train`)."""
+    """`[env]`: which env (`kind`: a native env kind of `workbench.rl.env_kinds`, or procgen-maze), which split it
+    trains on, and the distribution (the keys of that kind's config class, or ProcgenConfig; procgen recipes train in
+    `workbench.rl.procgen.train`)."""
 
     kind: str
     split: str
     config: Any
 
     @property
-    def maze(self) -> MazeConfig | CoinRunConfig:
+    def maze(self) -> Any:
         """The env config (named for the maze, the first env kind; kept for existing callers)."""
         return self.config
 
-    def maze_config(self) -> MazeConfig | CoinRunConfig:
+    def maze_config(self) -> Any:
         return self.config
+
+    @property
+    def native(self) -> EnvKind:
+        """The native env kind (not for procgen kinds)."""
+        return env_kind(self.kind)
 
 
 def _env_section(table: dict, where: str) -> EnvSection:
@@ -79,8 +83,9 @@ def _env_section(table: dict, where: str) -> EnvSection:
     configs = _recipe_env_configs()
     if kind not in configs:
         raise WorkbenchError(f"{where}: {unknown('env kind', str(kind), list(configs))}")
-    if split not in SPLITS:
-        raise WorkbenchError(f"{where}: {unknown('split', str(split), SPLITS)}")
+    splits = SPLITS if kind in PROCGEN_KINDS else env_kind(kind).splits
+    if split not in splits:
+        raise WorkbenchError(f"{where}: {unknown('split', str(split), splits)}")
     if kind in PROCGEN_KINDS:
         if "game" in table:
             raise WorkbenchError(f"{where}: drop 'game': the env kind {kind!r} names it")
@@ -94,11 +99,7 @@ def _policy_defaults(env: EnvSection) -> dict:
         from workbench.rl.published import published_config
 
         return published_config(1).to_dict()  # the published IMPALA net at channel scale 1
-    if env.kind == "coinrun":
-        from workbench.rl.envs.coinrun import N_ACTIONS, OBS_CHANNELS
-
-        return {"in_channels": len(OBS_CHANNELS), "obs_size": env.config.window, "n_actions": N_ACTIONS}
-    return {"obs_size": env.config.world_size}
+    return env.native.policy_shape(env.config)
 
 
 @dataclass(frozen=True)
@@ -149,9 +150,7 @@ def load_recipe(path: str | Path) -> Recipe:
         check_published_policy(policy, f"{path} [policy]")
         bc_cls: type = ProcgenBCConfig
     else:
-        from workbench.rl.agent_checks import _env_shape
-
-        for key, want in _env_shape(env.kind, env.config).items():
+        for key, want in env.native.policy_shape(env.config).items():
             if getattr(policy, key) != want:
                 raise WorkbenchError(
                     f"{path} [policy]: {key} = {getattr(policy, key)} does not fit the {env.kind} env, "
@@ -170,41 +169,12 @@ def load_recipe(path: str | Path) -> Recipe:
     )
 
 
-EXPERTS = {
-    "maze": "the shortest-path-to-cheese expert",
-    "coinrun": "the planner expert (shortest path to the coin when it is away from the exit, then to the exit)",
-}
-
-
 def _training_phrase(training: dict, kind: str = "maze") -> str:
     ppo = f"PPO for {training['steps']:,} env steps" if training["steps"] else "no PPO fine-tune (BC only)"
     if not training["bc_states"]:
         return ppo
-    return f"behaviour cloning of {EXPERTS[kind]} on {training['bc_states']:,} states of the training split, then {ppo}"
-
-
-def _env_phrase(recipe: Recipe) -> str:
-    m = recipe.env.config
-    if isinstance(m, CoinRunConfig):
-        return (
-            f"Environment: native CoinRun, levels {m.min_length}..{m.max_length} columns x {m.height} rows, "
-            f"egocentric {m.window}x{m.window} view, jump height {m.jump_height}, step limit {m.max_steps}, "
-            f"random_coin_percent={m.random_coin_percent:g}; trained on split `{recipe.env.split}`."
-        )
-    return (
-        f"Environment: native maze, world {m.world_size}x{m.world_size}, maze sides {m.min_size}..{m.max_size}, "
-        f"training region r={m.region}, step limit {m.max_steps}; trained on split `{recipe.env.split}`."
-    )
-
-
-RATE_NOTES = {
-    "maze": "`cheese`: reached the cheese within the step limit; `corner_first`: entered the top-right r x r region "
-    "before the cheese (or never reached it); `timeout`: step limit hit. Brackets: Wilson 95% intervals.",
-    "coinrun": "`coin`: collected the coin; `exit`: reached the exit; `exit_without_coin`: reached the exit without "
-    "the coin (the exit goal where coin and exit differ); `timeout`: neither exit nor hazard within the step limit "
-    "(the rest died on a hazard). `informative`: levels whose coin is away from the exit. "
-    "Brackets: Wilson 95% intervals.",
-}
+    expert = env_kind(kind).expert_phrase
+    return f"behaviour cloning of {expert} on {training['bc_states']:,} states of the training split, then {ppo}"
 
 
 def _card(recipe: Recipe, metrics: dict) -> str:
@@ -218,22 +188,22 @@ def _card(recipe: Recipe, metrics: dict) -> str:
         f"{_training_phrase(metrics['training'], recipe.env.kind)}; "
         f"{metrics['training']['wall_time_s'] / 60:.1f} min on {metrics['training']['machine']}.",
         "",
-        _env_phrase(recipe),
+        recipe.env.native.describe(recipe.env.config, recipe.env.split),
         "",
         f"## Evaluation ({recipe.eval.episodes} episodes per split, seed {recipe.eval.seed}, sampled actions)",
         "",
         "| split | " + " | ".join(keys) + " |",
         "|---|" + "---|" * len(keys),
     ]
-    for split in SPLITS:
+    for split in recipe.env.native.splits:
         m = metrics["eval"][split]
         rows = [(split, m)]
-        if recipe.env.kind == "coinrun" and m["informative"]["n"]:
+        if recipe.env.native.informative_rows and m["informative"]["n"]:
             rows.append((f"{split}, informative (n={m['informative']['n']})", m["informative"]))
         for label, r in rows:
             cells = [f"{r['rates'][k]:.3f} [{r['ci95'][k][0]:.3f}, {r['ci95'][k][1]:.3f}]" for k in keys]
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    lines += ["", RATE_NOTES[recipe.env.kind], ""]
+    lines += ["", recipe.env.native.rate_notes, ""]
     return "\n".join(lines)
 
 
@@ -344,7 +314,7 @@ def train_recipe(
 
     def periodic_eval(p: torch.nn.Module) -> dict:
         n = min(ppo.eval_episodes, recipe.eval.episodes)
-        return {s: evaluate(p, s, n, recipe.eval.seed + 1, env_cfg).rates()["rates"] for s in SPLITS}
+        return {s: evaluate(p, s, n, recipe.eval.seed + 1, env_cfg).rates()["rates"] for s in recipe.env.native.splits}
 
     t0 = time.time()
     bc_history: list[dict] = []
@@ -352,7 +322,8 @@ def train_recipe(
         if ppo.threads:
             torch.set_num_threads(ppo.threads)
         bc_history = _behaviour_cloning(recipe, policy, ckpt / "bc", resume, progress, periodic_eval)
-    vec_env = VEC_ENVS[recipe.env.kind]
+    vec_env = recipe.env.native.vec_env
+    splits = recipe.env.native.splits
     history = (
         train_ppo(
             lambda n: vec_env(n, recipe.env.split, env_cfg),
@@ -367,7 +338,7 @@ def train_recipe(
         else []  # total_steps = 0: behaviour cloning only (the card says so)
     )
     wall = time.time() - t0
-    final = {s: evaluate(policy, s, recipe.eval.episodes, recipe.eval.seed, env_cfg).rates() for s in SPLITS}
+    final = {s: evaluate(policy, s, recipe.eval.episodes, recipe.eval.seed, env_cfg).rates() for s in splits}
     metrics = {
         "training": {
             "steps": history[-1]["steps"] if history else 0,
@@ -382,7 +353,7 @@ def train_recipe(
                 for h in history[:: max(1, len(history) // 50)]
             ],
         },
-        "eval": {s: {"episodes": recipe.eval.episodes, "seed": recipe.eval.seed, **final[s]} for s in SPLITS},
+        "eval": {s: {"episodes": recipe.eval.episodes, "seed": recipe.eval.seed, **final[s]} for s in splits},
     }
     config = {
         "kind": "rl-agent",

@@ -11,6 +11,7 @@ from torch import nn
 
 from workbench.recipes import from_table
 from workbench.rl.coinrun.physics import SPLITS, CoinRunConfig, CoinRunLevels
+from workbench.rl.env_kinds import EnvKind
 from workbench.subjects import SubjectKind
 
 
@@ -72,3 +73,48 @@ KIND = SubjectKind(
     load=load,
     verbs=_verbs(),
 )
+
+
+def _policy_shape(config: CoinRunConfig) -> dict[str, int]:
+    from workbench.rl.envs.coinrun import N_ACTIONS, OBS_CHANNELS
+
+    return {"in_channels": len(OBS_CHANNELS), "obs_size": config.window, "n_actions": N_ACTIONS}
+
+
+def _expert(split: str, config: CoinRunConfig, bc: Any):
+    from workbench.rl.coinrun.expert import collect_expert_data
+
+    return collect_expert_data(split, config, bc)
+
+
+def _vec_env(num_envs: int, split: str, config: CoinRunConfig):
+    from workbench.rl.envs.coinrun import CoinRunVecEnv
+
+    return CoinRunVecEnv(num_envs, split, config)
+
+
+def _describe(m: CoinRunConfig, split: str) -> str:
+    return (
+        f"Environment: native CoinRun, levels {m.min_length}..{m.max_length} columns x {m.height} rows, "
+        f"egocentric {m.window}x{m.window} view, jump height {m.jump_height}, step limit {m.max_steps}, "
+        f"random_coin_percent={m.random_coin_percent:g}; trained on split `{split}`."
+    )
+
+
+ENV = EnvKind(
+    name="coinrun",
+    config=CoinRunConfig,
+    vec_env=_vec_env,
+    policy_shape=_policy_shape,
+    rollout="workbench.rl.coinrun.rollout",
+    expert=_expert,
+    expert_phrase="the planner expert (shortest path to the coin when it is away from the exit, then to the exit)",
+    describe=_describe,
+    rate_notes="`coin`: collected the coin; `exit`: reached the exit; `exit_without_coin`: reached the exit without "
+    "the coin (the exit goal where coin and exit differ); `timeout`: neither exit nor hazard within the step limit "
+    "(the rest died on a hazard). `informative`: levels whose coin is away from the exit. "
+    "Brackets: Wilson 95% intervals.",
+    splits=SPLITS,
+    informative_rows=True,
+)
+"""Native CoinRun in the env-kind registry (`workbench.rl.env_kinds`): what recipe training needs."""

@@ -15,6 +15,7 @@ import numpy as np
 from torch import nn
 
 from workbench.recipes import from_table
+from workbench.rl.env_kinds import EnvKind
 from workbench.rl.envs.maze import SPLITS, MazeConfig, MazeLevels, generate_levels
 from workbench.subjects import SubjectKind
 
@@ -81,3 +82,44 @@ KIND = SubjectKind(
     load=load,
     verbs={**maze_verbs()},
 )
+
+
+def _policy_shape(config: MazeConfig) -> dict[str, int]:
+    from workbench.rl.envs.maze import OBS_CHANNELS
+
+    return {"in_channels": len(OBS_CHANNELS), "obs_size": config.world_size, "n_actions": 4}
+
+
+def _expert(split: str, config: MazeConfig, bc: Any):
+    from workbench.rl.imitation import maze_expert_data
+
+    return maze_expert_data(split, config, bc)
+
+
+def _vec_env(num_envs: int, split: str, config: MazeConfig):
+    from workbench.rl.envs.maze import MazeVecEnv
+
+    return MazeVecEnv(num_envs, split, config)
+
+
+def _describe(m: MazeConfig, split: str) -> str:
+    return (
+        f"Environment: native maze, world {m.world_size}x{m.world_size}, maze sides {m.min_size}..{m.max_size}, "
+        f"training region r={m.region}, step limit {m.max_steps}; trained on split `{split}`."
+    )
+
+
+ENV = EnvKind(
+    name="maze",
+    config=MazeConfig,
+    vec_env=_vec_env,
+    policy_shape=_policy_shape,
+    rollout="workbench.rl.maze.rollout",
+    expert=_expert,
+    expert_phrase="the shortest-path-to-cheese expert",
+    describe=_describe,
+    rate_notes="`cheese`: reached the cheese within the step limit; `corner_first`: entered the top-right r x r region "
+    "before the cheese (or never reached it); `timeout`: step limit hit. Brackets: Wilson 95% intervals.",
+    splits=SPLITS,
+)
+"""The native maze in the env-kind registry (`workbench.rl.env_kinds`): what recipe training needs."""
