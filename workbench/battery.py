@@ -27,6 +27,12 @@ picks the library function a check runs (no analysis lives here):
 | probe | `collect_maze` + `workbench.probes` | `collect_coinrun` + the same probes | `lm.directions.probe_sweep` |
 | intervention | `rl.steering.steer_experiment` | the same (`steer_coinrun`) | `lm.steering.steer_experiment` |
 
+Any other subject kind brings its checks with it: `SubjectKind(..., battery=BatteryAdapter(measure, metrics, choices))`
+(`workbench.subjects`) maps each check kind to the kind's own measuring function `fn(check, subject) -> {metric:
+measurement(value, ci, n)}` and lists the metric names (`probe/METHOD` for probe checks), targets, vectors and methods
+that checks are validated against. An RL kind without an adapter still gets `behaviour` checks, measured from its
+world's rollout rates (metrics: the world's `rate_keys`).
+
 For an LM, `episodes` counts prompts, `hook` is `blocks.L.hook_resid_post`, `fit`/`test` of a probe are the
 sweep's fit and test prompts (fit on `train`, test seed = fit seed + 1, `test.split = "ood"` for the claim_wrong
 transfer set), `position` the prompt position (-1 = last); an intervention's vector is fit on `fit.episodes` prompts
@@ -49,7 +55,7 @@ import numpy as np
 import torch
 
 from workbench.errors import WorkbenchError, closest, unknown
-from workbench.lm.corpus import OOD_GROUPS as _LM_GROUPS
+from workbench.lm.corpora import ALL_GROUPS as _LM_GROUPS
 from workbench.recipes import from_table, read_toml
 from workbench.rl.coinrun.rollout import RATE_KEYS as _COINRUN_RATES
 from workbench.rl.rollout import RATE_KEYS as _MAZE_RATES
@@ -266,9 +272,10 @@ def load_subject(name: str, env: str = "") -> tuple[str, object]:
 def _choices(subject_kind: str, subject, what: str) -> tuple[str, ...]:
     """The valid hooks / probe targets / intervention vectors for a subject."""
     if subject_kind == "lm":
-        from workbench.lm.directions import PROBE_TARGETS, VECTORS, resid_hooks
+        from workbench.lm.directions import probe_targets_of, resid_hooks, vectors_of
 
-        return {"hook": tuple(resid_hooks(subject)), "target": PROBE_TARGETS, "vector": VECTORS}[what]
+        choices = {"hook": tuple(resid_hooks(subject)), "target": probe_targets_of(subject)}
+        return {**choices, "vector": vectors_of(subject)}[what]
     if what == "hook":
         from workbench.hooks import hook_names
 
@@ -284,11 +291,60 @@ def _choices(subject_kind: str, subject, what: str) -> tuple[str, ...]:
     return MAZE_LABEL_COLUMNS
 
 
+def _adapter(subject_kind: str, subject):
+    """The subject kind's `BatteryAdapter` (`workbench.subjects`), or None for the families this module knows
+    (maze, CoinRun, LM) and for populations."""
+    if subject_kind in ("lm", "population"):
+        return None
+    world = getattr(subject, "world", None)
+    from workbench.subjects import get_kind
+
+    return get_kind(world.kind).battery if world is not None else None
+
+
+def _adapted(subject_kind: str, subject) -> bool:
+    """Checks on this subject run through its kind's adapter (a kind that brings its own, or an RL family this
+    module does not know: behaviour checks from the world's rollout rates)."""
+    return subject_kind not in SUBJECT_KINDS + ("population",) or _adapter(subject_kind, subject) is not None
+
+
+def _validate_adapted(c: CheckSpec, subject, where: str) -> None:
+    """`validate_check` for a kind with a `BatteryAdapter`: the check kind, hook, target/vector/method, metrics."""
+    from workbench.subjects import BatteryAdapter
+
+    world = subject.world
+    adapter = _adapter("", subject) or BatteryAdapter(measure={}, metrics={})
+    kinds = tuple(dict.fromkeys(["behaviour", *adapter.measure]))
+    if c.kind not in kinds:
+        raise WorkbenchError(f"{where}: {unknown('kind', c.kind, kinds)} ({world.kind} subject)")
+    if c.hook:
+        from workbench.hooks import hook_names
+
+        if c.hook not in (hooks := tuple(hook_names(subject.policy))):
+            raise WorkbenchError(f"{where}: {unknown('hook', c.hook, hooks)}")
+    for what in ("target", "vector", "method"):
+        value = getattr(c, what)
+        if value and value not in (choices := tuple(adapter.choices.get(what, ()))):
+            raise WorkbenchError(f"{where}: {unknown(what, value, choices)} ({world.kind} subject)")
+    key = f"probe/{c.method}" if c.kind == "probe" else c.kind
+    valid = tuple(adapter.metrics.get(key, ()))
+    if c.kind == "behaviour" and "behaviour" not in adapter.measure:
+        valid = tuple(world.rate_keys)
+    for exp in c.expect:
+        if exp.metric not in valid:
+            raise WorkbenchError(
+                f"{where}: unknown metric {exp.metric!r} for {world.kind} {key} checks; did you mean: "
+                f"{', '.join(closest(exp.metric, valid) or valid[:3])}?"
+            )
+
+
 def validate_check(c: CheckSpec, subject_kind: str, subject) -> None:
     """Everything that depends on the subject's kind: method, hook, target, vector, LM data rules, metric names."""
     where = f"{c.file} check {c.name!r}"
     if c.kind == "audit" or subject_kind == "population":
         return _validate_audit(c, subject_kind, where)
+    if _adapted(subject_kind, subject):
+        return _validate_adapted(c, subject, where)
     if c.kind == "probe" and c.method not in PROBE_METHODS[subject_kind]:
         raise WorkbenchError(
             f"{where}: {unknown('method', c.method, PROBE_METHODS[subject_kind])} ({subject_kind} subject)"
@@ -307,8 +363,13 @@ def validate_check(c: CheckSpec, subject_kind: str, subject) -> None:
                 f"{where}: LM probes fit on split 'train' and test on seed fit.seed + 1 (probe_sweep), "
                 f"got fit.split {c.fit.split!r}, fit.seed {c.fit.seed}, test.seed {c.test.seed}"
             )
-        if c.test.split == "ood" and c.target != "claim_wrong":
-            raise WorkbenchError(f"{where}: only target 'claim_wrong' has an ood test set; use test.split 'train'")
+        from workbench.lm.corpora import of
+
+        if c.test.split == "ood" and c.target not in (transfer := of(subject).transfer_sets):
+            raise WorkbenchError(
+                f"{where}: only target(s) {', '.join(map(repr, transfer)) or 'none'} have an ood test set; use "
+                "test.split 'train'"
+            )
     valid = METRICS[(subject_kind, c.method if c.kind == "probe" else c.kind)]
     for exp in c.expect:
         if exp.metric not in valid:
@@ -350,9 +411,13 @@ def load_checks(paths: list[Path]) -> list[CheckSpec]:
 
 
 # ------------------------------------------------------------------------------------------------------- running
-def _m(value: float, ci: tuple[float, float] | list[float] | None = None, n: int | None = None) -> dict:
+def measurement(value: float, ci: tuple[float, float] | list[float] | None = None, n: int | None = None) -> dict:
+    """One measured metric as checks read it: `{"value", "ci_low", "ci_high", "n"}` (NaN bounds: no interval)."""
     lo, hi = (float("nan"), float("nan")) if ci is None else (float(ci[0]), float(ci[1]))
     return {"value": float(value), "ci_low": lo, "ci_high": hi, "n": n}
+
+
+_m = measurement
 
 
 def _collect(agent, hook: str, spec: DataSpec):
@@ -624,7 +689,11 @@ def run_check(check: CheckSpec) -> CheckResult:
     t0 = time.time()
     subject_kind, subject = _subject_for(check)
     family = subject_kind if subject_kind in ("lm", "population") else "agent"
-    measured = MEASURE[(family, check.kind)](check, subject)
+    adapter = _adapter(subject_kind, subject)
+    if adapter is not None and check.kind in adapter.measure:
+        measured = adapter.measure[check.kind](check, subject)
+    else:
+        measured = MEASURE[(family, check.kind)](check, subject)
     outcomes = []
     for exp in check.expect:
         value = measured.get(exp.metric, {}).get(exp.bound, float("nan"))

@@ -31,6 +31,25 @@ VERBS = ("eval", "hooks", "steer", "probe", "vector-field", "collect", "sae")
 
 
 @dataclass(frozen=True)
+class BatteryAdapter:
+    """How battery checks (`workbench.battery`, `probes/*.toml`) measure a subject of one kind, so a new kind brings
+    its batteries with it instead of adding branches to battery.py.
+
+    Attributes:
+        measure: check kind (`behaviour`, `probe`, `intervention`, ...) -> `fn(check, subject)` returning
+            `{metric: {"value", "ci_low", "ci_high", "n"}}` (`workbench.battery.measurement` builds one entry).
+            Without `behaviour`, behaviour checks use the world's rollout rates (`world.run(...).rates()`).
+        metrics: check kind, or `probe/METHOD` for probe checks, -> the metric names `measure` returns; checks are
+            validated against them before anything runs.
+        choices: `target`, `vector` or `method` -> the values a check may name (hooks: the policy's hook names).
+    """
+
+    measure: Mapping[str, Callable[[Any, Any], dict]]
+    metrics: Mapping[str, tuple[str, ...]]
+    choices: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class SubjectKind:
     """One kind of subject: how to load it and which function implements each verb for it.
 
@@ -40,6 +59,8 @@ class SubjectKind:
         load: `load(ref) -> subject` for a path/name reference of this kind.
         verbs: verb name -> callable `fn(subject, **options)`; absent verbs are unsupported for this kind.
         file_suffixes: file endings `load` accepts directly (e.g. `.pth`); empty for folder-based kinds.
+        battery: how `workbench battery` checks measure this kind (`BatteryAdapter`); None: the maze, CoinRun and
+            LM families `workbench.battery` knows, or (for any other RL kind) behaviour checks only.
     """
 
     name: str
@@ -47,6 +68,7 @@ class SubjectKind:
     load: Callable[[str], Any]
     verbs: Mapping[str, Callable[..., Any]] = field(default_factory=dict)
     file_suffixes: tuple[str, ...] = ()
+    battery: BatteryAdapter | None = None
 
     def verb(self, name: str) -> Callable[..., Any]:
         """The function implementing `name` for this kind; a verb it lacks is one line naming those it has."""
