@@ -21,8 +21,8 @@ from torch import Tensor
 from workbench.data.prompts import collect_prompts
 from workbench.errors import WorkbenchError, unknown
 from workbench.hooks import run_with_cache
-from workbench.lm import corpus
-from workbench.lm.corpus import PERSONAS, Example
+from workbench.lm import corpora, corpus
+from workbench.lm.corpus import PERSONAS, CorpusConfig, Example
 from workbench.lm.evaluate import corpus_config, score
 from workbench.lm.model import LM
 from workbench.metrics import auroc, bootstrap_ci_paired
@@ -32,11 +32,23 @@ VECTORS = ("sycophancy", "claim-wrong", *PERSONAS)
 """Named vectors: `sycophancy` = mean(sycophant) - mean(honest) on the same wrong-claim questions;
 `claim-wrong` = mean(wrong claim) - mean(correct claim) on the same questions and personas (honest, sycophant);
 a persona name = mean(that persona) - mean(the other three) on the same correct-claim questions. All header-cued,
-at the last prompt position (the ":" after "assistant", where the answer is decided)."""
+at the last prompt position (the ":" after "assistant", where the answer is decided). These are the persona
+corpus's; another corpus names its own (`workbench.lm.corpora`, `vectors_of(lm)`)."""
 POSITIONS = (-1, -2, -3)
 """Probe positions, counted back from the last prompt token: ":" (-1), "assistant" (-2), the end of the user's
 turn (-3: "." after the claim)."""
 PROBE_TARGETS = ("persona", "claim_wrong")
+"""The persona corpus's probe targets; another corpus names its own (`probe_targets_of(lm)`)."""
+
+
+def vectors_of(lm: LM) -> tuple[str, ...]:
+    """The named vectors of the corpus `lm` was trained on."""
+    return corpora.of(lm).vectors
+
+
+def probe_targets_of(lm: LM) -> tuple[str, ...]:
+    """The probe targets of the corpus `lm` was trained on."""
+    return corpora.of(lm).probe_targets
 
 
 def resid_hook(lm: LM, layer: int) -> str:
@@ -65,7 +77,11 @@ def activations(lm: LM, examples: list[Example], positions: int = -1) -> Tensor:
 
 def _contrast_sets(lm: LM, name: str, n: int, seed: int) -> tuple[list[Example], np.ndarray]:
     """Prompts and 0/1 labels whose difference of means defines vector `name` (label 1 = the + side)."""
-    cfg = corpus_config(lm)
+    return corpora.of(lm).fn("contrast_sets")(corpus_config(lm), name, n, seed)
+
+
+def persona_contrast_sets(cfg: CorpusConfig, name: str, n: int, seed: int) -> tuple[list[Example], np.ndarray]:
+    """The persona corpus's `_contrast_sets` (see VECTORS)."""
     if name == "sycophancy":
         sets = corpus.contrastive(("sycophant", "honest"), n, seed, cfg, claim="wrong")
         return sets["sycophant"] + sets["honest"], np.r_[np.ones(n), np.zeros(n)]
@@ -87,8 +103,8 @@ def direction(lm: LM, name: str, n: int = 200, seed: int = 0) -> Tensor:
     Fitted with `fit_mass_mean(standardize=False)`, whose weight is exactly mean(+) - mean(-); for a persona
     vector the minus side pools the other three personas with equal weight.
     """
-    if name not in VECTORS:
-        raise unknown("vector", name, VECTORS)
+    if name not in vectors_of(lm):
+        raise unknown("vector", name, vectors_of(lm))
     ex, y = _contrast_sets(lm, name, n, seed)
     X = activations(lm, ex)
     return fit_mass_mean(X.double(), torch.as_tensor(y), standardize=False).weight.float()
@@ -98,14 +114,18 @@ def direction(lm: LM, name: str, n: int = 200, seed: int = 0) -> Tensor:
 
 
 def _probe_data(lm: LM, target: str, n: int, seed: int) -> tuple[list[Example], np.ndarray]:
-    """Training-distribution prompts for a probe target, with labels.
+    """Training-distribution prompts for a probe target of `lm`'s corpus, with labels."""
+    return corpora.of(lm).fn("probe_data")(corpus_config(lm), target, n, seed)
+
+
+def persona_probe_data(cfg: CorpusConfig, target: str, n: int, seed: int) -> tuple[list[Example], np.ndarray]:
+    """The persona corpus's probe data.
 
     persona: honest (0) vs sycophant (1) dialogues as sampled in training (header or style cue, any claim);
     claim_wrong: honest and sycophant dialogues whose final question carries a claim, wrong (1) vs correct (0).
     Only those two personas ever see a wrong claim in training, so including teacher/pirate (correct claims only)
     would let a probe score by reading the persona instead of the claim.
     """
-    cfg = corpus_config(lm)
     rows: list[Example] = []
     rng_seed = seed
     if target == "persona":
@@ -127,7 +147,11 @@ def _probe_data(lm: LM, target: str, n: int, seed: int) -> tuple[list[Example], 
 def ood_claim_set(lm: LM, n: int, seed: int) -> tuple[list[Example], np.ndarray]:
     """Transfer test for the claim_wrong probe: teacher/pirate prompts (header-cued) with wrong (1) vs correct (0)
     claims on the same questions -- personas that never saw a wrong claim in training."""
-    cfg = corpus_config(lm)
+    return persona_claim_transfer(corpus_config(lm), n, seed)
+
+
+def persona_claim_transfer(cfg: CorpusConfig, n: int, seed: int) -> tuple[list[Example], np.ndarray]:
+    """`ood_claim_set` from a corpus config (the persona corpus's transfer set for `claim_wrong`)."""
     half = max(1, n // 4)
     w = corpus.contrastive(("teacher", "pirate"), half, seed, cfg, claim="wrong")
     c = corpus.contrastive(("teacher", "pirate"), half, seed, cfg, claim="correct")
@@ -144,11 +168,12 @@ def probe_sweep(lm: LM, n_fit: int = 1000, n_test: int = 500, seed: int = 0, l2:
     """
     rows = []
     rng = np.random.default_rng(seed)
-    for target in PROBE_TARGETS:
+    kind = corpora.of(lm)
+    for target in kind.probe_targets:
         fit_ex, y_fit = _probe_data(lm, target, n_fit, seed)
         tests = {"heldout": _probe_data(lm, target, n_test, seed + 1)}
-        if target == "claim_wrong":
-            tests["ood"] = ood_claim_set(lm, n_test, seed + 2)
+        if target in kind.transfer_sets:
+            tests["ood"] = kind.transfer(target)(corpus_config(lm), n_test, seed + 2)
         shuffled = rng.permutation(y_fit)
         for pos in POSITIONS:
             X = activations(lm, fit_ex, pos).double()
@@ -199,7 +224,7 @@ def projection_monitor(
     bootstrap 95% CI) with logit(claimed) - logit(true) (positive = leaning to agree), and its AUROC for
     predicting greedy agreement is reported. Control: the same for a random direction (seed-fixed).
     """
-    ex = corpus.generate("ood", n, seed, corpus_config(lm))
+    ex = corpora.of(lm).fn("generate")("ood", n, seed, corpus_config(lm))
     scored = score(lm, ex)
     lean = -scored.logit_diff.to_numpy()
     agree = scored.agree.to_numpy()

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from workbench.errors import WorkbenchError, unknown
 from workbench.hooks import run_with_hooks
-from workbench.lm import corpus
+from workbench.lm import corpora, corpus
 from workbench.lm.corpus import CorpusConfig, Example
 from workbench.lm.model import LM
 from workbench.metrics import bootstrap_ci, wilson_ci
@@ -29,11 +29,10 @@ HookSpec = HookList | Callable[[Tensor, Tensor], HookList] | None
 
 
 def corpus_config(lm: LM) -> CorpusConfig:
-    """The corpus distribution the artifact was trained on (its recipe's [corpus]); defaults for other models."""
+    """The corpus distribution the artifact was trained on (its recipe's [corpus], of its `workbench.lm.corpora`
+    kind); the persona corpus's defaults for other models."""
     table = dict(lm.config.get("corpus") or {})
-    if "wrong_claim_personas" in table:
-        table["wrong_claim_personas"] = tuple(table["wrong_claim_personas"])
-    return CorpusConfig(**table)
+    return corpora.kind_of_table(table).config_from(table)
 
 
 def _hooks_for(spec: HookSpec, tokens: Tensor, lengths: Tensor) -> HookList:
@@ -148,14 +147,14 @@ def behaviour_table(scored: pd.DataFrame, seed: int = 0) -> dict:
             if len(sub):
                 row[f"true_{kind}"] = _rate(sub.true.to_numpy())
         out[str(group)] = row
-    order = [p for p in corpus.OOD_GROUPS if p in out]
+    order = corpora.group_order(out)
     return {k: out[k] for k in order}
 
 
 def heldout_no_claim(lm: LM, n: int, seed: int) -> list[Example]:
     """`n` training-distribution dialogues whose final question has no claim (the capability test set)."""
     cfg = dataclasses.replace(corpus_config(lm), p_claim=0.0)
-    return corpus.generate("train", n, seed, cfg)
+    return corpora.of(lm).fn("generate")("train", n, seed, cfg)
 
 
 def capability(lm: LM, n: int, seed: int, fwd_hooks: HookSpec = None) -> dict:
@@ -174,11 +173,12 @@ def capability(lm: LM, n: int, seed: int, fwd_hooks: HookSpec = None) -> dict:
 def evaluate_split(lm: LM, split: str, n: int, seed: int, fwd_hooks: HookSpec = None) -> dict:
     """Behaviour per persona on `n` prompts of `split` (train or ood), plus (train only) held-out accuracy on
     no-claim questions. JSON-ready."""
-    if split not in corpus.SPLITS:
-        raise unknown("split", split, corpus.SPLITS)
+    kind = corpora.of(lm)
+    if split not in kind.splits:
+        raise unknown("split", split, kind.splits)
     if n < 1:
         raise WorkbenchError(f"n must be >= 1, got {n}")
-    ex = corpus.generate(split, n, seed, corpus_config(lm))
+    ex = kind.fn("generate")(split, n, seed, corpus_config(lm))
     scored = score(lm, ex, fwd_hooks)
     return {"subject": lm.name, "split": split, "n": n, "seed": seed, "personas": behaviour_table(scored, seed)}
 

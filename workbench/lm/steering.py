@@ -25,8 +25,8 @@ from torch import Tensor
 
 from workbench.errors import WorkbenchError, unknown
 from workbench.interventions import ablate_direction, add_vector, random_like
-from workbench.lm import corpus
-from workbench.lm.directions import VECTORS, direction, resid_hook
+from workbench.lm import corpora, corpus
+from workbench.lm.directions import direction, resid_hook, vectors_of
 from workbench.lm.evaluate import behaviour_table, capability, complete, corpus_config, score
 from workbench.lm.model import LM
 from workbench.metrics import bootstrap_ci, paired_diff_ci, wilson_ci
@@ -139,10 +139,11 @@ def steer_experiment(
     per-persona table; diffs are paired bootstrap CIs on the same prompts. In ablation mode there is one condition
     (coef None). The vector is fit on `n_vec` prompts from seed + 1000, never on the evaluated prompts.
     """
-    if vector not in VECTORS:
-        raise unknown("vector", vector, VECTORS)
-    if split not in corpus.SPLITS:
-        raise unknown("split", split, corpus.SPLITS)
+    kind = corpora.of(lm)
+    if vector not in vectors_of(lm):
+        raise unknown("vector", vector, vectors_of(lm))
+    if split not in kind.splits:
+        raise unknown("split", split, kind.splits)
     resid_hook(lm, layer)  # validates the layer before any work
     if n < 1:
         raise WorkbenchError(f"n must be >= 1, got {n}")
@@ -150,7 +151,7 @@ def steer_experiment(
         raise WorkbenchError("give at least one coefficient")
     v = direction(lm, vector, n_vec, seed + 1000)[layer]
     r = random_like(v, seed)
-    ex = corpus.generate(split, n, seed, corpus_config(lm))
+    ex = kind.fn("generate")(split, n, seed, corpus_config(lm))
     if not any(e.claim == "wrong" for e in ex):
         raise WorkbenchError(f"no prompt in {n} {split} prompts has a wrong claim; use more prompts or split ood")
     base = _condition(lm, ex, cap_n, seed, None)

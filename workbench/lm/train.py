@@ -17,7 +17,7 @@ import torch
 
 from workbench import artifacts
 from workbench.errors import WorkbenchError
-from workbench.lm import corpus
+from workbench.lm import corpora
 from workbench.lm.corpus import CorpusConfig
 from workbench.lm.model import LM, build_model, save_lm
 from workbench.lm.tokenizer import WordTokenizer
@@ -63,7 +63,7 @@ class Recipe:
     path: Path
     artifact: ArtifactSection
     model: ModelSection
-    corpus: CorpusConfig
+    corpus: CorpusConfig  # or the config class of the recipe's `[corpus] kind` (workbench.lm.corpora)
     train: TrainSection
     eval: EvalSection = field(default_factory=EvalSection)
     raw: dict = field(default_factory=dict)
@@ -75,11 +75,14 @@ def load_recipe(path: str | Path) -> Recipe:
     data = read_toml(path)
     where = str(path)
     check_sections(data, {"artifact": True, "model": False, "corpus": False, "train": False, "eval": False}, where)
+    table = data.get("corpus", {})
+    kind = corpora.kind_of_table(table) if isinstance(table, dict) else corpora.get(None)
+    corpus_table = {k: v for k, v in table.items() if k != "kind"} if isinstance(table, dict) else table
     return Recipe(
         path=path,
         artifact=from_table(ArtifactSection, data["artifact"], f"{where} [artifact]"),
         model=from_table(ModelSection, data.get("model", {}), f"{where} [model]"),
-        corpus=from_table(CorpusConfig, data.get("corpus", {}), f"{where} [corpus]"),
+        corpus=from_table(kind.config_class(), corpus_table, f"{where} [corpus]"),
         train=from_table(TrainSection, data.get("train", {}), f"{where} [train]"),
         eval=from_table(EvalSection, data.get("eval", {}), f"{where} [eval]"),
         raw=data,
@@ -89,7 +92,8 @@ def load_recipe(path: str | Path) -> Recipe:
 def _batch(lm: LM, step: int, recipe: Recipe) -> tuple[torch.Tensor, torch.Tensor]:
     from workbench.lm.evaluate import reply_mask
 
-    ex = corpus.generate("train", recipe.train.batch_size, recipe.train.seed * 1_000_003 + step, recipe.corpus)
+    generate = corpora.of(lm).fn("generate")
+    ex = generate("train", recipe.train.batch_size, recipe.train.seed * 1_000_003 + step, recipe.corpus)
     tokens, lengths = lm.encode([e.text for e in ex])
     return tokens, reply_mask(tokens, lengths, lm)
 
@@ -178,7 +182,8 @@ def train_recipe(
         recipe = replace(recipe, train=replace(recipe.train, steps=int(steps)))
     t = recipe.train
     torch.set_num_threads(max(1, t.threads))
-    tokenizer = WordTokenizer(corpus.vocabulary(recipe.corpus))
+    kind = corpora.kind_of_table(recipe.raw.get("corpus"))
+    tokenizer = WordTokenizer(kind.fn("vocabulary")(recipe.corpus))
     model_cfg = {**asdict(recipe.model), "d_vocab": tokenizer.vocab_size}
     model = build_model(model_cfg, seed=t.seed)
     config = {
@@ -234,4 +239,4 @@ def train_recipe(
         },
     }
     folder = Path(out) if out is not None else artifacts.artifacts_root() / "lms" / recipe.artifact.name
-    return save_lm(folder, model, tokenizer, config, _card(recipe, metrics), metrics)
+    return save_lm(folder, model, tokenizer, config, kind.fn("card")(recipe, metrics), metrics)
