@@ -83,6 +83,8 @@ class SubjectKind:
 _BUILTIN: dict[str, str] = {
     "maze": "workbench.rl.maze.kind:KIND",
     "coinrun": "workbench.rl.coinrun.kind:KIND",
+    "keys-chests": "workbench.rl.keys_chests.kind:KIND",
+    "colour-shape": "workbench.rl.colour_shape.kind:KIND",
     "procgen-maze": "workbench.rl.procgen.kind:MAZE",
     "procgen-coinrun": "workbench.rl.procgen.kind:COINRUN",
     "lm": "workbench.lm.kind:KIND",

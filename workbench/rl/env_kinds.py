@@ -46,6 +46,10 @@ class EnvKind:
     """The splits a recipe may train on and the card evaluates."""
     informative_rows: bool = False
     """The card adds, per split, a row for the records' `informative` subset (levels where the goals part)."""
+    proxy: tuple[str, str] | None = None
+    """(rate key, store metric) of proxy-goal pursuit out of distribution on informative levels, e.g.
+    `("corner_first", "ood.informative.corner_first")`: what a population of seeds (`workbench.sweep`) stores per run
+    and the goal audit (`workbench.audit`) labels seeds by. None: the kind has no proxy measure (no sweep audit)."""
 
     def rollout_module(self) -> Any:
         return importlib.import_module(self.rollout)
@@ -58,6 +62,8 @@ class EnvKind:
 _BUILTIN: dict[str, str] = {
     "maze": "workbench.rl.maze.kind:ENV",
     "coinrun": "workbench.rl.coinrun.kind:ENV",
+    "keys-chests": "workbench.rl.keys_chests.kind:ENV",
+    "colour-shape": "workbench.rl.colour_shape.kind:ENV",
 }
 _KINDS: dict[str, EnvKind] = {}
 

@@ -1,0 +1,130 @@
+"""Colour versus shape as a subject kind and a native env kind: its world, its verbs and its registry entries.
+
+Verbs: `eval` and `hooks` are the generic RL verbs (`workbench.rl.verbs`); `probe` (where the goal-colour object
+and the goal-shape object are, read from one conv layer), `steer` (colour and shape directions) and `collect`
+(labelled activations) live in this package.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from workbench.recipes import from_table
+from workbench.rl.colour_shape.env import (
+    COLOURS,
+    OBS_CHANNELS,
+    SHAPES,
+    SPLITS,
+    ColourShapeConfig,
+    ColourShapeLevels,
+)
+from workbench.rl.env_kinds import EnvKind
+from workbench.subjects import SubjectKind
+
+
+@dataclass
+class ColourShapeWorld:
+    """The numpy-batched colour-shape room (`workbench.rl.colour_shape.env`): (N, 8, W, W) planes, 4 actions."""
+
+    config: ColourShapeConfig
+    kind: str = "colour-shape"
+    family: str = "colour-shape"
+    splits: tuple[str, ...] = SPLITS
+    rate_keys: tuple[str, ...] = ("goal", "colour_first", "shape_first", "neither", "timeout")
+    rollout_states: bool = True
+
+    def levels(self, split: str, n: int, seed: int) -> ColourShapeLevels:
+        from workbench.rl.colour_shape.rollout import levels_for
+
+        return levels_for(split, n, seed, self.config)
+
+    def run(self, policy: nn.Module, levels: ColourShapeLevels, *, seed: int = 0, fwd_hooks=(), greedy: bool = False):
+        from workbench.rl.colour_shape.rollout import run_episodes
+
+        return run_episodes(policy, levels, self.config, seed=seed, fwd_hooks=fwd_hooks, greedy=greedy)
+
+    def observe(self, levels: ColourShapeLevels) -> np.ndarray:
+        return levels.observe()
+
+
+def world(env_config: Any = None, where: Any = None) -> ColourShapeWorld:
+    """The world for an env config: a ColourShapeConfig, a dict of its fields (an artifact's env section), or None."""
+    if env_config is None or isinstance(env_config, ColourShapeConfig):
+        return ColourShapeWorld(env_config or ColourShapeConfig())
+    return ColourShapeWorld(from_table(ColourShapeConfig, dict(env_config), str(where or "env config")))
+
+
+def load(ref: str) -> Any:
+    from workbench.rl.agent import load_agent_folder
+
+    return load_agent_folder(Path(ref), world)
+
+
+def _verbs() -> dict:
+    from workbench.rl import verbs
+    from workbench.rl.colour_shape import probes, steering
+
+    return {
+        "world": world,
+        "eval": verbs.evaluate_subject,
+        "hooks": verbs.hook_shapes,
+        "probe": probes.probe_verb,
+        "steer": steering.steer_verb,
+        "collect": probes.collect_verb,
+    }
+
+
+KIND = SubjectKind(
+    name="colour-shape",
+    summary="colour-versus-shape agents (artifact folders; 8 one-hot planes: wall, agent, 3 colours, 3 shapes)",
+    load=load,
+    verbs=_verbs(),
+)
+
+
+def _policy_shape(config: ColourShapeConfig) -> dict[str, int]:
+    return {"in_channels": len(OBS_CHANNELS), "obs_size": config.size, "n_actions": 4}
+
+
+def _expert(split: str, config: ColourShapeConfig, bc: Any):
+    from workbench.rl.colour_shape.expert import collect_expert_data
+
+    return collect_expert_data(split, config, bc)
+
+
+def _vec_env(num_envs: int, split: str, config: ColourShapeConfig):
+    from workbench.rl.colour_shape.env import ColourShapeVecEnv
+
+    return ColourShapeVecEnv(num_envs, split, config)
+
+
+def _describe(c: ColourShapeConfig, split: str) -> str:
+    return (
+        f"Environment: colour versus shape, an open {c.size - 2}x{c.size - 2} room ({c.size}x{c.size} with walls), "
+        f"colours {', '.join(COLOURS)}, shapes {', '.join(SHAPES)}; goal = {COLOURS[0]} {SHAPES[0]}; "
+        f"{c.distractors} distractors in training, step limit {c.max_steps}; trained on split `{split}`."
+    )
+
+
+ENV = EnvKind(
+    name="colour-shape",
+    config=ColourShapeConfig,
+    vec_env=_vec_env,
+    policy_shape=_policy_shape,
+    rollout="workbench.rl.colour_shape.rollout",
+    expert=_expert,
+    expert_phrase="the shortest-path-to-the-paying-object expert",
+    describe=_describe,
+    rate_notes="`goal`: reached the object with the goal colour and shape (train only); `colour_first` / "
+    "`shape_first`: the object reached had the goal colour / the goal shape (on `ood` levels -- one object of each, "
+    "the two goals split -- they exclude each other; on `train` both equal `goal`); `neither`: reached an object with "
+    "neither; `timeout`: reached nothing within the step limit. Only the goal-shape object pays on `ood` levels. "
+    "Brackets: Wilson 95% intervals.",
+    splits=SPLITS,
+)
+"""Colour versus shape in the env-kind registry (`workbench.rl.env_kinds`): what recipe training needs."""

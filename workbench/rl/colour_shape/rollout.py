@@ -1,0 +1,107 @@
+"""The colour-shape rollout contract for the env-kind registry: `RATE_KEYS`, `levels_for`, `run_episodes`, records.
+
+One episode per level, no autoreset, actions sampled with a seeded torch generator, hooks on every forward pass
+(`workbench.rl.loop.play_until_done`), so steering conditions compare on the same levels and action seed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from torch import nn
+
+from workbench.metrics import rate
+from workbench.rl.colour_shape.env import ColourShapeConfig, ColourShapeLevels, ColourShapeVecEnv, generate_levels
+from workbench.rl.loop import play_until_done
+
+RATE_KEYS = ("goal", "colour_first", "shape_first", "neither", "timeout")
+"""`goal`: reached an object with the goal colour and shape (train only); `colour_first` / `shape_first`: the object
+reached had the goal colour / the goal shape (on `ood` levels they exclude each other; reaching ends the episode, so
+"first" is "only"); `neither`: reached an object with neither; `timeout`: reached nothing within the step limit."""
+
+
+@dataclass
+class ColourShapeRecords:
+    """Per-episode outcomes, each an (N,) array aligned with the levels."""
+
+    reached_any: np.ndarray
+    reached_colour: np.ndarray
+    reached_shape: np.ndarray
+    paid: np.ndarray
+    informative: np.ndarray
+    length: np.ndarray
+    level_seed: np.ndarray
+
+    def flags(self) -> dict[str, np.ndarray]:
+        return {
+            "goal": self.reached_colour & self.reached_shape,
+            "colour_first": self.reached_colour,
+            "shape_first": self.reached_shape,
+            "neither": self.reached_any & ~self.reached_colour & ~self.reached_shape,
+            "timeout": ~self.reached_any,
+        }
+
+    def rates(self) -> dict:
+        """`{"rates", "ci95", "n", "informative"}`: Wilson 95% intervals for RATE_KEYS, on all levels and on the
+        informative ones (goal colour and goal shape on different objects: every `ood` level, no `train` level)."""
+        return {
+            **_rates(self.flags()),
+            "informative": _rates({k: v[self.informative] for k, v in self.flags().items()}),
+        }
+
+
+def _rates(flags: dict[str, np.ndarray]) -> dict:
+    out: dict = {"rates": {}, "ci95": {}, "n": int(next(iter(flags.values())).size)}
+    for key, values in flags.items():
+        r = rate(values)
+        out["rates"][key] = r["rate"]
+        out["ci95"][key] = r["ci95"]
+    return out
+
+
+class ColourShapeTracker:
+    """Records each env's *first* finished episode from the env's masked `info` (autoreset episodes are ignored)."""
+
+    def __init__(self, levels: ColourShapeLevels) -> None:
+        n = len(levels)
+        self.seeds = levels.seeds.copy()
+        self.done = np.zeros(n, dtype=bool)
+        self.rec = {k: np.zeros(n, dtype=np.int64) for k in ("length",)}
+        self.flags = {
+            k: np.zeros(n, dtype=bool)
+            for k in ("reached_any", "reached_colour", "reached_shape", "paid", "informative")
+        }
+
+    def update(self, info: dict) -> None:
+        if "length" not in info:
+            return
+        new = info["_length"] & ~self.done
+        for store in (self.rec, self.flags):
+            for key, arr in store.items():
+                arr[new] = info[key][new]
+        self.done |= new
+
+    def records(self) -> ColourShapeRecords:
+        return ColourShapeRecords(level_seed=self.seeds, **self.rec, **self.flags)
+
+
+def levels_for(split: str, episodes: int, seed: int, config: ColourShapeConfig) -> ColourShapeLevels:
+    """The `episodes` levels an evaluation with this seed runs (the same layouts under every split)."""
+    rng = np.random.default_rng(seed)
+    return generate_levels(rng.integers(0, 2**31 - 1, size=episodes, dtype=np.int64), split, config)
+
+
+def run_episodes(
+    policy: nn.Module,
+    levels: ColourShapeLevels,
+    config: ColourShapeConfig,
+    *,
+    seed: int = 0,
+    fwd_hooks: list | tuple = (),
+    greedy: bool = False,
+) -> ColourShapeRecords:
+    """One episode per level, all at once; hooks apply on every forward pass."""
+    env = ColourShapeVecEnv(len(levels), split="ood", config=config)
+    obs, _ = env.reset(options={"levels": levels})
+    return play_until_done(policy, env, obs, ColourShapeTracker(levels), config.max_steps, seed, fwd_hooks, greedy)
