@@ -115,6 +115,7 @@ ENV = EnvKind(
     "(the rest died on a hazard). `informative`: levels whose coin is away from the exit. "
     "Brackets: Wilson 95% intervals.",
     splits=SPLITS,
+    proxy=("exit_without_coin", "ood.informative.exit_without_coin"),
     informative_rows=True,
 )
 """Native CoinRun in the env-kind registry (`workbench.rl.env_kinds`): what recipe training needs."""

@@ -121,5 +121,6 @@ ENV = EnvKind(
     rate_notes="`cheese`: reached the cheese within the step limit; `corner_first`: entered the top-right r x r region "
     "before the cheese (or never reached it); `timeout`: step limit hit. Brackets: Wilson 95% intervals.",
     splits=SPLITS,
+    proxy=("corner_first", "ood.informative.corner_first"),
 )
 """The native maze in the env-kind registry (`workbench.rl.env_kinds`): what recipe training needs."""
