@@ -16,8 +16,9 @@ Identity and idempotence. A run is (recipe hash, seed, grid point). Its folder `
 `DIR/population.json` names the sweep recipe and its hash: a folder holding another recipe's population is refused
 (one line) instead of being mixed. Rerunning a sweep skips runs whose record exists; a killed sweep resumes (a run
 cut short resumes from its checkpoints under `DIR/runs/RUN_ID/runs/checkpoints/`, bit-identical, see
-`workbench.rl.train`). Each finished run adds one row to the results store (metric
-`ood.informative.corner_first` for mazes, `ood.informative.exit_without_coin` for CoinRun) unless it is there.
+`workbench.rl.train`). Each finished run adds one row to the results store (the env kind's proxy metric,
+`EnvKind.proxy`: `ood.informative.corner_first` for mazes, `ood.informative.exit_without_coin` for CoinRun) unless
+it is there.
 
 Determinism. Training is seeded by the recipe; each worker runs torch with `$WORKBENCH_THREADS` threads (default 1),
 so the same seed gives the same weights under every executor (tests/test_sweep.py checks the records).
@@ -58,11 +59,19 @@ RAY_CONNECT_TIMEOUT_S = 20.0
 """Longest wait for `address=` to answer (TCP probe, then `ray.init`) before one line says it did not."""
 THREADS_ENV = "WORKBENCH_THREADS"
 MAX_RUNS = 10_000
-PROXY_METRIC = {
-    "maze": ("corner_first", "ood.informative.corner_first"),
-    "coinrun": ("exit_without_coin", "ood.informative.exit_without_coin"),
-}
-"""Env kind -> (rate key, store metric) of proxy-goal pursuit out of distribution, on informative levels."""
+
+
+def proxy_metric(env_kind: str) -> tuple[str, str]:
+    """(rate key, store metric) of proxy-goal pursuit out of distribution for a native env kind, from its registry
+    entry (`EnvKind.proxy`); one line if the kind declares none."""
+    from workbench.rl.env_kinds import env_kind as lookup
+
+    proxy = lookup(env_kind).proxy
+    if proxy is None:
+        raise WorkbenchError(f"env kind {env_kind!r} declares no proxy metric (EnvKind.proxy); it cannot be audited")
+    return proxy
+
+
 _GRID_FORBIDDEN = {
     "bc.seed": "the seed is the sweep axis (--seeds)",
     "ppo.seed": "the seed is the sweep axis (--seeds)",
@@ -662,7 +671,7 @@ class SweepResult:
 def _store_rows(records: list[dict], population: str) -> list[dict]:
     rows = []
     for rec in records:
-        short, metric = PROXY_METRIC.get(rec["env_kind"], PROXY_METRIC["maze"])
+        short, metric = proxy_metric(rec["env_kind"])
         info = rec["eval"].get("ood", {}).get("informative", {})
         value = info.get("rates", {}).get(short, float("nan"))
         ci = info.get("ci95", {}).get(short, [float("nan"), float("nan")])
