@@ -50,10 +50,6 @@ class EnvKind:
     """(rate key, store metric) of proxy-goal pursuit out of distribution on informative levels, e.g.
     `("corner_first", "ood.informative.corner_first")`: what a population of seeds (`workbench.sweep`) stores per run
     and the goal audit (`workbench.audit`) labels seeds by. None: the kind has no proxy measure (no sweep audit)."""
-    proxy: tuple[str, str] | None = None
-    """(rate key, store metric) of proxy-goal pursuit out of distribution on informative levels, e.g.
-    `("corner_first", "ood.informative.corner_first")`: what a population of seeds (`workbench.sweep`) stores per run
-    and the goal audit (`workbench.audit`) labels seeds by. None: the kind has no proxy measure (no sweep audit)."""
 
     def rollout_module(self) -> Any:
         return importlib.import_module(self.rollout)
