@@ -239,8 +239,10 @@ def eval_cmd(
 
     if split not in corpus.SPLITS:
         raise unknown("split", split, corpus.SPLITS)
-    if persona is not None and persona not in corpus.OOD_GROUPS:
-        raise unknown("persona", persona, corpus.OOD_GROUPS)
+    from workbench.lm.corpora import ALL_GROUPS
+
+    if persona is not None and persona not in ALL_GROUPS:
+        raise unknown("persona", persona, ALL_GROUPS)
     result = evaluate_split(load_lm(artifact), split, n, seed)
     if persona is not None:
         if persona not in result["personas"]:
@@ -482,11 +484,11 @@ def monitor_cmd(
     run_id = new_run_id("lm-monitor")
     if dataset is None:
         from workbench.errors import unknown
-        from workbench.lm.directions import VECTORS, projection_monitor
+        from workbench.lm.directions import projection_monitor, vectors_of
 
-        if vector not in VECTORS:
-            raise unknown("vector", vector, VECTORS)
         lm = load_lm(artifact)
+        if vector not in vectors_of(lm):
+            raise unknown("vector", vector, vectors_of(lm))
         proj = projection_monitor(lm, vector, n, seed)
         result = {"subject": lm.name, "vector": vector, "rows": proj.to_dict("records")}
     else:
@@ -575,12 +577,12 @@ def directions_cmd(
         )  # fmt: skip
         return
     from workbench.errors import unknown
-    from workbench.lm.directions import VECTORS, probe_sweep, projection_monitor
+    from workbench.lm.directions import probe_sweep, projection_monitor, vectors_of
     from workbench.lm.model import load_lm
 
-    if vector not in VECTORS:
-        raise unknown("vector", vector, VECTORS)
     lm = load_lm(artifact)
+    if vector not in vectors_of(lm):
+        raise unknown("vector", vector, vectors_of(lm))
     probes = probe_sweep(lm, n_fit, n_test, seed)
     proj = projection_monitor(lm, vector, n, seed)
     from workbench.store import new_run_id
