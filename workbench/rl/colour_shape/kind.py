@@ -79,14 +79,6 @@ def _verbs() -> dict:
     }
 
 
-KIND = SubjectKind(
-    name="colour-shape",
-    summary="colour-versus-shape agents (artifact folders; 8 one-hot planes: wall, agent, 3 colours, 3 shapes)",
-    load=load,
-    verbs=_verbs(),
-)
-
-
 def _policy_shape(config: ColourShapeConfig) -> dict[str, int]:
     return {"in_channels": len(OBS_CHANNELS), "obs_size": config.size, "n_actions": 4}
 
@@ -126,5 +118,79 @@ ENV = EnvKind(
     "neither; `timeout`: reached nothing within the step limit. Only the goal-shape object pays on `ood` levels. "
     "Brackets: Wilson 95% intervals.",
     splits=SPLITS,
+    proxy=("colour_first", "ood.informative.colour_first"),
 )
 """Colour versus shape in the env-kind registry (`workbench.rl.env_kinds`): what recipe training needs."""
+
+
+def _probe_measure(check: Any, agent: Any) -> dict:
+    """Battery `probe` checks (method `spatial`, target `colour_cell` or `shape_cell`) through `location_probes`."""
+    from workbench.battery import measurement
+    from workbench.rl.colour_shape.probes import location_probes
+
+    rows = location_probes(
+        agent, [check.hook], n_fit=check.fit.episodes, n_test=check.test.episodes, seed=check.fit.seed
+    )
+    r = next(row for row in rows if row["target"] == check.target)
+    return {
+        "top1": measurement(r["value"], r["ci95"], r["n"]),
+        "control_top1": measurement(r["shuffled_control"], r["control_ci95"], r["n"]),
+        "selectivity": measurement(r["selectivity"], None, r["n"]),
+        "chance": measurement(r["chance"], None, r["n"]),
+    }
+
+
+def _intervention_measure(check: Any, agent: Any) -> dict:
+    """Battery `intervention` checks (vector `colour` or `shape`) through `steering.steer`: `effect` is the change in
+    colour_first with its paired bootstrap interval, `control_effect` the equal-norm random direction's; per
+    condition and rate key, `baseline.K` / `steered.K` / `control.K` and `effect.K`."""
+    from workbench.battery import measurement
+    from workbench.rl.colour_shape.rollout import RATE_KEYS
+    from workbench.rl.colour_shape.steering import steer
+
+    r = steer(
+        agent, vector=check.vector, coef=check.coef, layer=check.hook, split=check.data.split,
+        episodes=check.data.episodes, seed=check.data.seed, direction_episodes=check.fit.episodes,
+    )  # fmt: skip
+    n = r["episodes"]
+    out = {
+        "effect": measurement(r["effect"], r["ci95"], n),
+        "control_effect": measurement(r["control_effect"], r["control_ci95"], n),
+    }
+    for key in RATE_KEYS:
+        for cond in ("baseline", "steered", "control"):
+            out[f"{cond}.{key}"] = measurement(r[cond]["rates"][key], r[cond]["ci95"][key], n)
+        eff = r["effects"]["steered"][key]
+        out[f"effect.{key}"] = measurement(eff["diff"], eff["ci95"], n)
+    return out
+
+
+def _battery():
+    from workbench.rl.colour_shape.probes import TARGETS
+    from workbench.rl.colour_shape.rollout import RATE_KEYS
+    from workbench.rl.colour_shape.steering import VECTORS
+    from workbench.subjects import BatteryAdapter
+
+    conditions = ("baseline", "steered", "control")
+    return BatteryAdapter(
+        measure={"probe": _probe_measure, "intervention": _intervention_measure},
+        metrics={
+            "probe/spatial": ("top1", "control_top1", "selectivity", "chance"),
+            "intervention": (
+                "effect",
+                "control_effect",
+                *(f"{c}.{k}" for c in conditions for k in RATE_KEYS),
+                *(f"effect.{k}" for k in RATE_KEYS),
+            ),
+        },
+        choices={"target": TARGETS, "vector": VECTORS, "method": ("spatial",)},
+    )
+
+
+KIND = SubjectKind(
+    name="colour-shape",
+    summary="colour-versus-shape agents (artifact folders; 8 one-hot planes: wall, agent, 3 colours, 3 shapes)",
+    load=load,
+    verbs=_verbs(),
+    battery=_battery(),
+)
