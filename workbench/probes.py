@@ -242,17 +242,24 @@ def _as_tensor(x: Any, name: str = "input") -> Tensor:
         raise WorkbenchError(f"{name} must be a numeric array or tensor") from exc
 
 
-def _activations(X: Any, name: str) -> Tensor:
-    """X as float64 (N, d) or (P, N, d) (no copy when it already is)."""
+def _activations(X: Any, name: str, keep_float32: bool = False) -> Tensor:
+    """X as float64 (N, d) or (P, N, d) (no copy when it already is); with keep_float32, float32 stays float32
+    and half precision becomes float32 (activations are stored in float32: reading them as float64 doubles the
+    bytes every pass moves and changes nothing they can express)."""
     X = _as_tensor(X, name)
     if X.ndim not in (2, 3):
         raise WorkbenchError(f"{name} must be (N, d) or (P, N, d) activations, got shape {tuple(X.shape)}")
+    if keep_float32 and X.dtype in (torch.float32, torch.float16, torch.bfloat16):
+        return X.float()
     return X.to(_F64)
 
 
-def _inputs(X: Any, y: Any, kind: str, n_classes: int | None = None) -> tuple[Tensor, Tensor]:
-    """Checked (X, Y): X float64 (N, d) or (P, N, d); Y float64 (P, N) with the probe axis made explicit."""
-    X = _activations(X, "X")
+def _inputs(
+    X: Any, y: Any, kind: str, n_classes: int | None = None, keep_float32: bool = False
+) -> tuple[Tensor, Tensor]:
+    """Checked (X, Y): X float64 (or float32, see `_activations`) (N, d) or (P, N, d); Y float64 (P, N) with the
+    probe axis made explicit."""
+    X = _activations(X, "X", keep_float32)
     y = _as_tensor(y, "labels")
     if y.ndim not in (1, 2):
         raise WorkbenchError(f"labels must be (N,) or (P, N), got shape {tuple(y.shape)}")
@@ -299,16 +306,17 @@ def _inputs(X: Any, y: Any, kind: str, n_classes: int | None = None) -> tuple[Te
 
 
 def _standardisation(X: Tensor, p: int, standardize: bool) -> tuple[Tensor, Tensor]:
-    """Per-probe training mean and population std, (P, d) each; std 1 where a feature is constant (its z is 0).
+    """Per-probe training mean and population std, (P, d) each, float64; std 1 where a feature is constant (its z
+    is 0).
 
     With standardize=False the std is 1 but the data are still centred: centring never changes these fits (the
     bias is unpenalised) and keeps the implicit-standardisation arithmetic well conditioned."""
     X3 = X if X.ndim == 3 else X[None]
-    mean = X3.mean(dim=1)
+    mean, sum_sq = _moments(X3)
     if not torch.isfinite(mean).all():  # a nan or inf anywhere in a column reaches its mean: no extra pass over X
         raise WorkbenchError("activations contain nan or inf")
     if standardize:
-        std = _centred_sum_sq(X3, mean).div_(X3.shape[1]).sqrt_()
+        std = sum_sq.div_(X3.shape[1]).sqrt_()
         std = torch.where(std > 1e-10 * mean.abs().clamp_min(1.0), std, torch.ones_like(std))
     else:
         std = torch.ones_like(mean)
@@ -317,19 +325,27 @@ def _standardisation(X: Tensor, p: int, standardize: bool) -> tuple[Tensor, Tens
     return mean, std
 
 
-def _centred_sum_sq(X3: Tensor, mean: Tensor) -> Tensor:
-    """sum_n (X3[p, n] - mean[p])^2, (P, d), through one reused ~4 MB buffer: two-pass accuracy without a full
-    centred copy of X (torch's std is several times slower on CPU, and a copy costs memory and page faults)."""
+def _moments(X3: Tensor) -> tuple[Tensor, Tensor]:
+    """Column means and centred sums of squares of X3 (P, N, d), float64 (P, d) each, in one pass over X3.
+
+    Each ~2 MB block of rows is converted to float64 in cache and summed after subtracting a shift (the first
+    row), so sum((x - mean)^2) = sum((x - k)^2) - N (mean - k)^2 keeps two-pass accuracy unless the shift is far
+    from the mean in units of the spread (torch's std is several times slower on CPU, a mean in float64 of a
+    float32 tensor as slow again, and a full centred copy costs memory and page faults)."""
     p, n, d = X3.shape
-    rows = max(1, min(n, (1 << 19) // max(p * d, 1)))
-    buf = torch.empty(p, rows, d, dtype=X3.dtype, device=X3.device)
-    acc = torch.zeros_like(mean)
+    rows = max(1, min(n, (1 << 18) // max(p * d, 1)))
+    shift = X3[:, 0, :].to(_F64)
+    s1 = torch.zeros(p, d, dtype=_F64, device=X3.device)
+    s2 = torch.zeros_like(s1)
+    buf = torch.empty(p, rows, d, dtype=_F64, device=X3.device)
     for a in range(0, n, rows):
         block = X3[:, a : a + rows]
         b = buf[:, : block.shape[1]]
-        torch.sub(block, mean[:, None, :], out=b)
-        acc += b.square_().sum(dim=1)
-    return acc
+        torch.sub(block, shift[:, None, :], out=b)
+        s1 += b.sum(dim=1)
+        s2 += b.square_().sum(dim=1)
+    delta = s1 / n
+    return shift + delta, (s2 - n * delta * delta).clamp_min_(0.0)
 
 
 # --------------------------------------------------------------------------------------------------- batched algebra
@@ -447,7 +463,7 @@ def _fit_lbfgs(
 def fit_logistic(
     X: Tensor, y: Tensor, l2: float = 1e-2, max_iter: int = 100, *, standardize: bool = True, tol: float = 1e-7
 ) -> LinearProbe:
-    """L2-regularised logistic regression probes, all P fitted by one batched L-BFGS in float64.
+    """L2-regularised logistic regression probes, P at once (`workbench.logistic.solve_logistic`).
 
     X (P, N, d) or (N, d) shared by all probes; y (N,) shared or (P, N), binary {0, 1}. Each probe minimises, on
     its standardised inputs z (see `LinearProbe`),
@@ -456,22 +472,36 @@ def fit_logistic(
 
     scikit-learn's LogisticRegression(C) minimises C * sum_n BCE + ||w||^2 / 2, i.e. (1/N) sum_n BCE +
     ||w||^2 / (2 C N); the two agree for C = 1 / (l2 * N) fitted on the same standardised z (tests check this).
-    The optimiser minimises the sum over probes; the probes share no parameters, so that is each probe's own
-    optimum. Stops when every gradient entry is below `tol`, when progress stalls, or after `max_iter` iterations
-    (`meta["converged"]` is False only in the last case).
-    Returns a LinearProbe with weight (P, d), bias (P,); deterministic for fixed inputs.
+    A shared X is one design matrix for all P label sets (one pass serves every probe); with a (P, N, d) X each
+    probe reads only its own matrix. Every probe has its own L-BFGS history, step and stopping test. float32
+    activations are read as float32 (products in float32, every sum and the weights in float64); anything else
+    as float64. Each probe stops when every entry
+    of its gradient is below `tol`, when its objective stops changing, or after `max_iter` iterations
+    (`meta["converged"]` is False only if some probe hit that limit).
+    Returns a LinearProbe with weight (P, d), bias (P,) in float64; deterministic for fixed inputs.
     """
-    X, Y = _inputs(X, y, "logistic")
-    n = Y.shape[1]
-    mean, std = _standardisation(X, Y.shape[0], standardize)
+    from workbench.logistic import solve_logistic
 
-    def data_loss(s: Tensor, rows: slice) -> tuple[Tensor, Tensor]:
-        s, t = s[..., 0], Y[:, rows]
-        loss = (torch.nn.functional.softplus(s) - t * s).sum() / n
-        return loss, ((torch.sigmoid(s) - t) / n)[..., None]
-
-    W, b, meta = _fit_lbfgs(X, mean, std, 1, data_loss, float(l2), int(max_iter), float(tol))
-    return LinearProbe(W[:, 0], b[:, 0], "logistic", mean, std, meta)
+    X, Y = _inputs(X, y, "logistic", keep_float32=True)
+    p, n = Y.shape
+    l2, max_iter, tol = float(l2), int(max_iter), float(tol)
+    mean, std = _standardisation(X, p, standardize)
+    sol = solve_logistic(X, mean, std, Y, l2=l2, max_iter=max_iter, tol=tol)
+    meta = {
+        "l2": l2,
+        "max_iter": max_iter,
+        "tol": tol,
+        "n_iter": int(sol.n_iter.max()),  # the most full-data iterations any probe took
+        "n_iter_each": sol.n_iter.tolist(),
+        "warm_iter_each": sol.warm_iter.tolist(),  # iterations on the row sample first (0: no warm start)
+        "converged": bool(sol.converged.all()),
+        "loss": float(sol.loss.mean()),  # mean over probes of the objective
+        "grad_max": float(sol.grad_max.max()),
+        "dtype": str(X.dtype).removeprefix("torch."),
+        "passes": sol.passes,  # full-data loss + gradient evaluations (each over the probes still running)
+        "flops": sol.flops,  # in products with the design matrices, preconditioner and warm start included
+    }
+    return LinearProbe(sol.weight, sol.bias, "logistic", mean, std, meta)
 
 
 def fit_multiclass(

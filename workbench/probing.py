@@ -47,7 +47,7 @@ class FittedProbe:
         x, y = ds[self.hook], ds.label(self.target)
         if self.method == "spatial":
             return x.double(), layer_cell_index(y, self.world, x.shape[-1])
-        return x.flatten(1).double(), y
+        return x.flatten(1), y  # float32 activations stay float32 for logistic fits (workbench.logistic)
 
     def direction(self) -> Tensor:
         """The probe direction in raw activation space: (C,) for spatial probes, (d,) for linear ones."""
