@@ -1,30 +1,36 @@
-"""Batched logistic probes (`workbench.probes.fit_logistic`) against scikit-learn fitting the same probes one by one.
+"""Logistic probes (`workbench.probes.fit_logistic`) against scikit-learn fitting the same probes one at a time.
 
-What is compared, and why: a probe sweep fits one logistic probe per (layer, position); the full size here is
-10 layers x 10 positions = 100 probes, each on its own activations X[p] (N = 50_000, d = 256) with a planted
-direction. Ours fits all 100 with one batched L-BFGS in float64; the peer is sklearn's LogisticRegression (lbfgs)
-called once per probe, the obvious alternative. Both see the same standardised data (standardised once, up front,
-outside the timed region), the same regularisation (C = 1 / (l2 * N), see `fit_logistic`), the same iteration
-limit and the same stopping rule (max |gradient| of the same mean-loss objective <= tol: sklearn's lbfgs `tol` is
-scipy's pgtol on that objective, our `tol` the same test), and run on the same number of threads
-(torch.set_num_threads and threadpoolctl, default 1), so the ratio measures batching rather than thread counts.
-Both are warmed up first on a tiny fit (torch imports its compiler stack the first time an optimiser is built).
-Our time includes computing each probe's mean and std (one pass over X); sklearn's has no such step.
-Correctness check: the held-out AUROC of every probe must agree within 0.01 between the two; the script exits 1 if
-it does not.
+What is compared, and why: a probe study fits many logistic probes, in one of two shapes:
+- case (a), many label sets on shared activations: one design matrix X (N, d), P label sets (e.g. every
+  concept read from one layer, or P control tasks);
+- case (b), many layers/positions: P design matrices (P, N, d), one label set each (a layer x position sweep).
+The peer is scikit-learn's `LogisticRegression(solver="lbfgs")`, one fit per probe (the obvious alternative).
+Both sides see the same standardised activations (standardised once, up front; ours recomputes each probe's
+mean and std inside the timed region, sklearn has no such step), the same regularisation (C = 1 / (l2 * N), see
+`fit_logistic`), the same iteration limit and the same stopping rule (max |gradient| of the same mean-loss
+objective <= tol), on the same number of threads (torch.set_num_threads and threadpoolctl). Activations are
+float32, as a model stores them; ours reads them as float32, sklearn's lbfgs needs float64, so it gets a float64
+copy made outside its timed region (its best case: a user passing float32 pays for that copy too).
 
-What to expect: both are memory-bound (float64 matrix-vector products). When one probe's data fits in the
-CPU's last-level cache (the --quick size: 10 MB per probe) sklearn's one-at-a-time loop re-reads it from cache and
-can win (0.5-0.7x measured on a loaded 2-core EPYC). Once a probe's data does not fit (the full size: 100 MB per
-probe) the batched fit, which reads each block of activations once per evaluation for both the scores and the
-gradient, should be ahead (1.3x measured at N = 50_000 with 3 probes on the same machine; the full size was not run
-there). Batching pays most for many small probes (per-fit overhead) and on a GPU.
+Two kinds of activations, because they favour different solvers:
+- "white": independent features, each probe with its own planted unit direction, feature scales and offsets
+  (what this benchmark used before; L-BFGS needs ~7 iterations, so sklearn is memory-bound on ~15 passes);
+- "correlated": features mixed by a random rotation with a 1/k variance spectrum (condition number d, like a
+  residual stream), plus a planted direction per probe. Plain L-BFGS needs ~45 iterations; ours starts from
+  the Newton matrix at w = 0 (see `workbench.logistic`) and needs about as many as on white data.
+The separation puts held-out AUROC near 0.85 (white) and 0.75 (correlated), away from the ceiling where any fit
+agrees. Correctness: the held-out AUROC of every probe must agree within 0.01 (it agrees to ~1e-6); the script
+exits 1 if it does not.
 
-Memory: the full size holds P x N x d float64 values = 10.2 GB of training activations (plus 20% for the held-out
-set); --quick (N = 5_000, 10 probes) needs ~120 MB. Timings are single runs: on a loaded machine read the ratio,
-not the seconds.
+Timing: `rounds` interleaved rounds (ours, sklearn, sklearn, ours, ...) after one untimed warm-up fit each; the
+median per call is reported. Achieved GFLOP/s counts the products with the design matrices that our fit did
+(`meta["flops"]`: 4 N d per probe per pass, 2 m d^2 per preconditioner): the bound is memory bandwidth in case
+(b) and the machine's matmul peak in case (a) (`benchmarks/run.py` measures that peak in the same run).
 
-Usage: python benchmarks/bench_probes.py [--quick] [--threads T]
+Memory: case (b) holds P x N x d float32 values (2 GB at the default 100 x 20,000 x 256) plus a float64 copy
+of one probe's matrix at a time for sklearn. Usage:
+
+    python benchmarks/bench_probes.py [--quick] [--threads T] [--p P] [--n N] [--d D] [--rounds R]
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import statistics
 import sys
 import time
 import warnings
@@ -43,37 +50,52 @@ from workbench.metrics import auroc
 from workbench.probes import fit_logistic
 
 AUROC_TOLERANCE = 0.01
+CASES = ("shared", "per_probe")
+KINDS = ("white", "correlated")
 
 
-def _make_data(n: int, d: int, p: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(p, n, d) train and (p, n // 5, d) test activations, standardised with the train mean/std (ddof=0), and
-    their 0/1 labels. Each probe has its own planted unit direction, feature scales and offsets; the separation
-    (0.75 along the direction, per class) puts the AUROC near 0.85, away from the ceiling where any fit agrees."""
+def make_data(
+    kind: str, case: str, n: int, d: int, p: int, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Standardised float32 train X, (N, d) for case "shared" else (P, N, d), labels (P, N), test Xt and labels.
+
+    Train and test come from the same distribution; both are standardised with the train mean and std."""
     rng = np.random.default_rng(seed)
-    n_test = max(n // 5, 100)
-    X = np.empty((p, n, d))
-    Xt = np.empty((p, n_test, d))
+    n_test = max(n // 5, 200)
+    mats = 1 if case == "shared" else p
     y = rng.integers(0, 2, size=(p, n))
     yt = rng.integers(0, 2, size=(p, n_test))
-    for q in range(p):
-        u = rng.standard_normal(d)
-        u /= np.linalg.norm(u)
-        scale, offset = rng.uniform(0.5, 2.0, d), rng.uniform(-1.0, 1.0, d)
-        for arr, lab in ((X[q], y[q]), (Xt[q], yt[q])):
-            arr[:] = rng.standard_normal(arr.shape)
-            arr += np.outer(0.75 * (2 * lab - 1), u)
+    mix = None
+    if kind == "correlated":
+        q, _ = np.linalg.qr(rng.standard_normal((d, d)))
+        mix = (q * np.sqrt(1.0 / np.arange(1, d + 1))).T.astype(np.float32)  # rows: scaled principal axes
+    X = np.empty((mats, n, d), dtype=np.float32)
+    Xt = np.empty((mats, n_test, d), dtype=np.float32)
+    sep = 0.75 if kind == "white" else 0.12
+    for m in range(mats):
+        u = rng.standard_normal((p if case == "shared" else 1, d)).astype(np.float32)
+        u /= np.linalg.norm(u, axis=1, keepdims=True)
+        scale, offset = rng.uniform(0.5, 2.0, d).astype(np.float32), rng.uniform(-1, 1, d).astype(np.float32)
+        for arr, lab in ((X[m], y), (Xt[m], yt)):
+            g = rng.standard_normal(arr.shape, dtype=np.float32)
+            arr[:] = g if mix is None else g @ mix
+            labs = lab if case == "shared" else lab[m : m + 1]
+            arr += sep * (2 * labs.T.astype(np.float32) - 1) @ u / np.sqrt(len(u))
             arr *= scale
             arr += offset
-        mean, std = X[q].mean(axis=0), X[q].std(axis=0)
-        X[q] -= mean
-        X[q] /= std
-        Xt[q] -= mean
-        Xt[q] /= std
+        mean, std = X[m].mean(axis=0, dtype=np.float64), X[m].std(axis=0, dtype=np.float64)
+        for arr in (X[m], Xt[m]):
+            arr -= mean.astype(np.float32)
+            arr /= std.astype(np.float32)
+    if case == "shared":
+        return X[0], y, Xt[0], yt
     return X, y, Xt, yt
 
 
 def bench_logistic_vs_sklearn(
-    n: int = 50_000,
+    case: str = "per_probe",
+    kind: str = "white",
+    n: int = 20_000,
     d: int = 256,
     p: int = 100,
     quick: bool = False,
@@ -82,99 +104,154 @@ def bench_logistic_vs_sklearn(
     threads: int = 1,
     seed: int = 0,
     tol: float = 1e-6,
+    rounds: int = 3,
 ) -> dict:
-    """Time P logistic probes: ours batched vs sklearn one at a time; returns timings, ratio and AUROC agreement.
+    """Time P logistic probes, ours vs sklearn one at a time, interleaved; returns timings, ratio, AUROC agreement.
 
-    quick=True uses n = 5_000 and p = 10. Keys: n, d, p, threads, time_ours_s, time_sklearn_s, speedup
-    (sklearn time / ours), max_abs_auroc_diff (held-out, over probes), mean AUROC of each, ours_n_iter,
+    quick=True uses n = 5_000, p = 10 and 2 rounds. Keys: case, kind, n, d, p, threads, time_ours_s,
+    time_sklearn_s (medians), speedup (sklearn / ours), gflops_ours, flops_ours, passes_ours,
+    max_abs_auroc_diff (held-out, over probes), mean AUROC of each, ours_n_iter (max over probes),
     sklearn_max_n_iter, ok (max_abs_auroc_diff <= 0.01).
     """
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
     from threadpoolctl import threadpool_limits
 
+    if case not in CASES or kind not in KINDS:
+        raise ValueError(f"case must be one of {CASES} and kind one of {KINDS}")
     if quick:
-        n, p = 5_000, 10
-    X, y, Xt, yt = _make_data(n, d, p, seed)
+        n, p, rounds = 5_000, 10, 2
+    X, y, Xt, yt = make_data(kind, case, n, d, p, seed)
+    X_t, y_t = torch.from_numpy(X), torch.from_numpy(y)
+    C = 1.0 / (l2 * n)
+    shared64 = X.astype(np.float64) if case == "shared" else None
+
+    def ours():
+        return fit_logistic(X_t, y_t, l2=l2, max_iter=max_iter, tol=tol)
+
+    def sklearn():
+        fits = []
+        for q in range(p):
+            xq = shared64 if case == "shared" else copies[q]
+            fits.append(LogisticRegression(C=C, solver="lbfgs", max_iter=max_iter, tol=tol).fit(xq, y[q]))
+        return fits
+
     old_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
+    times: dict[str, list[float]] = {"ours": [], "sklearn": []}
     try:
         with threadpool_limits(limits=threads), warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
-            fit_logistic(torch.from_numpy(X[0, :200]), torch.from_numpy(y[0, :200]))  # warm-up, both sides
-            LogisticRegression().fit(X[0, :200], y[0, :200])
-            start = time.perf_counter()
-            probe = fit_logistic(torch.from_numpy(X), torch.from_numpy(y), l2=l2, max_iter=max_iter, tol=tol)
-            time_ours = time.perf_counter() - start
-
-            sk_scores, sk_iters = [], []
-            start = time.perf_counter()
-            for q in range(p):
-                clf = LogisticRegression(C=1.0 / (l2 * n), solver="lbfgs", max_iter=max_iter, tol=tol).fit(X[q], y[q])
-                sk_scores.append(clf.decision_function(Xt[q]))  # prediction is cheap next to the fit
-                sk_iters.append(int(np.max(clf.n_iter_)))
-            time_sklearn = time.perf_counter() - start
+            # float64 copies for sklearn, made untimed (case b: all P, so the timed loop only fits)
+            copies = None if case == "shared" else [X[q].astype(np.float64) for q in range(p)]
+            fit_logistic(X_t[..., :300, :], y_t[:, :300])  # warm-up, both sides
+            LogisticRegression().fit(X[..., :300, :].reshape(-1, d)[:300].astype(np.float64), y[0, :300])
+            order = [("ours", ours), ("sklearn", sklearn)]
+            for r in range(rounds):
+                for name, fn in order if r % 2 == 0 else order[::-1]:
+                    start = time.perf_counter()
+                    result = fn()
+                    times[name].append(time.perf_counter() - start)
+                    if name == "ours":
+                        probe = result
+                    else:
+                        fits = result
+            copies = None
         ours_scores = probe.scores(torch.from_numpy(Xt)).numpy()
     finally:
         torch.set_num_threads(old_threads)
+    sk_scores = [fits[q].decision_function(Xt if case == "shared" else Xt[q]) for q in range(p)]
     auc_ours = np.array([auroc(yt[q], ours_scores[q]) for q in range(p)])
     auc_sk = np.array([auroc(yt[q], sk_scores[q]) for q in range(p)])
     diff = float(np.max(np.abs(auc_ours - auc_sk)))
+    t_ours, t_sk = statistics.median(times["ours"]), statistics.median(times["sklearn"])
     return {
+        "case": case,
+        "kind": kind,
         "n": n,
         "d": d,
         "p": p,
         "threads": threads,
         "tol": tol,
-        "time_ours_s": time_ours,
-        "time_sklearn_s": time_sklearn,
-        "speedup": time_sklearn / time_ours,
+        "rounds": rounds,
+        "time_ours_s": t_ours,
+        "time_sklearn_s": t_sk,
+        "times_ours_s": times["ours"],
+        "times_sklearn_s": times["sklearn"],
+        "speedup": t_sk / t_ours,
+        "flops_ours": probe.meta["flops"],
+        "gflops_ours": probe.meta["flops"] / t_ours / 1e9,
+        "passes_ours": probe.meta["passes"],
         "max_abs_auroc_diff": diff,
         "auroc_ours_mean": float(auc_ours.mean()),
         "auroc_sklearn_mean": float(auc_sk.mean()),
         "ours_n_iter": probe.meta["n_iter"],
-        "sklearn_max_n_iter": max(sk_iters),
+        "ours_median_n_iter": float(np.median(probe.meta["n_iter_each"])),
+        "sklearn_max_n_iter": max(int(np.max(f.n_iter_)) for f in fits),
+        "sklearn_median_n_iter": float(np.median([int(np.max(f.n_iter_)) for f in fits])),
         "ok": diff <= AUROC_TOLERANCE,
     }
 
 
-def _print_table(r: dict) -> None:
+def bench_all(
+    n: int = 20_000, d: int = 256, p: int = 100, quick: bool = False, threads: int = 1, rounds: int = 3
+) -> list[dict]:
+    """Every (case, kind) pair, in a fixed order."""
+    return [
+        bench_logistic_vs_sklearn(case, kind, n=n, d=d, p=p, quick=quick, threads=threads, rounds=rounds)
+        for case in CASES
+        for kind in KINDS
+    ]
+
+
+def describe(r: dict) -> str:
+    shape = f"X {r['n']:,} x {r['d']}" if r["case"] == "shared" else f"{r['p']} x ({r['n']:,} x {r['d']})"
+    what = "label sets on one matrix" if r["case"] == "shared" else "matrices, one label set each"
+    return f"{r['p']} logistic probes, {what} ({shape}, {r['kind']})"
+
+
+def _print_table(results: list[dict]) -> None:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(
-        f"machine: {platform.platform()} | cpus {os.cpu_count()} | threads {r['threads']} | load(1m) {load:.2f} | "
-        f"torch {torch.__version__}"
+        f"machine: {platform.platform()} | cpus {os.cpu_count()} | threads {results[0]['threads']} | "
+        f"load(1m) {load:.2f} | torch {torch.__version__}"
     )
-    print(
-        f"{r['p']} logistic probes, N = {r['n']}, d = {r['d']}, float64, same standardised data, C = 1/(l2 N), "
-        f"tol {r['tol']:g}"
-    )
-    rows = [
-        ("ours: fit_logistic, one batched L-BFGS", f"{r['time_ours_s']:.2f} s", f"{r['ours_n_iter']} iters (joint)"),
-        (
-            f"sklearn LogisticRegression(lbfgs) x {r['p']}",
-            f"{r['time_sklearn_s']:.2f} s",
-            f"<= {r['sklearn_max_n_iter']} iters each",
-        ),
-        ("speedup (sklearn / ours)", f"{r['speedup']:.2f}x", ""),
-        (
-            "max |AUROC ours - sklearn| (held-out)",
-            f"{r['max_abs_auroc_diff']:.2e}",
-            f"{'pass' if r['ok'] else 'FAIL'} (<= {AUROC_TOLERANCE}); mean AUROC {r['auroc_ours_mean']:.4f}",
-        ),
-    ]
-    width = max(len(a) for a, _, _ in rows)
-    for a, b, c in rows:
-        print(f"  {a:<{width}}  {b:>10}  {c}".rstrip())
+    for r in results:
+        print(describe(r))
+        rows = [
+            ("ours: fit_logistic", f"{r['time_ours_s']:.3f} s", f"iters median {r['ours_median_n_iter']:.0f}, "
+             f"max {r['ours_n_iter']}; {r['passes_ours']} passes; {r['gflops_ours']:.1f} GFLOP/s"),
+            (f"sklearn LogisticRegression(lbfgs) x {r['p']}", f"{r['time_sklearn_s']:.3f} s",
+             f"iters median {r['sklearn_median_n_iter']:.0f}, max {r['sklearn_max_n_iter']}"),
+            ("speedup (sklearn / ours)", f"{r['speedup']:.2f}x", f"median of {r['rounds']} interleaved rounds"),
+            ("max |AUROC ours - sklearn| (held-out)", f"{r['max_abs_auroc_diff']:.1e}",
+             f"{'pass' if r['ok'] else 'FAIL'} (<= {AUROC_TOLERANCE}); mean AUROC {r['auroc_ours_mean']:.4f}"),
+        ]  # fmt: skip
+        width = max(len(a) for a, _, _ in rows)
+        for a, b, c in rows:
+            print(f"  {a:<{width}}  {b:>10}  {c}".rstrip())
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="N = 5_000, 10 probes (smoke run)")
+    parser.add_argument("--quick", action="store_true", help="N = 5_000, 10 probes, 2 rounds (smoke run)")
     parser.add_argument("--threads", type=int, default=1, help="threads for both torch and sklearn's BLAS")
+    parser.add_argument("--n", type=int, default=20_000, help="rows per design matrix")
+    parser.add_argument("--d", type=int, default=256, help="features")
+    parser.add_argument("--p", type=int, default=100, help="probes")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median reported)")
+    parser.add_argument("--case", choices=CASES, nargs="+", default=list(CASES))
+    parser.add_argument("--kind", choices=KINDS, nargs="+", default=list(KINDS))
     args = parser.parse_args(argv)
-    result = bench_logistic_vs_sklearn(quick=args.quick, threads=args.threads)
-    _print_table(result)
-    return 0 if result["ok"] else 1
+    results = [
+        bench_logistic_vs_sklearn(
+            case, kind, n=args.n, d=args.d, p=args.p, quick=args.quick, threads=args.threads, rounds=args.rounds
+        )
+        for case in args.case
+        for kind in args.kind
+    ]
+    _print_table(results)
+    return 0 if all(r["ok"] for r in results) else 1
 
 
 if __name__ == "__main__":

@@ -99,39 +99,48 @@ class _Design:
         z = (z - self.mean[probe].to(z.dtype)) / self.std[probe].to(z.dtype)
         return (z.T @ z).to(_F64)
 
-    def loss_grad(self, Y: Tensor, W: Tensor, b: Tensor, probes: Tensor, l2: float) -> tuple[Tensor, Tensor, Tensor]:
+    def loss_grad(
+        self, signs: Tensor, W: Tensor, b: Tensor, probes: Tensor, l2: float
+    ) -> tuple[Tensor, Tensor, Tensor]:
         """Objective (A,), weight gradient (A, d) and bias gradient (A,) of the mean logistic loss
-        + l2/2 ||w||^2 for the probes `probes` (A,) at weights W (A, d), b (A,), in one pass over their data."""
-        n = Y.shape[1]
+        + l2/2 ||w||^2 for the probes `probes` (A,) at weights W (A, d), b (A,), in one pass over their data.
+
+        signs: (N, P) 2y - 1 in X's dtype. With margin m = sign * score, the loss is -logsigmoid(m) and its
+        derivative in the score is (sigmoid(m) - 1) * sign: one logsigmoid and one exp per entry, in X's dtype
+        (float32 elementwise work is half the cost, and rounds no worse than the products that made the score);
+        every sum over rows accumulates in float64."""
+        n = signs.shape[0]
         if self.centre:
             V, c = W, b
         else:
             V = W / self.std[probes]
             c = b - (V * self.mean[probes]).sum(dim=1)
-        Vx = V.to(self.dtype)
+        Vx, cx = V.to(self.dtype), c.to(self.dtype)
         loss = torch.zeros_like(b)
         g_v = torch.zeros_like(W)
         g_b = torch.zeros_like(b)
         if self.shared:
             Vt = Vx.T.contiguous()  # (d, A)
-            Yp = Y[probes]
+            sg = signs if probes.numel() == signs.shape[1] else signs[:, probes]
             for rows, xb in self._blocks(None):
-                s = (xb @ Vt).to(_F64) + c  # (B, A)
-                t = Yp[:, rows].T
-                loss += (torch.nn.functional.softplus(s) - t * s).sum(dim=0)
-                r = torch.sigmoid(s) - t
-                g_v += (r.to(self.dtype).T @ xb).to(_F64)
-                g_b += r.sum(dim=0)
+                t = sg[rows]
+                m = torch.addmm(cx, xb, Vt).mul_(t)  # (B, A) margins
+                ls = torch.nn.functional.logsigmoid(m)
+                loss -= ls.sum(dim=0, dtype=_F64)
+                r = ls.exp_().sub_(1.0).mul_(t)  # dloss/dscore
+                g_v += (r.T @ xb).to(_F64)
+                g_b += r.sum(dim=0, dtype=_F64)
         else:
             for i, q in enumerate(probes.tolist()):
-                v, ci, y = Vx[i], float(c[i]), Y[q]
+                v, ci, sq = Vx[i], cx[i], signs[:, q]
                 for rows, xb in self._blocks(q):
-                    s = (xb @ v).to(_F64) + ci  # (B,)
-                    t = y[rows]
-                    loss[i] += (torch.nn.functional.softplus(s) - t * s).sum()
-                    r = torch.sigmoid(s) - t
-                    g_v[i] += (r.to(self.dtype) @ xb).to(_F64)
-                    g_b[i] += r.sum()
+                    t = sq[rows]
+                    m = torch.addmv(ci, xb, v).mul_(t)  # (B,) margins
+                    ls = torch.nn.functional.logsigmoid(m)
+                    loss[i] -= ls.sum(dtype=_F64)
+                    r = ls.exp_().sub_(1.0).mul_(t)
+                    g_v[i] += (r @ xb).to(_F64)
+                    g_b[i] += r.sum(dtype=_F64)
         if not self.centre:
             g_v = (g_v - g_b[:, None] * self.mean[probes]) / self.std[probes]
         loss = loss / n + 0.5 * l2 * (W * W).sum(dim=1)
@@ -216,7 +225,8 @@ def _lbfgs(
     """Run L-BFGS from state `st` (updated in place) until every probe stops; returns per-probe diagnostics."""
     p, d = st.W.shape
     n = Y.shape[1]
-    f, g_w, g_b = design.loss_grad(Y, st.W, st.b, torch.arange(p, device=st.W.device), l2)
+    signs = (2 * Y - 1).T.to(design.dtype).contiguous()  # (N, P)
+    f, g_w, g_b = design.loss_grad(signs, st.W, st.b, torch.arange(p, device=st.W.device), l2)
     passes, pass_flops = 1, 4.0 * n * d  # scores and gradient: two multiply-adds per matrix entry per probe
     flops = pass_flops * p
     noise_eps = 16 * torch.finfo(design.dtype).eps  # relative rounding of a loss summed from products in Z's dtype
@@ -246,7 +256,9 @@ def _lbfgs(
         for _ in range(_MAX_HALVINGS):
             probes = idx[todo]
             t_dir = step[todo, None] * direction[todo]
-            f_t, gw_t, gb_t = design.loss_grad(Y, st.W[probes] + t_dir[:, :d], st.b[probes] + t_dir[:, d], probes, l2)
+            f_t, gw_t, gb_t = design.loss_grad(
+                signs, st.W[probes] + t_dir[:, :d], st.b[probes] + t_dir[:, d], probes, l2
+            )
             passes, flops = passes + 1, flops + pass_flops * todo.numel()
             f_new[todo], gw_new[todo], gb_new[todo] = f_t, gw_t, gb_t
             # Armijo; or, when the decrease is below what the products' rounding can resolve, the curvature test
