@@ -39,12 +39,13 @@ def _floats(raw: str, what: str) -> list[float]:
 
 def retarget_cmd(
     subject: Annotated[
-        str,
+        str | None,
         typer.Argument(
             help="a shipped name (maze-cheese-corner), an artifact folder, a published .pth with --env, a name "
-            "registered with workbench.register_subject, or a factory `package.module:function`"
+            "registered with workbench.register_subject, or a factory `package.module:function` (omit with "
+            "--population)"
         ),
-    ],
+    ] = None,
     layer: Annotated[str, typer.Option(help="spatial hook (C, H, W) to find goal channels in and edit")] = (
         "embedder.block2.res1.resadd_out"
     ),
@@ -80,15 +81,43 @@ def retarget_cmd(
         str | None,
         typer.Option(help="the env kind of a bare checkpoint file: procgen-maze (folders and names need none)"),
     ] = None,
+    population: Annotated[
+        str | None,
+        typer.Option(
+            help="a population folder (made by `workbench sweep`): run the experiment on every seed and report what "
+            "compares across seeds (instead of SUBJECT)"
+        ),
+    ] = None,
+    max_seeds: Annotated[
+        int | None, typer.Option(min=1, help="with --population: only the first N seeds (by run id)")
+    ] = None,
 ) -> None:
     """Discover the goal channels of a layer on fit mazes, clamp them at a target cell on >= 200 evaluated (maze,
     target) pairs, and compare with random channel sets, the single best channel by correlation and no intervention:
     retarget success, normalised path probability and causal-intervention score, each with a 95% interval, plus the
-    uniform-offset check."""
+    uniform-offset check. With --population, the same on every seed of a population, with the across-seed summary."""
     try:
         from workbench.subjects import load_subject, verb
         from workbench.validate import strict_jsonable
 
+        if (subject is None) == (population is None):
+            raise WorkbenchError("give either SUBJECT or --population DIR (a folder made by `workbench sweep`)")
+        if population is not None:
+            _population(
+                population,
+                layer,
+                episodes,
+                seed,
+                n_fit,
+                n_boot,
+                mode,
+                max_seeds,
+                _floats(magnitudes, "--magnitudes"),
+                as_json,
+            )
+            return
+        if max_seeds is not None:
+            raise WorkbenchError("--max-seeds applies to --population only")
         chans = _ints(channels, "--channels")
         cell = _ints(target, "--target")
         if cell is not None and len(cell) != 2:
@@ -118,6 +147,37 @@ def retarget_cmd(
         typer.echo(json.dumps(strict_jsonable(result.to_json()), allow_nan=False))
     else:
         typer.echo(result.text)
+
+
+def _population(
+    folder: str,
+    layer: str,
+    episodes: int,
+    seed: int,
+    n_fit: int,
+    n_boot: int,
+    mode: str,
+    max_seeds: int | None,
+    magnitudes: list[float],
+    as_json: bool,
+) -> None:
+    import sys
+
+    from workbench.rl.retarget_population import PopulationRetargetConfig, population_text, retarget_population
+    from workbench.validate import strict_jsonable
+
+    config = PopulationRetargetConfig(
+        layer=layer,
+        episodes=episodes,
+        seed=seed,
+        n_fit=n_fit,
+        n_boot=max(n_boot, 2),
+        max_seeds=max_seeds,
+        mode=mode,
+        magnitudes=tuple(magnitudes),
+    )
+    result = retarget_population(folder, config, progress=lambda line: print(line, file=sys.stderr, flush=True))
+    typer.echo(json.dumps(strict_jsonable(result), allow_nan=False) if as_json else population_text(result))
 
 
 def register(app: typer.Typer) -> None:
