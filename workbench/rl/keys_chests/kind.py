@@ -110,11 +110,18 @@ def _verbs() -> dict:
     }
 
 
+def _battery():
+    from workbench.rl.keys_chests.battery import adapter
+
+    return adapter()
+
+
 KIND = SubjectKind(
     name=NAME,
     summary="keys-and-chests agents (artifact folders; 5-plane room observations with an inventory strip, 4 actions)",
     load=load,
     verbs=_verbs(),
+    battery=_battery(),
 )
 
 
@@ -160,5 +167,6 @@ ENV = EnvKind(
     "closed chests (the instrumental goal pursued as terminal); `timeout`: step limit hit. Brackets: Wilson 95% "
     "intervals. Mean excess keys and chests opened with bootstrap intervals: `workbench eval SUBJECT --json`.",
     splits=SPLITS,
+    proxy=("excess_key", "ood.informative.excess_key"),
 )
 """Keys and chests in the env-kind registry (`workbench.rl.env_kinds`): what recipe training needs."""

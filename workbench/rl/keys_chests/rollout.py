@@ -137,3 +137,60 @@ def run_episodes(
         env_out.append(env)
     tracker = KeysChestsTracker(levels)
     return play_until_done(policy, env, obs, tracker, config.max_steps, seed, fwd_hooks, greedy, on_step)
+
+
+@dataclass
+class RolloutStates:
+    """Every state a policy visited (one sampled episode per level, exactly as `run_episodes` plays it), recorded
+    before each step's action: `states` (S levels), `episode` (S,) the level index, `step` (S,) the step, and the
+    episodes' `records`."""
+
+    states: KeysChestsLevels
+    episode: np.ndarray
+    step: np.ndarray
+    records: KeysChestsRecords
+
+
+def rollout_states(
+    policy: nn.Module,
+    levels: KeysChestsLevels,
+    config: KeysChestsConfig,
+    *,
+    seed: int = 0,
+    fwd_hooks: list | tuple = (),
+    max_per_episode: int | None = None,
+) -> RolloutStates:
+    """Play `run_episodes` and keep each level's states of its first episode (the first `max_per_episode` of them)."""
+    from workbench.errors import WorkbenchError
+    from workbench.rl.keys_chests.env import concat_levels
+
+    envs: list = []
+    parts, episodes, steps = [], [], []
+    cap = config.max_steps if max_per_episode is None else int(max_per_episode)
+
+    def on_step(t: int, obs: np.ndarray, logits) -> None:
+        env = envs[0]
+        live = np.flatnonzero(env.t == t) if t < cap else np.zeros(0, dtype=np.int64)  # autoreset envs restart t
+        if live.size:
+            parts.append(env.levels.select(live))
+            episodes.append(live)
+            steps.append(np.full(live.size, t, dtype=np.int64))
+
+    records = run_episodes(policy, levels, config, seed=seed, fwd_hooks=fwd_hooks, on_step=on_step, env_out=envs)
+    if not parts:
+        raise WorkbenchError("no rollout states were recorded; use more episodes")
+    return RolloutStates(concat_levels(parts), np.concatenate(episodes), np.concatenate(steps), records)
+
+
+def state_labels(states: KeysChestsLevels) -> dict[str, np.ndarray]:
+    """Ground truth of each state (S,): inventory, has_key, key_needed, keys_left, chests_closed and whether a key
+    is left in the room (keys_visible: the room is fully observed)."""
+    keys_left = states.keys_left()
+    return {
+        "inventory": states.inventory.copy(),
+        "has_key": states.inventory > 0,
+        "key_needed": states.key_needed(),
+        "keys_left": keys_left,
+        "chests_closed": states.chests_closed(),
+        "keys_visible": keys_left > 0,
+    }
