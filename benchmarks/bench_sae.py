@@ -29,6 +29,14 @@ from pathlib import Path
 
 D_MODEL, N_CTX, VOCAB, WIDTH, K, BATCH = 64, 32, 100, 256, 8, 1024
 LM_HOOK, MAZE_HOOK = "blocks.0.hook_resid_post", "embedder.block2.res1.resadd_out"
+MAZE_D_IN = 16  # channels of MAZE_HOOK in maze-cheese-corner
+
+
+def train_flops(d_in: int) -> float:
+    """FLOPs per training activation, counted analytically: encoder (d_in x WIDTH) and decoder (WIDTH x d_in) as
+    dense products, 2 FLOPs per multiply-add, forward + backward = 3 x forward (TopK's sparsity is not exploited by
+    a dense decoder, and elementwise work and the optimiser step are not counted)."""
+    return 3 * 2 * 2 * d_in * WIDTH
 
 
 def _lm():
@@ -124,7 +132,7 @@ def side(name: str, tokens: int) -> dict:
             )
             collect_s = time.perf_counter() - start
             ds = ActivationDataset.load(Path(tmp) / "d")
-            train_s = _train(ShardTokens(ds, MAZE_HOOK, BATCH, seed=0), 16, tokens)
+            train_s = _train(ShardTokens(ds, MAZE_HOOK, BATCH, seed=0), MAZE_D_IN, tokens)
         out.update(collect_seconds=collect_s, train_seconds=train_s, seconds=collect_s + train_s, rows=len(ds))
     else:
         raise SystemExit(f"unknown side {name!r}")
@@ -165,7 +173,13 @@ def table_rows(sides: list[dict]) -> list[dict]:
                 "details": {"ours": ours, "saelens": peer},
             }
         )
-        out.append({"name": "SAE training from existing shards, LM resid", "ours": ours["activations_per_s_train"]})
+        out.append(
+            {
+                "name": "SAE training from existing shards, LM resid",
+                "ours": ours["activations_per_s_train"],
+                "gflops": ours["activations_per_s_train"] * train_flops(D_MODEL) / 1e9,
+            }
+        )
     if "ours_maze" in by:
         m = by["ours_maze"]
         out.append(
@@ -174,6 +188,7 @@ def table_rows(sides: list[dict]) -> list[dict]:
                 "SAELens's pipeline cannot run a conv policy)",
                 "ours": m["activations_per_s_train"],
                 "details": m,
+                "gflops": m["activations_per_s_train"] * train_flops(MAZE_D_IN) / 1e9,
             }
         )
     return out

@@ -15,6 +15,12 @@ What is compared, and why:
    batched forward; `vector_field_loop` does one forward per cell. Both must give the same probabilities (checked);
    the ratio is loop time / batched time on a 15x15 maze, target >= 10x.
 
+How close to the machine: for the compute-bound kernels (the policy forward, probe fitting, SAE training) a row
+also reports achieved GFLOP/s, counted analytically (conv and linear multiply-adds x 2; for probes the products of
+the iterations with the design matrices; for SAEs encoder + decoder, forward + backward), as a fraction of this
+machine's dense float32 matmul peak, measured in the same run (`torch.mm` on 2048 x 2048, best of several, same
+thread count).
+
 Why side by side in one run: absolute timings move with the machine and its load, ratios much less so. Each pair is
 measured interleaved (A, B, A, B, ... in rounds, after warm-up) and summarised by the median per-call time over
 rounds, so slow drift in background load hits both sides alike. Pass/fail against the targets is informational:
@@ -138,6 +144,7 @@ class Row:
     ratio_label: str = ""
     target: Target | None = None
     details: dict | None = None
+    gflops: float | None = None  # achieved GFLOP/s of our side, for compute-bound kernels (see the module doc)
 
     @property
     def passed(self) -> bool | None:
@@ -162,6 +169,51 @@ def fmt_value(value: float | None, unit: str) -> str:
     if unit == "s/call":
         return f"{value * 1e3:.2f} ms/call"
     return f"{value:g} {unit}"
+
+
+# ------------------------------------------------------------------------------------------------- machine limit
+PEAK_SIZE = 2048
+
+
+def matmul_peak_gflops(size: int = PEAK_SIZE, repeats: int = 7) -> dict:
+    """This machine's dense float32 matmul rate under the current torch thread count: the best of `repeats` timed
+    `torch.mm` calls on (size x size) @ (size x size) after one warm-up, 2 size^3 FLOPs each."""
+    gen = torch.Generator().manual_seed(0)
+    a, b = torch.randn(size, size, generator=gen), torch.randn(size, size, generator=gen)
+    out = torch.empty(size, size)
+    torch.mm(a, b, out=out)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.mm(a, b, out=out)
+        times.append(time.perf_counter() - start)
+    flops = 2.0 * size**3
+    return {"size": size, "repeats": repeats, "best_s": min(times), "gflops": flops / min(times) / 1e9,
+            "median_gflops": flops / statistics.median(times) / 1e9}  # fmt: skip
+
+
+def forward_flops(model: torch.nn.Module, x: torch.Tensor) -> float:
+    """FLOPs of one forward of `model` on `x`: 2 x the multiply-adds of every Conv2d and Linear (elementwise
+    work, pooling and activations are not counted: they are memory-bound and a few percent of the total)."""
+    total = 0.0
+
+    def hook(module: torch.nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
+        nonlocal total
+        if isinstance(module, torch.nn.Conv2d):
+            k = module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
+            total += 2.0 * output.numel() * k
+        elif isinstance(module, torch.nn.Linear):
+            total += 2.0 * output.numel() * module.in_features
+
+    layers = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d | torch.nn.Linear)]
+    handles = [m.register_forward_hook(hook) for m in layers]
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return total
 
 
 # ------------------------------------------------------------------------------------------------ 1. env throughput
@@ -265,6 +317,7 @@ def bench_forward(policy: ImpalaPolicy, env_config: MazeConfig, settings: Settin
             [plain, hooked], settings.forward_rounds, warmup=settings.warmup, inner=settings.forward_inner
         )
     s_plain, s_hooked = summary(t_plain), summary(t_hooked)
+    flops = forward_flops(policy, obs)
     return Row(
         f"run_with_cache forward, batch {FORWARD_BATCH} (1 hook)",
         "s/call",
@@ -274,7 +327,14 @@ def bench_forward(policy: ImpalaPolicy, env_config: MazeConfig, settings: Settin
         ratio=s_hooked["median_s"] / s_plain["median_s"],
         ratio_label="hooked / plain",
         target=Target("<=", 1.15),
-        details={"hooked": s_hooked, "plain": s_plain, "hook": HOOK_NAME, "inner": settings.forward_inner},
+        details={
+            "hooked": s_hooked,
+            "plain": s_plain,
+            "hook": HOOK_NAME,
+            "inner": settings.forward_inner,
+            "forward_flops": flops,
+        },
+        gflops=flops / s_hooked["median_s"] / 1e9,
     )
 
 
@@ -339,15 +399,19 @@ def machine_info() -> dict:
     return info
 
 
-HEADERS = ("benchmark", "ours", "peer / baseline", "ratio", "target", "pass/fail")
+HEADERS = ("benchmark", "ours", "peer / baseline", "ratio", "target", "pass/fail", "GFLOP/s (of peak)")
 
 
-def table_cells(row: Row) -> tuple[str, ...]:
+def table_cells(row: Row, peak_gflops: float | None = None) -> tuple[str, ...]:
     peer = fmt_value(row.peer, row.unit) + (f" ({row.peer_label})" if row.peer_label else "")
     ratio = f"{row.ratio:.2f}x ({row.ratio_label})" if row.ratio is not None else "-"
     verdict = {True: "pass", False: "FAIL", None: "-"}[row.passed]
     target = str(row.target) if row.target else "-"
-    return (row.name, fmt_value(row.ours, row.unit), peer if row.peer is not None else "-", ratio, target, verdict)
+    flops = "-"
+    if row.gflops is not None:
+        flops = f"{row.gflops:.1f}" + (f" ({row.gflops / peak_gflops:.1%})" if peak_gflops else "")
+    ours = fmt_value(row.ours, row.unit)
+    return (row.name, ours, peer if row.peer is not None else "-", ratio, target, verdict, flops)
 
 
 def print_markdown(rows: list[Row], info: dict, notes: list[str]) -> None:
@@ -358,7 +422,7 @@ def print_markdown(rows: list[Row], info: dict, notes: list[str]) -> None:
     print("| " + " | ".join(HEADERS) + " |")
     print("|" + "|".join("---" for _ in HEADERS) + "|")
     for row in rows:
-        print("| " + " | ".join(table_cells(row)) + " |")
+        print("| " + " | ".join(table_cells(row, info.get("matmul_peak_gflops"))) + " |")
 
 
 def print_rich(rows: list[Row], info: dict, notes: list[str]) -> None:
@@ -373,7 +437,7 @@ def print_rich(rows: list[Row], info: dict, notes: list[str]) -> None:
         table.add_column(header, justify="right" if header in ("ours", "ratio") else "left")
     styles = {"pass": "green", "FAIL": "red"}
     for row in rows:
-        values = list(table_cells(row))
+        values = list(table_cells(row, info.get("matmul_peak_gflops")))
         style = styles.get(values[-1])
         values[-1] = f"[{style}]{values[-1]}[/]" if style else values[-1]
         table.add_row(*values)
@@ -414,17 +478,25 @@ def load_agent_or_none():
 
 
 def probe_row(r: dict) -> Row:
-    """The logistic-probe comparison as a table row (time per fit of all P probes; ratio = sklearn / ours)."""
-    name = f"{r['p']} logistic probes, {r['n']:,} x {r['d']} (|dAUROC| {r['max_abs_auroc_diff']:.1e})"
+    """One logistic-probe comparison (bench_probes.py) as a table row: time per fit of all P probes, ratio =
+    sklearn / ours, held-out |dAUROC| and iteration counts in the name, achieved GFLOP/s of our fit."""
+    from bench_probes import describe
+
+    name = (
+        f"{describe(r)}, {r['threads']} thread(s): |dAUROC| {r['max_abs_auroc_diff']:.1e}, iters "
+        f"{r['ours_median_n_iter']:.0f} vs {r['sklearn_median_n_iter']:.0f} (median)"
+    )
     return Row(
         name=name,
         ours=r["time_ours_s"],
         peer=r["time_sklearn_s"],
         unit="s",
-        peer_label="scikit-learn LogisticRegression, one at a time",
+        peer_label="scikit-learn LogisticRegression(lbfgs), one at a time",
         ratio=r["speedup"],
         ratio_label="sklearn / ours",
         target=Target(">=", 10.0),
+        details=r,
+        gflops=r["gflops_ours"],
     )
 
 
@@ -456,8 +528,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--probe-n",
         type=int,
         default=20_000,
-        help="rows per probe for the 100-probe logistic benchmark (the issue's size is 50000: ~10 GB)",
+        help="rows per design matrix for the 100-probe logistic benchmarks (50000 per-probe needs ~6 GB)",
     )
+    parser.add_argument("--probe-p", type=int, default=100, help="probes per logistic benchmark")
     parser.add_argument("--skip-probes", action="store_true", help="skip the logistic-probe benchmark")
     parser.add_argument("--skip-sae", action="store_true", help="skip the SAE training benchmark")
     parser.add_argument("--skip-app", action="store_true", help="skip the Maze lab latency benchmark")
@@ -483,6 +556,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"[{time.perf_counter() - started:6.1f}s] {msg}", file=sys.stderr, flush=True)
 
     rows: list[Row] = []
+    progress(f"dense float32 matmul peak ({PEAK_SIZE} x {PEAK_SIZE}, {args.threads} thread(s))")
+    peak = matmul_peak_gflops()
     source = "not loaded (core section not run)"
     if want("core"):
         progress("maze env throughput")
@@ -503,11 +578,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows.append(app_row(app_result))
     probe_result = None
     if want("probes", args.skip_probes):
-        progress("100 logistic probes: ours batched vs scikit-learn one at a time")
-        from bench_probes import bench_logistic_vs_sklearn
+        progress(f"{args.probe_p} logistic probes, 2 cases x 2 kinds: ours vs scikit-learn one at a time")
+        from bench_probes import bench_all
 
-        probe_result = bench_logistic_vs_sklearn(n=args.probe_n, quick=args.quick, threads=args.threads)
-        rows.append(probe_row(probe_result))
+        probe_result = bench_all(n=args.probe_n, p=args.probe_p, quick=args.quick, threads=args.threads)
+        rows += [probe_row(r) for r in probe_result]
     if want("sae", args.skip_sae):
         progress("SAE training: our shards vs SAELens's ActivationsStore (bench_sae.py)")
         from bench_sae import BATCH, run_sides, table_rows
@@ -568,8 +643,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     elapsed = time.perf_counter() - started
     progress("done")
 
-    info = machine_info()
-    notes = [f"policy: {source}", f"mode: {'quick' if args.quick else 'full'}, total {elapsed:.1f}s"]
+    info = {**machine_info(), "matmul_peak_gflops": round(peak["gflops"], 1)}
+    notes = [
+        f"policy: {source}",
+        f"mode: {'quick' if args.quick else 'full'}, total {elapsed:.1f}s",
+        f"peak: torch.mm float32 {PEAK_SIZE}x{PEAK_SIZE}, best of {peak['repeats']}: {peak['gflops']:.1f} GFLOP/s "
+        f"(median {peak['median_gflops']:.1f}); 'of peak' = achieved / best",
+    ]
     use_rich = not args.markdown
     if use_rich:
         try:
@@ -588,10 +668,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             "elapsed_s": elapsed,
             "rows": [row.to_json() for row in rows],
             "probes": probe_result,
+            "matmul_peak": peak,
             "app": app_result,
             "patching": patching_result,
         }
         args.json.write_text(json.dumps(payload, indent=2) + "\n")
+    if probe_result is not None and not all(r["ok"] for r in probe_result):
+        print("logistic probes disagree with scikit-learn on held-out AUROC by more than 0.01", file=sys.stderr)
+        return 1
     if patching_result is not None and not patching_result["ok"]:
         print(f"patching results disagree with TransformerLens: {patching_result['max_abs_diff']:.2e}", file=sys.stderr)
         return 1
