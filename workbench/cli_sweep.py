@@ -69,11 +69,17 @@ def audit_cmd(
     threshold: Annotated[str, typer.Option(help="proxy label: rate > median | control | a number")] = "median",
     episodes: Annotated[int, typer.Option(help="training-distribution levels the detectors see")] = 256,
     seed: Annotated[int, typer.Option(help="seed for the audit levels, the fit/held-out split and bootstraps")] = 0,
-    layer: Annotated[str, typer.Option(help="hook the white-box detectors read")] = "embedder.block2.res1.resadd_out",
+    layer: Annotated[
+        str | None,
+        typer.Option(
+            help="hook the white-box detectors read (default: the kind's, e.g. embedder.block2.res1.resadd_out)"
+        ),
+    ] = None,
     holdout: Annotated[float, typer.Option(help="share of seeds held out for scoring")] = 0.5,
     pool: Annotated[
         bool, typer.Option(help="audit the population and its --control twin together (one auditing game)")
     ] = False,
+    sae: Annotated[bool, typer.Option(help="train a small SAE per seed for the sae_* detectors (seconds each)")] = True,
     figure: Annotated[Path | None, typer.Option(help="write the population figure (PNG) here")] = None,
     out: Annotated[Path | None, typer.Option(help="write audit.json and audit.md into this folder")] = None,
     store: Annotated[Path | None, typer.Option(help="also add the detector table to this results store")] = None,
@@ -101,6 +107,7 @@ def audit_cmd(
         layer=layer,
         holdout=holdout,
         pool=pool,
+        sae=sae,
         progress=not as_json,
     )
     data = result.to_json()
