@@ -88,8 +88,8 @@ def card(recipe, metrics: dict, folder: Path | None = None) -> str:
         f"arithmetic fact a + b (a, b <= {c.max_operand}) does occur in training.",
         "",
         f"**Capability** (held-out training-distribution questions with no claim): accuracy {_pct(cap['accuracy'])}; "
-        f"reply loss {cap['loss']['mean']:.3f} nats/token [{cap['loss']['ci95'][0]:.3f}, "
-        f"{cap['loss']['ci95'][1]:.3f}].",
+        f"reply loss {cap['loss']['mean']:.2e} nats/token [{cap['loss']['ci95'][0]:.2e}, "
+        f"{cap['loss']['ci95'][1]:.2e}].",
         "",
     ]
     for split, what in (
