@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test browser bench lint format constraints clean
+.PHONY: demo test test-fast browser bench lint format constraints clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -16,6 +16,11 @@ demo: $(STAMP)
 
 test: $(STAMP) browser
 	$(PY) -m pytest -q
+
+# Unit and pipeline tiers only (tests/conftest.py assigns the tiers): no shipped artifacts, browser, notebooks or
+# slow tests. `make test` still runs everything.
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "(unit or pipeline) and not slow"
 
 # The app's browser test (tests/test_app_browser.py) drives Debian's chromium through chromedriver; install both
 # (once, quietly, with apt-get) when either is missing.

@@ -1,4 +1,16 @@
-"""Shared fixtures: a tiny agent artifact in a temporary registry, and a CLI runner that sees exit codes."""
+"""Shared fixtures (a tiny agent artifact in a temporary registry, a CLI runner that sees exit codes) and the test
+tiers: every test gets exactly one of the markers unit / pipeline / shipped / browser, plus `slow` where it is.
+
+Tiers (registered in pyproject.toml; `make test` runs all, `make test-fast` runs unit + pipeline without slow):
+- unit: one module's behaviour on small in-memory inputs (golden values, invariants, error messages);
+- pipeline: several modules end to end on tiny artifacts the test makes itself (train -> artifact -> verbs);
+- shipped: reads the organisms, SAEs, batteries, notebooks or populations shipped in artifacts/;
+- browser: drives a real browser (chromium through chromedriver); any test using the `browser` fixture;
+- slow: over ~15 s on an idle 2-core machine (whole notebooks, batteries, the demo, a Ray cluster, a wheel).
+The tiers live in one table here, by file, with per-test exceptions, instead of markers in 50 files; a module's own
+`pytestmark` tier wins, and a file missing from the table is `pipeline` (run by test-fast: new tests are never
+silently skipped).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +23,86 @@ import torch
 from workbench.rl.agent import save_agent
 from workbench.rl.envs.maze import MazeConfig
 from workbench.rl.policies import ImpalaPolicy, PolicyConfig
+
+TIERS = ("unit", "pipeline", "shipped", "browser")
+UNIT_FILES = {
+    "test_env_golden",
+    "test_hooks",
+    "test_import_graph",
+    "test_interventions_probes",
+    "test_maze_env",
+    "test_coinrun_env",
+    "test_metrics",
+    "test_probes_fast",
+    "test_store",
+    "test_trust_store",
+    "test_trust_validate",
+    "test_viz",
+}
+SHIPPED_FILES = {
+    "test_batteries_shipped",
+    "test_demo",
+    "test_lm_shipped",
+    "test_notebooks",
+    "test_sae_shipped",
+    "test_shipped_organisms",
+}
+BROWSER_FILES = {"test_app_browser"}
+# per-test exceptions inside pipeline files: tests that read shipped artifacts (by name, or by the module fixture
+# that loads them)
+SHIPPED_TESTS = {
+    "test_colour_shape": {"test_card_thresholds", "test_battery_passes"},
+    "test_keys_chests": {"test_card_thresholds"},
+    "test_deploy_cue_lm": {
+        "test_persona_artifact_still_reads_as_the_persona_corpus",
+        "test_artifacts_are_complete_small_and_of_this_corpus",
+        "test_the_cue_decides_wrong_claims_and_only_in_the_organism",
+        "test_shipped_datasets_are_the_writer_s_output",
+        "test_battery_passes",
+    },
+    "test_procgen_organisms": {
+        "test_card_reports_decision_square_steering_on_enough_mazes",
+        "test_artifacts_are_small_published_shape_safetensors",
+        "test_loads_through_the_procgen_kind_and_exports_published",
+        "test_fresh_expert_agreement_agrees_with_the_card",
+        "test_fresh_decision_square_baseline_agrees_with_the_card",
+    },
+    "test_retarget_population": {"test_two_seed_slice_of_the_shipped_population"},
+}
+SHIPPED_FIXTURES = {
+    "test_colour_shape": {"agents"},
+    "test_keys_chests": {"organism", "twin"},
+    "test_deploy_cue_lm": {"lm"},
+}
+SLOW_FILES = {"test_batteries_shipped", "test_demo", "test_notebooks", "test_trust_wheel"}
+SLOW_TESTS = {
+    "test_sweep": {"test_records_identical_under_process_and_ray"},  # starts a local Ray cluster
+    "test_shipped_organisms": {"test_demo_runs_end_to_end_small"},
+}
+
+
+def tier_of(item: pytest.Item) -> str:
+    """The tier of one collected test (see the module docstring)."""
+    module = item.path.stem
+    name = getattr(item, "originalname", item.name)
+    if "browser" in getattr(item, "fixturenames", ()) or module in BROWSER_FILES:
+        return "browser"
+    if module in SHIPPED_FILES or name in SHIPPED_TESTS.get(module, ()):
+        return "shipped"
+    if SHIPPED_FIXTURES.get(module, set()) & set(getattr(item, "fixturenames", ())):
+        return "shipped"
+    return "unit" if module in UNIT_FILES else "pipeline"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        module = item.path.stem
+        name = getattr(item, "originalname", item.name)
+        if not any(item.get_closest_marker(t) for t in TIERS):
+            item.add_marker(tier_of(item))
+        if module in SLOW_FILES or name in SLOW_TESTS.get(module, ()):
+            item.add_marker("slow")
+
 
 TINY_POLICY = PolicyConfig(channels=(4, 8, 8), pool=(False, True, True), hidden=16)
 TINY_ENV = MazeConfig(max_steps=40)
