@@ -46,16 +46,30 @@ def retarget_cmd(
             "--population)"
         ),
     ] = None,
-    layer: Annotated[str, typer.Option(help="spatial hook (C, H, W) to find goal channels in and edit")] = (
-        "embedder.block2.res1.resadd_out"
-    ),
+    layer: Annotated[
+        str | None,
+        typer.Option(
+            help="spatial hook (C, H, W) to find goal channels in and edit (default: the subject kind's own, "
+            "embedder.block2.res1.resadd_out for mazes)"
+        ),
+    ] = None,
     episodes: Annotated[int, typer.Option(min=1, help="evaluated (maze, target) pairs, one target per maze")] = 200,
     seed: Annotated[int, typer.Option(help="seed: same seed, same mazes, targets, channels and actions")] = 0,
     split: Annotated[str, typer.Option(help="split of the evaluated mazes (ood: cheese anywhere)")] = "ood",
     n_fit: Annotated[int, typer.Option(min=10, help="fit mazes for discovery and the choice of set")] = 500,
-    mode: Annotated[str, typer.Option(help="clamp (set the channels at the target) or add (raise them there)")] = (
-        "clamp"
-    ),
+    mode: Annotated[
+        str | None,
+        typer.Option(
+            help="clamp (set the channels at the target) or add (raise them there); default clamp, add with --sae"
+        ),
+    ] = None,
+    sae: Annotated[
+        str | None,
+        typer.Option(
+            help="rank and push the latents of this SAE (a shipped name or folder, trained at --layer) instead of "
+            "channels: each latent's decoder direction is added at the target cell"
+        ),
+    ] = None,
     channels: Annotated[
         str | None, typer.Option(help="use these channels (comma-separated) instead of the discovered set")
     ] = None,
@@ -102,15 +116,17 @@ def retarget_cmd(
 
         if (subject is None) == (population is None):
             raise WorkbenchError("give either SUBJECT or --population DIR (a folder made by `workbench sweep`)")
+        if sae is not None and population is not None:
+            raise WorkbenchError("--sae applies to one subject; the shipped SAEs belong to single agents")
         if population is not None:
             _population(
                 population,
-                layer,
+                layer or "embedder.block2.res1.resadd_out",
                 episodes,
                 seed,
                 n_fit,
                 n_boot,
-                mode,
+                mode or "clamp",
                 max_seeds,
                 _floats(magnitudes, "--magnitudes"),
                 as_json,
@@ -125,7 +141,7 @@ def retarget_cmd(
         subj = load_subject(subject, env=None if env in (None, "native") else env)
         result = verb(subj, "retarget")(
             subj,
-            layer=layer,
+            **({"layer": layer} if layer is not None else {}),
             episodes=episodes,
             seed=seed,
             split=split,
@@ -139,6 +155,7 @@ def retarget_cmd(
             offsets=_floats(offsets, "--offsets"),
             n_boot=n_boot,
             greedy=greedy,
+            **({"sae": sae} if sae is not None else {}),
         )
     except WorkbenchError as err:
         typer.echo(f"error: {err}", err=True)

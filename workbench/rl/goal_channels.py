@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -50,6 +51,7 @@ __all__ = [
     "combine_scores",
     "correlation_scores",
     "discover_goal_channels",
+    "discover_goal_latents",
     "fit_levels",
     "probe_scores",
     "goal_cells",
@@ -158,19 +160,23 @@ def probe_scores(acts: Tensor, goal: np.ndarray, l2: float = 1e-3, max_iter: int
     return w.detach().numpy()
 
 
-def _attribution_rows(agent: Agent, levels: MazeLevels, layer: str, batch: int = 512) -> tuple[np.ndarray, np.ndarray]:
-    """Per-maze attribution (M, C) at the decision squares, and which fit mazes (M,) they come from."""
+def _decision_grads(
+    agent: Agent, levels: MazeLevels, layer: str, batch: int = 512
+) -> tuple[Tensor, Tensor, Tensor, np.ndarray]:
+    """At each fit maze's decision square: d log P(goal-ward move) / d activation (M, C, H, W), the activations with
+    the goal present and removed (M, C, H, W each), and which fit mazes (M,) they come from."""
     ds = decision_squares(levels)
     valid = np.flatnonzero(ds[:, 0] >= 0)
     if valid.size == 0:
-        return np.zeros((0, 0)), valid
+        empty = torch.zeros(0)
+        return empty, empty, empty, valid
     at = levels.select(valid).with_mouse(ds[valid])
     goal_dir = torch.as_tensor(greedy_actions(distances_to(at, at.cheese), at.mouse))
     present = activations_at(agent, at, layer)
     absent = activations_at(agent, at.without_cheese(), layer)
     obs_all = agent.world.observe(at)
     device = policy_device(agent.policy)
-    rows = []
+    grads = []
     for lo in range(0, len(valid), batch):
         sl = slice(lo, lo + batch)
         leaf = present[sl].clone().to(device).requires_grad_(True)
@@ -184,8 +190,16 @@ def _attribution_rows(agent: Agent, levels: MazeLevels, layer: str, batch: int =
             probs = direction_probs(logits, at.ACTION_GROUPS)
             logp = probs[torch.arange(len(obs)), goal_dir[sl]].clamp_min(1e-12).log()
             (grad,) = torch.autograd.grad(logp.sum(), leaf)
-        rows.append((grad.cpu().double() * (present[sl] - absent[sl]).double()).sum(dim=(2, 3)))
-    return torch.cat(rows).numpy(), valid
+        grads.append(grad.cpu().double())
+    return torch.cat(grads), present.double(), absent.double(), valid
+
+
+def _attribution_rows(agent: Agent, levels: MazeLevels, layer: str, batch: int = 512) -> tuple[np.ndarray, np.ndarray]:
+    """Per-maze attribution (M, C) at the decision squares, and which fit mazes (M,) they come from."""
+    grad, present, absent, valid = _decision_grads(agent, levels, layer, batch)
+    if valid.size == 0:
+        return np.zeros((0, 0)), valid
+    return (grad * (present - absent)).sum(dim=(2, 3)).numpy(), valid
 
 
 def combine_scores(scores: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -219,6 +233,9 @@ class GoalChannels:
             sized in these units, so a magnitude means the same push on every channel.
         n_fit: fit mazes; n_decision: fit mazes with a decision square (attribution's sample); fit_seeds: their
             level seeds (disjoint from the evaluated mazes').
+        units: "channels", or "latents" when the units are an SAE's latents at the layer (`discover_goal_latents`):
+            then shape is (latents, H, W), and `decoder` (latents, C) maps a push of the latents to the layer's
+            channels (an SAE on a conv layer reads each cell's channel vector as one token).
     """
 
     layer: str
@@ -237,6 +254,9 @@ class GoalChannels:
     _attr_rows: np.ndarray | None = field(default=None, repr=False)
     _attr_mazes: np.ndarray | None = field(default=None, repr=False)
     l2: float = 1e-3
+    units: str = "channels"
+    decoder: Tensor | None = field(default=None, repr=False)
+    sae: str | None = None
 
     @property
     def n_channels(self) -> int:
@@ -266,6 +286,8 @@ class GoalChannels:
     def to_json(self) -> dict:
         return {
             "layer": self.layer,
+            "units": self.units,
+            **({"sae": self.sae} if self.sae is not None else {}),
             "shape": list(self.shape),
             "n_fit": self.n_fit,
             "n_decision": self.n_decision,
@@ -319,6 +341,75 @@ def discover_goal_channels(
         _attr_rows=attr_rows,
         _attr_mazes=attr_mazes,
         l2=l2,
+    )
+
+
+def discover_goal_latents(
+    agent: Agent,
+    layer: str,
+    sae: Any,
+    *,
+    levels: MazeLevels | None = None,
+    n_fit: int = 500,
+    seed: int = 0,
+    exclude: Sequence[int] = (),
+    l2: float = 1e-3,
+    name: str | None = None,
+) -> GoalChannels:
+    """Rank the latents of an SAE trained at `layer` (position layout: one token per cell) by the same three scores
+    as channels: each latent's activation map against the goal map, a spatial probe on the latent maps, and the
+    attribution through the decoder, sum over cells of (grad . W_dec[latent]) * (f(goal present) - f(goal removed)).
+    The result's units are latents; its `decoder` turns a latent push into a channel push."""
+    from workbench.sae.analysis import latent_acts
+
+    c, grid, _ = spatial_layer(agent, layer)
+    d_in, hook = int(sae.cfg.d_in), getattr(getattr(sae.cfg, "metadata", None), "hook_name", None)
+    if d_in != c:
+        raise WorkbenchError(f"SAE {name or ''} reads {d_in}-dim tokens but {layer} has {c} channels per cell")
+    if hook not in (None, layer):
+        raise WorkbenchError(f"SAE {name or ''} was trained at {hook}, not {layer}; use --layer {hook}")
+    if levels is None:
+        levels = fit_levels(agent, n_fit, seed, exclude)
+    if len(levels) < 10:
+        raise WorkbenchError(f"need at least 10 fit mazes with a cheese to rank latents, got {len(levels)}")
+    acts = activations_at(agent, levels, layer).float()
+    feats = latent_acts(sae, acts).float()  # (N, L, H, W)
+    n_lat = int(feats.shape[1])
+    goal = goal_cells(levels, grid)
+    grad, present, absent, valid = _decision_grads(agent, levels, layer)
+    w_dec = sae.W_dec.detach().double().cpu()  # (L, C)
+    if valid.size:
+        delta = latent_acts(sae, present.float()).double() - latent_acts(sae, absent.float()).double()
+        attr_rows = (torch.einsum("mchw,lc->mlhw", grad, w_dec) * delta).sum(dim=(2, 3)).numpy()
+    else:
+        attr_rows = np.zeros((0, n_lat))
+    scores = {
+        "correlation": correlation_scores(feats, goal),
+        "probe": probe_scores(feats, goal, l2),
+        "attribution": attr_rows.mean(axis=0) if valid.size else np.zeros(n_lat),
+    }
+    ranking, mean_rank = combine_scores(scores)
+    flat = feats.double().transpose(0, 1).reshape(n_lat, -1)
+    return GoalChannels(
+        layer=layer,
+        shape=(n_lat, grid, grid),
+        scores=scores,
+        ranking=ranking,
+        mean_rank=mean_rank,
+        sign=np.where(scores["correlation"] >= 0, 1, -1).astype(np.int64),
+        mean=flat.mean(1).numpy(),
+        std=flat.std(1, correction=0).clamp_min(1e-6).numpy(),
+        n_fit=len(levels),
+        n_decision=int(valid.size),
+        fit_seeds=levels.seeds.copy(),
+        _acts=feats,
+        _goal=goal,
+        _attr_rows=attr_rows,
+        _attr_mazes=valid,
+        l2=l2,
+        units="latents",
+        decoder=sae.W_dec.detach().float().cpu().clone(),
+        sae=name,
     )
 
 

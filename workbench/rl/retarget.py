@@ -59,6 +59,7 @@ from workbench.rl.goal_channels import (
     GoalChannels,
     choose_set,
     discover_goal_channels,
+    discover_goal_latents,
     fit_levels,
     goal_cells,
     ranking_stability,
@@ -85,6 +86,7 @@ __all__ = [
     "run_pairs",
     "sample_pairs",
     "set_edit",
+    "unit_edit",
     "shortest_paths",
     "target_layer_cells",
 ]
@@ -212,7 +214,7 @@ class Edit:
 
     @staticmethod
     def cat(edits: Sequence[Edit]) -> Edit:
-        modes = {e.mode for e in edits}
+        modes = {e.mode for e in edits if bool(e.mask.any())} or {edits[0].mode}  # rows that edit nothing fit any
         if len(modes) != 1:
             raise WorkbenchError(f"cannot batch edits of different modes {sorted(modes)}")
         offs = [e.offset if e.offset is not None else torch.zeros_like(e.values) for e in edits]
@@ -220,7 +222,7 @@ class Edit:
             torch.cat([e.mask for e in edits]),
             torch.cat([e.values for e in edits]),
             torch.cat([e.cells for e in edits]),
-            edits[0].mode,
+            modes.pop(),
             torch.cat(offs) if any(e.offset is not None for e in edits) else None,
         )
 
@@ -269,6 +271,30 @@ def set_edit(
     push = torch.as_tensor(found.sign * found.std * float(magnitude), dtype=torch.float32)
     values = (torch.as_tensor(found.mean, dtype=torch.float32) + push) if mode == "clamp" else push
     return Edit(mask, values.expand(n, c).clone(), torch.as_tensor(layer_cells, dtype=torch.long), mode)
+
+
+def unit_edit(
+    found: GoalChannels,
+    sets: Sequence[Sequence[int]] | np.ndarray,
+    magnitude: float,
+    layer_cells: np.ndarray,
+    mode: str = "clamp",
+    offset: np.ndarray | None = None,
+) -> Edit:
+    """`set_edit` in the units `found` ranks: channels as they are; SAE latents (`found.decoder`, (L, C)) as the
+    channel push their decoder directions make, `mode="add"` at the target cell: sum over the chosen latents of
+    sign * magnitude * std * W_dec[latent]. `offset` (N, units) is a push added at every cell, mapped the same way."""
+    e = set_edit(found, sets, magnitude, layer_cells, mode)
+    off = None if offset is None else torch.as_tensor(offset, dtype=torch.float32)
+    if found.decoder is None:
+        e.offset = off
+        return e
+    if mode != "add":
+        raise WorkbenchError("SAE latents are pushed along their decoder directions: use mode 'add', not 'clamp'")
+    dec = found.decoder.float()
+    values = (e.mask.float() * e.values) @ dec
+    mask = torch.ones(values.shape, dtype=torch.bool)
+    return Edit(mask, values, e.cells, "add", None if off is None else off @ dec)
 
 
 def _no_edit(n: int, c: int) -> Edit:
@@ -538,7 +564,17 @@ def _paired(a: np.ndarray, b: np.ndarray, seed: int) -> dict:
 
 
 def _validate(
-    agent: Agent, layer: str, split: str, episodes: int, mode: str, n_fit: int, channels, size, magnitude, offsets
+    agent: Agent,
+    layer: str,
+    split: str,
+    episodes: int,
+    mode: str,
+    n_fit: int,
+    channels,
+    size,
+    magnitude,
+    offsets,
+    n_latents: int | None = None,
 ) -> tuple[int, int, int]:
     if getattr(agent.world, "family", None) != "maze":
         raise WorkbenchError(
@@ -552,14 +588,15 @@ def _validate(
     if mode not in MODES:
         raise unknown("retarget mode", mode, MODES)
     shape = spatial_layer(agent, layer)
-    c = shape[0]
+    c = shape[0] if n_latents is None else int(n_latents)
+    what = "channel" if n_latents is None else "latent"
     if channels is not None:
         chans = list(channels)
         if not chans:
             raise WorkbenchError("the channel set is empty; name at least one channel or omit it to discover the set")
         bad = [ch for ch in chans if not 0 <= int(ch) < c]
         if bad:
-            raise WorkbenchError(f"channel {bad[0]} is out of range for {layer} ({c} channels: 0..{c - 1})")
+            raise WorkbenchError(f"{what} {bad[0]} is out of range for {layer} ({c} {what}s: 0..{c - 1})")
         if len(set(int(ch) for ch in chans)) != len(chans):
             raise WorkbenchError(f"channel set {chans} repeats a channel")
     if size is not None and not 1 <= int(size) <= c:
@@ -581,7 +618,7 @@ def retarget_experiment(
     seed: int = 0,
     n_fit: int = 500,
     n_select: int = 150,
-    mode: str = "clamp",
+    mode: str | None = None,
     channels: Sequence[int] | None = None,
     size: int | None = None,
     magnitude: float | None = None,
@@ -590,6 +627,7 @@ def retarget_experiment(
     offsets: Sequence[float] = DEFAULT_OFFSETS,
     n_boot: int = 20,
     greedy: bool = False,
+    sae: str | None = None,
 ) -> dict:
     """Discover the goal channels of `layer` on fit mazes, choose the set there, and retarget on `episodes`
     evaluated (maze, target) pairs with controls (see the module docstring). JSON-ready.
@@ -597,7 +635,9 @@ def retarget_experiment(
     `channels` fixes the set (e.g. hand-picked ones; discovery still runs for the controls and the table); `size`
     fixes the set size, `magnitude` the push (std units); `target` (row, col) uses one cell in every maze where it is
     usable instead of one sampled target per maze; `offsets` are the uniform offsets to check (empty: skip);
-    `n_boot` bootstraps of the fit mazes for ranking stability (0: skip)."""
+    `n_boot` bootstraps of the fit mazes for ranking stability (0: skip). `sae` (a shipped SAE name or folder,
+    trained at `layer`) ranks and pushes that SAE's latents instead of channels (see `unit_edit`); `channels` then
+    names latents. `mode` defaults to clamp for channels and add for latents."""
     t0 = time.time()
     if int(n_boot) == 1 or int(n_boot) < 0:
         raise WorkbenchError(f"n_boot must be 0 (skip the stability bootstrap) or >= 2, got {n_boot}")
@@ -605,7 +645,17 @@ def retarget_experiment(
         raise WorkbenchError(f"n_select (fit pairs that choose the set) must be >= 5, got {n_select}")
     if not magnitudes or any(not (math.isfinite(float(x)) and float(x) > 0) for x in magnitudes):
         raise WorkbenchError(f"magnitudes must be positive numbers of standard deviations, got {list(magnitudes)}")
-    c, grid, _ = _validate(agent, layer, split, episodes, mode, n_fit, channels, size, magnitude, offsets)
+    sae_model = None
+    if sae is not None:
+        from workbench.sae.train import load_sae
+
+        sae_model = load_sae(sae)
+        mode = mode or "add"
+        if mode != "add":
+            raise WorkbenchError("SAE latents are pushed along their decoder directions: use --mode add, not clamp")
+    mode = mode or "clamp"
+    n_latents = None if sae_model is None else int(sae_model.cfg.d_sae)
+    c, grid, _ = _validate(agent, layer, split, episodes, mode, n_fit, channels, size, magnitude, offsets, n_latents)
     world = agent.world
     # --- evaluated pairs (drawn first, so the fit mazes can avoid them)
     draw = int(episodes) + max(10, int(episodes) // 2)
@@ -617,13 +667,17 @@ def retarget_experiment(
     n = len(pairs)
     # --- discovery and the choice of set, on fit mazes only
     fit = fit_levels(agent, n_fit, seed, eval_levels.seeds.tolist())
-    found = discover_goal_channels(agent, layer, levels=fit)
+    if sae_model is None:
+        found = discover_goal_channels(agent, layer, levels=fit)
+    else:
+        found = discover_goal_latents(agent, layer, sae_model, levels=fit, name=str(sae))
+    u = found.n_channels  # the units ranked and pushed: channels, or the SAE's latents
     fit_pairs = sample_pairs(fit, n_select, seed + 1, grid)
     fit_paths = shortest_paths(fit_pairs.levels, fit_pairs.targets)
     fit_cells = target_layer_cells(fit_pairs, grid)
 
     def criterion(candidates: list[tuple[list[int], float]]) -> np.ndarray:
-        edits = {str(i): set_edit(found, chans, m, fit_cells, mode) for i, (chans, m) in enumerate(candidates)}
+        edits = {str(i): unit_edit(found, chans, m, fit_cells, mode) for i, (chans, m) in enumerate(candidates)}
         probs = path_step_probs(agent, fit_pairs, fit_paths, edits, layer)
         return np.array(
             [
@@ -660,11 +714,11 @@ def retarget_experiment(
     best_single = found.best_by_correlation()
     # --- edits of the four conditions on the evaluated pairs
     cells = target_layer_cells(pairs, grid)
-    rand = random_sets(n, c, k, seed)
+    rand = random_sets(n, u, k, seed)
     edits: dict[str, Edit | None] = {
-        "discovered": set_edit(found, chosen, m, cells, mode),
-        "random": set_edit(found, rand, m, cells, mode),
-        "single_best": set_edit(found, [best_single], m, cells, mode),
+        "discovered": unit_edit(found, chosen, m, cells, mode),
+        "random": unit_edit(found, rand, m, cells, mode),
+        "single_best": unit_edit(found, [best_single], m, cells, mode),
         "baseline": None,
     }
     # path probability and the causal-intervention score
@@ -680,8 +734,9 @@ def retarget_experiment(
         for set_name, mask in (("discovered", chosen), ("random", rand)):
             e = _no_edit(n, c)
             sel = set_edit(found, mask, 1.0, cells, mode).mask
-            push = torch.as_tensor(found.sign * found.std * float(o), dtype=torch.float32).expand(n, c)
-            e.offset = torch.where(sel, push, torch.zeros_like(push))
+            push = torch.as_tensor(found.sign * found.std * float(o), dtype=torch.float32).expand(n, u)
+            off = torch.where(sel, push, torch.zeros_like(push))
+            e.offset = off if found.decoder is None else off @ found.decoder.float()  # latents: their decoder push
             blocks.append(e)
             offset_rows.append((set_name, float(o)))
     batch_pairs = pairs.select(np.tile(np.arange(n), len(blocks)))
@@ -736,6 +791,8 @@ def retarget_experiment(
         "artifact": agent.name,
         "subject_kind": agent.kind,
         "layer": layer,
+        "units": found.units,
+        "sae": None if sae is None else str(sae),
         "shape": [c, grid, grid],
         "split": split,
         "episodes": int(episodes),
@@ -781,7 +838,8 @@ def _fmt_diff(r: dict) -> str:
 def retarget_text(r: dict) -> str:
     """The experiment as a few tables for people."""
     lines = [
-        f"{r['artifact']} @ {r['layer']} {tuple(r['shape'])}: {r['mode']} set {r['set']} at {r['magnitude']:g} std "
+        f"{r['artifact']} @ {r['layer']} {tuple(r['shape'])}: {r['mode']} "
+        f"{'SAE ' + str(r['sae']) + ' latents' if r.get('sae') else 'set'} {r['set']} at {r['magnitude']:g} std "
         f"(chosen on {r['fit']['selection_pairs']} fit pairs); single best by correlation: {r['single_best']}",
         f"{r['pairs']} {r['split']} (maze, target) pairs, seed {r['seed']}, step limit {r['step_limit']}; "
         f"CIS over {r['cis_pairs']} pairs with an edit point",
