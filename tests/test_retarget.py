@@ -302,8 +302,9 @@ def test_verb_is_registered_for_maze_kinds():
 
     assert get_kind("maze").verb("retarget") is retarget_maze
     assert get_kind("procgen-maze").verb("retarget") is retarget_maze
-    with pytest.raises(WorkbenchError, match="not available for coinrun"):
-        get_kind("coinrun").verb("retarget")
+    from workbench.rl.coinrun.retarget import retarget_coinrun
+
+    assert get_kind("coinrun").verb("retarget") is retarget_coinrun
 
 
 def test_battery_check_fails_when_no_better_than_random(toys, tmp_path):
