@@ -64,6 +64,7 @@ def _verbs() -> dict:
         "steer": verbs.steer_coinrun,
         "probe": verbs.probe_coinrun,
         "collect": verbs.collect_coinrun,
+        "retarget": __import__("workbench.rl.coinrun.retarget", fromlist=["retarget_coinrun"]).retarget_coinrun,
     }
 
 
