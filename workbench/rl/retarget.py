@@ -83,6 +83,8 @@ __all__ = [
     "path_step_probs",
     "retarget_experiment",
     "retarget_maze",
+    "retarget_view",
+    "RetargetView",
     "run_pairs",
     "sample_pairs",
     "set_edit",
@@ -913,3 +915,72 @@ def battery_metrics(check: Any, agent: Agent) -> dict[str, dict]:
         for key in MEASURES:
             out[f"{eff}.{key}"] = m(row[key]["diff"], row[key]["ci95"], row[key]["n"])
     return out
+
+
+# ------------------------------------------------------------------------------------------------------ one maze
+@dataclass
+class RetargetView:
+    """One maze under one channel push at one target (the Maze lab panel): the fields without and with the push, and
+    the greedy path with it (`path`, world cells from the mouse; `outcome`: "target", "cheese" or "step limit")."""
+
+    before: Any
+    after: Any
+    path: np.ndarray
+    outcome: str
+    channels: list[int]
+    magnitude: float
+    layer_cell: tuple[int, int]
+
+
+def retarget_view(
+    agent: Agent,
+    level: MazeLevels,
+    found: GoalChannels,
+    target: Sequence[int],
+    *,
+    size: int = 2,
+    magnitude: float = 8.0,
+    mode: str = "clamp",
+    max_steps: int | None = None,
+) -> RetargetView:
+    """Push the top-`size` channels of `found` at `target`'s layer cell in one maze (a batch of one): the vector
+    fields without and with the push (`workbench.rl.vector_field`, fwd_hooks), and the greedy path with it, followed
+    on the pushed field (the observation depends on the mouse's cell only, so the field is the greedy policy)."""
+    from workbench.rl.vector_field import vector_field
+
+    if len(level) != 1:
+        raise WorkbenchError(f"retarget_view takes one maze, got {len(level)}")
+    pairs = fixed_target_pairs(level, target, 1)
+    grid = found.shape[1]
+    cell = target_layer_cells(pairs, grid)
+    if not 1 <= int(size) <= found.n_channels:
+        raise WorkbenchError(f"set size must be in 1..{found.n_channels}, got {size}")
+    chans = found.top(int(size))
+    edit = unit_edit(found, chans, float(magnitude), cell, mode)
+    n_free = len(level.free_cells(0))
+    many = edit.take(np.zeros(n_free, dtype=np.int64))
+    before = vector_field(agent.policy, level)
+    after = vector_field(agent.policy, level, [(found.layer, many.hook())])
+    index = {tuple(int(v) for v in c): k for k, c in enumerate(after.cells)}
+    pos = tuple(int(v) for v in level.mouse[0])
+    path, outcome = [pos], "step limit"
+    limit = int(max_steps or getattr(agent.world.config, "max_steps", 256))
+    goal, cheese = tuple(int(v) for v in target), tuple(int(v) for v in level.cheese[0])
+    for _ in range(limit):
+        d = int(np.argmax(after.probs[index[pos]]))
+        step = (pos[0] + int(ACTION_DELTAS[d][0]), pos[1] + int(ACTION_DELTAS[d][1]))
+        if step in index:
+            pos = step
+        path.append(pos)
+        if pos == goal or pos == cheese:
+            outcome = "target" if pos == goal else "cheese"
+            break
+    return RetargetView(
+        before=before,
+        after=after,
+        path=np.array(path, dtype=np.int64),
+        outcome=outcome,
+        channels=chans,
+        magnitude=float(magnitude),
+        layer_cell=(int(cell[0, 0]), int(cell[0, 1])),
+    )
