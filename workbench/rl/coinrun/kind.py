@@ -56,6 +56,7 @@ def load(ref: str) -> Any:
 
 def _verbs() -> dict:
     from workbench.rl import verbs
+    from workbench.rl.coinrun.retarget import retarget_coinrun
 
     return {
         "world": world,
@@ -64,7 +65,7 @@ def _verbs() -> dict:
         "steer": verbs.steer_coinrun,
         "probe": verbs.probe_coinrun,
         "collect": verbs.collect_coinrun,
-        "retarget": __import__("workbench.rl.coinrun.retarget", fromlist=["retarget_coinrun"]).retarget_coinrun,
+        "retarget": retarget_coinrun,
     }
 
 
