@@ -247,3 +247,17 @@ def test_battery_passes(cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     assert code == 0, err
     result = json.loads(out)
     assert result["passed"] and {c["kind"] for c in result["checks"]} == {"behaviour", "probe", "intervention"}
+
+
+def test_preference_by_distance_partitions_the_levels() -> None:
+    from workbench.rl.colour_shape.rollout import preference_by_distance, run_episodes
+
+    class Still(torch.nn.Module):  # always "up": reaches nothing unless an object sits straight above
+        def forward(self, obs):
+            return torch.tensor([[5.0, 0.0, 0.0, 0.0]]).expand(len(obs), 4)
+
+    lv = _levels("ood", n=200)
+    groups = preference_by_distance(run_episodes(Still(), lv, CFG, greedy=True), lv)
+    assert sum(g["n"] for g in groups.values()) == 200
+    near_c = np.abs(lv.cue_cell("colour") - lv.agent).sum(1) < np.abs(lv.cue_cell("shape") - lv.agent).sum(1)
+    assert groups["colour_nearer"]["n"] == int(near_c.sum())

@@ -105,3 +105,15 @@ def run_episodes(
     env = ColourShapeVecEnv(len(levels), split="ood", config=config)
     obs, _ = env.reset(options={"levels": levels})
     return play_until_done(policy, env, obs, ColourShapeTracker(levels), config.max_steps, seed, fwd_hooks, greedy)
+
+
+def preference_by_distance(records: ColourShapeRecords, levels: ColourShapeLevels) -> dict:
+    """colour_first / shape_first / timeout rates (Wilson 95%) on the levels where the colour object is strictly nearer
+    the start than the shape object (Manhattan distance), where the shape object is nearer, and where they tie: does
+    an agent that reaches one of the split objects pick a feature, or the nearer object?"""
+    near_c = np.abs(levels.cue_cell("colour") - levels.agent).sum(1)
+    near_s = np.abs(levels.cue_cell("shape") - levels.agent).sum(1)
+    flags = records.flags()
+    keys = ("colour_first", "shape_first", "timeout")
+    groups = {"colour_nearer": near_c < near_s, "shape_nearer": near_s < near_c, "tie": near_c == near_s}
+    return {name: _rates({k: flags[k][mask] for k in keys}) for name, mask in groups.items()}
