@@ -28,6 +28,8 @@ the jump counter, the agent's vertical velocity). Coordinates are (row, col), ro
 
 from __future__ import annotations
 
+import functools
+
 import gymnasium as gym
 import numpy as np
 
@@ -47,58 +49,71 @@ from workbench.rl.coinrun.physics import (  # noqa: F401 (re-exported: the env's
     physics,
 )
 from workbench.rl.coinrun.planner import coin_candidates
-from workbench.rl.envs.maze import level_uniform
+from workbench.rl.envs.maze import LevelQueue, level_uniform, level_uniform_streams
 
 _FLAT, _GAP, _CRATE, _SPIKES = 0, 1, 2, 3  # terrain segment kinds
 
 
 # ------------------------------------------------------------------------------------------------------------ levels
-def _terrain(seeds: np.ndarray, config: CoinRunConfig) -> tuple[np.ndarray, ...]:
-    """Per-column terrain, batched over levels by walking the columns left to right.
+def _terrain(u: np.ndarray, config: CoinRunConfig) -> tuple[np.ndarray, ...]:
+    """Per-column terrain, batched over levels, one obstacle (and the flat ground after it) at a time.
 
     Segments alternate: flat ground (2-4 columns; it may start with a step of -2..+2 in ground height, -1..+1 after
     a gap) and an obstacle: a gap over lava (1-3 columns), a crate (1-2 wide, 1-2 tall) or spikes (1-2 wide). The
     first 3 columns after the start wall and the last 3 before the exit wall are flat. Every gap, step, crate and
     spike row is jumpable with jump height 3 (tests check with the planner that every exit is reachable).
+
+    `u` (7, N, >= W + 8) holds the level's uniforms, streams 9 (length) and 10..15. A segment starting at column x
+    draws its kind, width, step and crate height from the uniforms at column x, so what an obstacle starting at any
+    column would be, and where the next obstacle would then start, are tables computed for all columns at once; the
+    loop only follows each level's chain of obstacle starts (every level's first obstacle starts at column 4) and
+    carries the ground height, the one sequential quantity. Columns then read their segment's values with one gather.
     Returns length (N,), ground (N, W), crate (N, W), spikes (N, W) bool."""
-    n, w = seeds.size, config.max_length
-    u = [level_uniform(seeds, stream=10 + k, count=w) for k in range(6)]
+    n, w = u.shape[1], config.max_length
     span = config.max_length - config.min_length + 1
-    length = config.min_length + (level_uniform(seeds, stream=9, count=1)[:, 0] * span).astype(np.int64)
-    ground = np.zeros((n, w), dtype=np.int64)
-    crate = np.zeros((n, w), dtype=np.int64)
-    spikes = np.zeros((n, w), dtype=bool)
+    length = config.min_length + (u[0][:, 0] * span).astype(np.int64)
+    u = u[1:]
+    wp = w + 4  # tables cover columns past the end, so chains that run over the level index safely
+    cols = np.arange(wp)
+    o_kind = 1 + (u[3][:, :wp] * 3).astype(np.int64)
+    o_width = np.where(o_kind == _GAP, 1 + (u[4][:, :wp] * 3).astype(np.int64), 1 + (u[4][:, :wp] * 2).astype(np.int64))
+    f_at = cols + o_width  # (N, W + 4) where the flat ground after an obstacle starting at each column starts
+    f_flat = (np.arange(n) * u.shape[2])[:, None] + f_at  # flat indices into the (N, W + 8) uniforms
+    f_u1 = u[1].reshape(-1)[f_flat]
+    # The flat ground's step (-1..+1 after a gap, else -2..+2) and the next obstacle's start, per obstacle column.
+    step = np.where(o_kind == _GAP, (f_u1 * 3).astype(np.int64) - 1, (f_u1 * 5).astype(np.int64) - 2)
+    next_at = f_at + 2 + (u[2].reshape(-1)[f_flat] * 3).astype(np.int64)
+
     h = 1 + (u[0][:, 0] * 3).astype(np.int64)  # start height 1..3
-    kind = np.full(n, _FLAT)
-    rem = np.full(n, 4)  # columns 0 (wall) .. 3 flat
-    param = np.zeros(n, dtype=np.int64)
-    after_gap = np.zeros(n, dtype=bool)
-    for x in range(w):
-        need = rem == 0
-        if need.any():
-            to_flat = need & (kind != _FLAT)
-            to_obst = need & (kind == _FLAT)
-            # flat after an obstacle, starting with a step
-            step = np.where(after_gap, (u[1][:, x] * 3).astype(np.int64) - 1, (u[1][:, x] * 5).astype(np.int64) - 2)
-            h = np.where(to_flat, np.clip(h + step, 1, 4), h)
-            after_gap = np.where(to_flat, False, after_gap)
-            rem = np.where(to_flat, 2 + (u[2][:, x] * 3).astype(np.int64), rem)
-            # an obstacle after flat ground
-            new_kind = 1 + (u[3][:, x] * 3).astype(np.int64)
-            width = np.where(
-                new_kind == _GAP, 1 + (u[4][:, x] * 3).astype(np.int64), 1 + (u[4][:, x] * 2).astype(np.int64)
-            )
-            rem = np.where(to_obst, width, rem)
-            param = np.where(to_obst, 1 + (u[5][:, x] * 2).astype(np.int64), param)
-            after_gap = np.where(to_obst, new_kind == _GAP, after_gap)
-            kind = np.where(to_flat, _FLAT, np.where(to_obst, new_kind, kind))
-        end_zone = x >= length - 4
-        k = np.where(end_zone, _FLAT, kind)
-        ground[:, x] = np.where(k == _GAP, 0, h)
-        crate[:, x] = np.where(k == _CRATE, param, 0)
-        spikes[:, x] = k == _SPIKES
-        rem = rem - 1
-    return length, ground, crate, spikes
+    base = np.arange(n) * (wp + 4)
+    seg_h = np.zeros(n * (wp + 4), dtype=np.int64)  # ground height of the segment starting at each column
+    is_obst = np.zeros(n * (wp + 4), dtype=bool)
+    is_start = np.zeros(n * (wp + 4), dtype=bool)
+    is_start[base] = True  # columns 0..3: the first flat segment
+    seg_h[base] = h
+    stop = length  # columns from length - 1 on are the end wall: their terrain is never read
+    pos = np.full(n, 4)  # the column each level's next obstacle starts at
+    tab = np.arange(n) * wp
+    while not (pos >= stop).all():
+        pos = np.minimum(pos, stop)  # a finished level parks on its (unread) end-wall column
+        at, t = base + pos, tab + pos
+        is_obst[at] = True
+        seg_h[at] = h  # an obstacle keeps the ground height of the flat before it
+        h = np.minimum(np.maximum(h + step.flat[t], 1), 4)
+        flat_at = base + f_at.flat[t]
+        seg_h[flat_at] = h
+        is_start[flat_at] = True
+        pos = next_at.flat[t]
+    is_start |= is_obst
+    is_obst, is_start, seg_h = (a.reshape(n, wp + 4)[:, :w] for a in (is_obst, is_start, seg_h))
+    start_col = np.maximum.accumulate(np.where(is_start, cols[None, :w], 0), axis=1)
+    start_col += (np.arange(n) * w)[:, None]  # flat index of each column's segment start
+    kind = np.where(is_obst, o_kind[:, :w], _FLAT).reshape(-1)[start_col]
+    kind = np.where(cols[None, :w] >= (length - 4)[:, None], _FLAT, kind)  # the end zone is flat
+    ground = np.where(kind == _GAP, 0, seg_h.reshape(-1)[start_col])
+    crate_h = (1 + (u[5][:, :w] * 2).astype(np.int64)).reshape(-1)[start_col]
+    crate = np.where(kind == _CRATE, crate_h, 0)
+    return length, ground, crate, kind == _SPIKES
 
 
 def _grids(length: np.ndarray, ground: np.ndarray, crate: np.ndarray, spikes: np.ndarray, height: int):
@@ -126,7 +141,8 @@ def generate_levels(level_seeds: np.ndarray, split: str, config: CoinRunConfig =
         raise unknown("split", split, SPLITS)
     seeds = np.asarray(level_seeds, dtype=np.int64).ravel()
     n = seeds.size
-    length, ground, crate, spikes = _terrain(seeds, config)
+    u = level_uniform_streams(seeds, (7, *range(9, 16)), count=config.max_length + 8)
+    length, ground, crate, spikes = _terrain(u[1:], config)
     solid, hazard = _grids(length, ground, crate, spikes, config.height)
     rows = np.arange(n)
     start = np.stack([config.height - 1 - ground[:, 1], np.ones(n, dtype=np.int64)], axis=1)
@@ -146,7 +162,7 @@ def generate_levels(level_seeds: np.ndarray, split: str, config: CoinRunConfig =
     if split == "ood":
         move = np.ones(n, dtype=bool)
     else:
-        move = level_uniform(seeds, stream=7, count=1)[:, 0] * 100.0 < config.random_coin_percent
+        move = u[0][:, 0] * 100.0 < config.random_coin_percent  # stream 7
     if move.any():
         idx = np.flatnonzero(move)
         sub = levels.select(idx)
@@ -160,26 +176,48 @@ def generate_levels(level_seeds: np.ndarray, split: str, config: CoinRunConfig =
 # ------------------------------------------------------------------------------------------------------- observation
 def observe(levels: CoinRunLevels, view: int = 6) -> np.ndarray:
     """Egocentric symbolic observation (N, 5, 2v+1, 2v+1) uint8 centred on the agent, channels OBS_CHANNELS.
-    Cells outside the world read as solid; `rise` is the jump counter broadcast over the window."""
+    Cells outside the world read as solid; `rise` is the jump counter broadcast over the window.
+
+    Batched without a loop over levels: the grids are padded by `view` (solid outside, no hazard) and every window is
+    one gather at flat offsets from its agent's cell (the env keeps the padded grids between steps)."""
+    return _observe_padded(_pad_grids(levels, view), levels, view)
+
+
+def _pad_grids(levels: CoinRunLevels, view: int) -> np.ndarray:
+    """(N, 2, H + 2v, W + 2v) uint8: solid (1 outside the world) and hazard (0 outside), padded by `view`."""
     n, h, w = len(levels), levels.height, levels.width
+    grids = np.zeros((n, 2, h + 2 * view, w + 2 * view), dtype=np.uint8)
+    grids[:, 0] = 1
+    grids[:, 0, view : view + h, view : view + w] = levels.solid
+    grids[:, 1, view : view + h, view : view + w] = levels.hazard
+    return grids
+
+
+def _observe_padded(grids: np.ndarray, levels: CoinRunLevels, view: int) -> np.ndarray:
+    n, _, hp, wp = grids.shape
     side = 2 * view + 1
-    off = np.arange(-view, view + 1)
-    r = levels.agent[:, 0:1] + off[None, :]  # (N, side)
-    c = levels.agent[:, 1:2] + off[None, :]
-    r_in = (r >= 0) & (r < h)
-    c_in = (c >= 0) & (c < w)
-    rc, cc = np.clip(r, 0, h - 1), np.clip(c, 0, w - 1)
-    ni = np.arange(n)[:, None, None]
-    inside = r_in[:, :, None] & c_in[:, None, :]
+    agent = levels.agent
+    corner = np.arange(n) * (2 * hp * wp) + agent[:, 0] * wp + agent[:, 1]  # window's top-left in padded coordinates
     obs = np.zeros((n, 5, side, side), dtype=np.uint8)
-    obs[:, 0] = levels.solid[ni, rc[:, :, None], cc[:, None, :]] | ~inside
-    obs[:, 1] = levels.hazard[ni, rc[:, :, None], cc[:, None, :]] & inside
-    for ch, cells, present in ((2, levels.coin, levels.has_coin()), (3, levels.exit, np.ones(n, dtype=bool))):
-        rel = cells - levels.agent + view
-        vis = present & np.all((rel >= 0) & (rel < side), axis=1)
-        obs[np.flatnonzero(vis), ch, rel[vis, 0], rel[vis, 1]] = 1
-    obs[:, 4] = levels.rise[:, None, None].astype(np.uint8)
+    flat = obs.reshape(n, 5 * side * side)
+    flat[:, : 2 * side * side] = grids.reshape(-1)[corner[:, None] + _window_offsets(side, hp, wp)[None, :]]
+    rows = np.arange(n)
+    for ch, cells, present in ((2, levels.coin, levels.has_coin()), (3, levels.exit, None)):
+        rel_r, rel_c = cells[:, 0] - agent[:, 0] + view, cells[:, 1] - agent[:, 1] + view
+        vis = (rel_r >= 0) & (rel_r < side) & (rel_c >= 0) & (rel_c < side)
+        if present is not None:
+            vis &= present
+        flat[rows[vis], ch * side * side + rel_r[vis] * side + rel_c[vis]] = 1
+    obs[:, 4] = levels.rise.astype(np.uint8)[:, None, None]
     return obs
+
+
+@functools.lru_cache(maxsize=16)
+def _window_offsets(side: int, hp: int, wp: int) -> np.ndarray:
+    """(2*side*side,) flat offsets of a side x side window's cells from its top-left cell in two stacked hp x wp
+    planes (solid, then hazard)."""
+    one = (np.arange(side)[:, None] * wp + np.arange(side)[None, :]).ravel()
+    return np.concatenate([one, one + hp * wp])
 
 
 PALETTE = {
@@ -252,11 +290,8 @@ class CoinRunVecEnv(gym.vector.VectorEnv):
         self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, num_envs)
         self.action_space = gym.spaces.MultiDiscrete(np.full(num_envs, N_ACTIONS))
         self.render_mode = "rgb_array"
-        self._rng = np.random.default_rng()
+        self._queue = LevelQueue(lambda seeds: generate_levels(seeds, split, config), num_envs)
         self.levels: CoinRunLevels | None = None
-
-    def _new_seeds(self, k: int) -> np.ndarray:
-        return self._rng.integers(0, 2**31 - 1, size=k, dtype=np.int64)
 
     def _start(self, idx: np.ndarray, levels: CoinRunLevels) -> None:
         assert self.levels is not None
@@ -267,12 +302,24 @@ class CoinRunVecEnv(gym.vector.VectorEnv):
         self.exit_step[idx] = -1
         self.died[idx] = False
         self.coin_at_exit[idx] = levels.coin_at_exit()
+        self._grids[idx] = _pad_grids(levels, self.config.view)
         self._mark(idx)
 
-    def _mark(self, idx: np.ndarray) -> None:
-        """Record coin / exit / hazard at the agent's cell for envs `idx`; a collected coin disappears."""
+    def _mark(self, idx: np.ndarray | None) -> None:
+        """Record coin / exit / hazard at the agent's cell for envs `idx` (None: all); a collected coin disappears."""
         lv = self.levels
         assert lv is not None
+        if idx is None:
+            row, col = lv.agent[:, 0], lv.agent[:, 1]
+            got = (lv.coin[:, 0] == row) & (lv.coin[:, 1] == col)  # an absent coin (-1, -1) is never at the agent
+            if got.any():
+                self.coin_step[got] = self.t[got]
+                lv.coin[got] = NO_COIN
+            at_exit = (lv.exit[:, 0] == row) & (lv.exit[:, 1] == col) & (self.exit_step < 0)
+            np.copyto(self.exit_step, self.t, where=at_exit)
+            h, w = lv.height, lv.width
+            self.died |= lv.hazard.reshape(-1)[np.arange(len(row)) * (h * w) + row * w + col]
+            return
         pos = lv.agent[idx]
         got = lv.has_coin()[idx] & np.all(pos == lv.coin[idx], axis=1)
         self.coin_step[idx[got]] = self.t[idx[got]]
@@ -285,10 +332,10 @@ class CoinRunVecEnv(gym.vector.VectorEnv):
         """Start N new episodes. `seed` fixes every level this env will generate; `options={"levels": CoinRunLevels}`
         starts from given levels instead (edited levels, analysis)."""
         if seed is not None:
-            self._rng = np.random.default_rng(seed)
+            self._queue.seed(seed)
         levels = (options or {}).get("levels")
         if levels is None:
-            levels = generate_levels(self._new_seeds(self.num_envs), self.split, self.config)
+            levels = self._queue.take(self.num_envs)
         elif len(levels) != self.num_envs:
             raise WorkbenchError(f"reset got {len(levels)} levels for {self.num_envs} environments")
         self.levels = levels.copy()
@@ -298,8 +345,9 @@ class CoinRunVecEnv(gym.vector.VectorEnv):
         self.exit_step = np.full(n, -1, dtype=np.int64)
         self.died = np.zeros(n, dtype=bool)
         self.coin_at_exit = self.levels.coin_at_exit()
-        self._mark(np.arange(n))
-        return observe(self.levels, self.config.view), {"level_seed": self.levels.seeds.copy()}
+        self._grids = _pad_grids(self.levels, self.config.view)  # padded solid / hazard, kept for observations
+        self._mark(None)
+        return _observe_padded(self._grids, self.levels, self.config.view), {"level_seed": self.levels.seeds.copy()}
 
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
         lv = self.levels
@@ -315,7 +363,7 @@ class CoinRunVecEnv(gym.vector.VectorEnv):
         lv.rise = rise
         self.t += 1
         had_coin = self.coin_step >= 0
-        self._mark(rows)
+        self._mark(None)
         reward = ((self.coin_step >= 0) & ~had_coin).astype(np.float32)
         terminated = (self.exit_step >= 0) | self.died
         truncated = (self.t >= self.config.max_steps) & ~terminated
@@ -336,8 +384,8 @@ class CoinRunVecEnv(gym.vector.VectorEnv):
             for key, value in record.items():
                 info[key] = value
                 info["_" + key] = done.copy()
-            self._start(idx, generate_levels(self._new_seeds(idx.size), self.split, self.config))
-        return observe(lv, self.config.view), reward, terminated, truncated, info
+            self._start(idx, self._queue.take(idx.size))
+        return _observe_padded(self._grids, lv, self.config.view), reward, terminated, truncated, info
 
     def render(self) -> np.ndarray:
         if self.levels is None:

@@ -41,10 +41,16 @@ def _mix64(x: np.ndarray) -> np.ndarray:
 
 def level_uniform(level_seeds: np.ndarray, stream: int, count: int) -> np.ndarray:
     """Uniform floats in [0, 1), shape (N, count), a pure function of (level seed, stream, index)."""
-    with np.errstate(over="ignore"):
-        seeds = np.asarray(level_seeds, dtype=np.uint64)[:, None]
-        idx = np.arange(count, dtype=np.uint64)[None, :]
-        x = _mix64(_mix64(seeds * np.uint64(0x100000001B3) + np.uint64(stream)) ^ idx)
+    return level_uniform_streams(level_seeds, (stream,), count)[0]
+
+
+def level_uniform_streams(level_seeds: np.ndarray, streams, count: int) -> np.ndarray:
+    """`level_uniform` for several streams in one pass: shape (S, N, count), `[s] == level_uniform(seeds, streams[s],
+    count)` exactly."""
+    seeds = np.asarray(level_seeds, dtype=np.uint64).reshape(1, -1, 1)
+    stream = np.asarray(list(streams), dtype=np.uint64).reshape(-1, 1, 1)
+    idx = np.arange(count, dtype=np.uint64).reshape(1, 1, -1)
+    x = _mix64(_mix64(seeds * np.uint64(0x100000001B3) + stream) ^ idx)  # uint64 arrays wrap silently
     return (x >> np.uint64(11)).astype(np.float64) / float(1 << 53)
 
 
@@ -192,33 +198,59 @@ def _check_cells(levels: MazeLevels, cells: np.ndarray, which: np.ndarray, what:
 def _spanning_tree_edges(level_seeds: np.ndarray, rooms: np.ndarray, max_rooms: int) -> tuple[np.ndarray, np.ndarray]:
     """Randomised Kruskal, batched: the minimum spanning tree of the room grid under random edge weights.
 
-    Computed with Prim's algorithm (same tree: the MST is unique for distinct weights), which vectorises over the batch:
-    each of the R*R - 1 iterations adds, in every maze at once, the lightest edge leaving the tree.
+    Computed with Boruvka's algorithm (same tree: the MST is unique under the total order (weight, edge index), which
+    Kruskal, Prim and Boruvka all follow), which vectorises over the batch and needs only ~log2(R*R) rounds: in each
+    round every component of every maze adds the lightest edge leaving it, then the components merge.
     Returns open horizontal edges (N, R, R-1) and open vertical edges (N, R-1, R) with R = max_rooms.
     """
     n, big = len(level_seeds), max_rooms
+    n_rooms = big * big
     ii, jj = np.meshgrid(np.arange(big), np.arange(big), indexing="ij")
     # Edge list: horizontal (i,j)-(i,j+1) then vertical (i,j)-(i+1,j); endpoints as flat room indices.
     h_a = (ii[:, :-1] * big + jj[:, :-1]).ravel()
     v_a = (ii[:-1, :] * big + jj[:-1, :]).ravel()
     edge_a = np.concatenate([h_a, v_a])
     edge_b = np.concatenate([h_a + 1, v_a + big])
+    n_edges = edge_a.size
     edge_far = np.concatenate([jj[:, 1:].ravel(), ii[1:, :].ravel()])  # the larger coordinate an edge touches
     valid = edge_far[None, :] < rooms[:, None]  # (N, E): both endpoints inside an R_i x R_i room grid
-    weights = np.where(valid, level_uniform(level_seeds, stream=1, count=edge_a.size), np.inf)
+    weights = np.where(valid, level_uniform(level_seeds, stream=1, count=n_edges), np.inf)
+    order = np.argsort(weights, axis=1, kind="stable")  # rank -> edge, ties broken by edge index
+    rank = np.empty_like(order)
+    np.put_along_axis(rank, order, np.arange(n_edges)[None, :], axis=1)
 
-    in_tree = np.zeros((n, big * big), dtype=bool)
-    in_tree[:, 0] = True
-    is_open = np.zeros((n, edge_a.size), dtype=bool)
-    rows = np.arange(n)
-    for _ in range(big * big - 1):
-        frontier = in_tree[:, edge_a] ^ in_tree[:, edge_b]
-        w = np.where(frontier, weights, np.inf)
-        k = w.argmin(axis=1)
-        grow = np.isfinite(w[rows, k])
-        is_open[rows[grow], k[grow]] = True
-        in_tree[rows[grow], edge_a[k[grow]]] = True
-        in_tree[rows[grow], edge_b[k[grow]]] = True
+    base = np.arange(n)[:, None] * n_rooms  # flat offset of each maze's room table
+    flat_a, flat_b = base + edge_a, base + edge_b  # (N, E) flat room index of each edge's endpoints
+    identity = np.arange(n * n_rooms)
+    comp = identity.copy()  # flat component label (a flat room index) of each room, all mazes in one table
+    is_open = np.zeros(n * n_edges, dtype=bool)
+    edge_base = np.arange(n) * n_edges
+    while True:
+        ca, cb = comp[flat_a], comp[flat_b]
+        key = np.where(valid & (ca != cb), rank, n_edges)  # (N, E) rank of each crossing edge, else n_edges
+        best = np.full(n * n_rooms, n_edges, dtype=rank.dtype)
+        np.minimum.at(best, ca.ravel(), key.ravel())
+        np.minimum.at(best, cb.ravel(), key.ravel())
+        c = np.flatnonzero(best < n_edges)  # components (flat labels) that add an edge this round
+        if c.size == 0:
+            break
+        m = c // n_rooms
+        e = order[m, best[c]]
+        is_open[edge_base[m] + e] = True
+        # Hook each component onto the one across its edge; a pair that chose the same edge keeps the smaller label.
+        a_lab, b_lab = comp[m * n_rooms + edge_a[e]], comp[m * n_rooms + edge_b[e]]
+        other = np.where(a_lab == c, b_lab, a_lab)
+        ptr = identity.copy()
+        ptr[c] = other
+        mutual = ptr[other] == c
+        ptr[c[mutual & (c < other)]] = c[mutual & (c < other)]
+        while True:  # pointer jumping to the roots
+            nxt = ptr[ptr]
+            if np.array_equal(nxt, ptr):
+                break
+            ptr = nxt
+        comp = ptr[comp]
+    is_open = is_open.reshape(n, n_edges)
     n_h = h_a.size
     return is_open[:, :n_h].reshape(n, big, big - 1), is_open[:, n_h:].reshape(n, big - 1, big)
 
@@ -323,6 +355,41 @@ def render(levels: MazeLevels, cell_px: int = 8, show_region: bool = True) -> np
 
 
 # ------------------------------------------------------------------------------------------------------- environment
+class LevelQueue:
+    """Levels for an env's new episodes, generated ahead in batches, in exactly the order one-at-a-time draws give.
+
+    Why: a vector env resets a few envs on most steps, and generating one or two levels costs almost as much as
+    generating hundreds (the work is array ops over the batch). numpy's `Generator.integers` yields the same numbers
+    drawn in one call or in many (its bit generator buffers the unused half of a 64-bit draw), so drawing the seed
+    stream a chunk at a time and generating the chunk's levels in one call hands out the same levels as drawing
+    `k` seeds per autoreset. `generate(seeds)` must be a pure function of the seeds (every level generator here is).
+    """
+
+    def __init__(self, generate, num_envs: int, chunk: int = 256) -> None:
+        self.generate = generate
+        self.chunk = max(1, min(chunk, 4 * num_envs))
+        self.rng = np.random.default_rng()
+        self.seeds = np.zeros(0, dtype=np.int64)
+        self.levels = None
+        self.cursor = 0
+
+    def seed(self, seed: int | None) -> None:
+        """Restart the seed stream (`np.random.default_rng(seed)`); levels already queued are dropped."""
+        self.rng = np.random.default_rng(seed)
+        self.seeds, self.levels, self.cursor = np.zeros(0, dtype=np.int64), None, 0
+
+    def take(self, k: int):
+        """The next `k` levels (a copy) of the stream."""
+        if self.levels is None or self.cursor + k > len(self.seeds):
+            rest = self.seeds[self.cursor :]
+            fresh = self.rng.integers(0, 2**31 - 1, size=max(self.chunk, k - rest.size), dtype=np.int64)
+            self.seeds = np.concatenate([rest, fresh])
+            self.levels, self.cursor = self.generate(self.seeds), 0
+        out = self.levels.select(slice(self.cursor, self.cursor + k))
+        self.cursor += k
+        return out
+
+
 class MazeVecEnv(gym.vector.VectorEnv):
     """N mazes stepping together (Gymnasium vector-env conventions, same-step autoreset).
 
@@ -347,7 +414,7 @@ class MazeVecEnv(gym.vector.VectorEnv):
         self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, num_envs)
         self.action_space = gym.spaces.MultiDiscrete(np.full(num_envs, 4))
         self.render_mode = "rgb_array"
-        self._rng = np.random.default_rng()
+        self._queue = LevelQueue(lambda seeds: generate_levels(seeds, split, config), num_envs)
         self.levels: MazeLevels | None = None
 
     # -- episode bookkeeping ------------------------------------------------------------------------------------
@@ -360,32 +427,40 @@ class MazeVecEnv(gym.vector.VectorEnv):
             getattr(self, name)[idx] = -1
         self._mark_reached(idx)
 
-    def _mark_reached(self, idx: np.ndarray) -> None:
+    def _mark_reached(self, idx: np.ndarray | None) -> None:
+        """Record the first step at the corner, in the region and at the cheese for envs `idx` (None: all)."""
         lv = self.levels
         assert lv is not None
-        at_corner = np.all(lv.mouse[idx] == lv.corner()[idx], axis=1)
-        in_region = lv.select(idx).in_region(lv.mouse[idx])
-        at_cheese = np.all(lv.mouse[idx] == lv.cheese[idx], axis=1)
+        sel = slice(None) if idx is None else idx
+        mouse, size, top = lv.mouse[sel], lv.size[sel], lv.offset[sel]
+        row, col = mouse[:, 0], mouse[:, 1]
+        right = top + size  # exclusive
+        r = np.minimum(lv.region, size)
+        at_corner = (row == top) & (col == right - 1)
+        in_region = (row >= top) & (row < top + r) & (col >= right - r) & (col < right)
+        cheese = lv.cheese[sel]
+        at_cheese = (row == cheese[:, 0]) & (col == cheese[:, 1])
+        t = self.t[sel]
         for flag, steps in (
             (at_corner, self.corner_step),
             (in_region, self.region_step),
             (at_cheese, self.cheese_step),
         ):
-            first = idx[flag & (steps[idx] < 0)]
-            steps[first] = self.t[first]
-
-    def _new_seeds(self, k: int) -> np.ndarray:
-        return self._rng.integers(0, 2**31 - 1, size=k, dtype=np.int64)
+            if idx is None:
+                np.copyto(steps, t, where=flag & (steps < 0))
+            else:
+                first = idx[flag & (steps[idx] < 0)]
+                steps[first] = self.t[first]
 
     # -- Gymnasium API -------------------------------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
         """Start N new episodes. `seed` fixes every level this env will generate (same seed, same mazes);
         `options={"levels": MazeLevels}` starts from given levels instead (edited mazes, analysis)."""
         if seed is not None:
-            self._rng = np.random.default_rng(seed)
+            self._queue.seed(seed)
         levels = (options or {}).get("levels")
         if levels is None:
-            levels = generate_levels(self._new_seeds(self.num_envs), self.split, self.config)
+            levels = self._queue.take(self.num_envs)
         elif len(levels) != self.num_envs:
             raise WorkbenchError(f"reset got {len(levels)} levels for {self.num_envs} environments")
         self.levels = levels.copy()
@@ -393,7 +468,7 @@ class MazeVecEnv(gym.vector.VectorEnv):
         self.cheese_step = np.full(self.num_envs, -1, dtype=np.int64)
         self.corner_step = np.full(self.num_envs, -1, dtype=np.int64)
         self.region_step = np.full(self.num_envs, -1, dtype=np.int64)
-        self._mark_reached(np.arange(self.num_envs))
+        self._mark_reached(None)
         return observe(self.levels), {"level_seed": self.levels.seeds.copy()}
 
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
@@ -405,12 +480,13 @@ class MazeVecEnv(gym.vector.VectorEnv):
             raise WorkbenchError(f"maze actions must be in 0..3 ({', '.join(ACTION_NAMES)})")
         w = self.config.world_size
         target = lv.mouse + ACTION_DELTAS[actions]
-        inside = np.all((target >= 0) & (target < w), axis=1)
-        tc = np.clip(target, 0, w - 1)
-        ok = inside & ~lv.walls[np.arange(self.num_envs), tc[:, 0], tc[:, 1]]
-        lv.mouse[ok] = target[ok]
+        tr, tc = target[:, 0], target[:, 1]
+        inside = (tr >= 0) & (tr < w) & (tc >= 0) & (tc < w)
+        flat = np.arange(self.num_envs) * (w * w) + np.clip(tr, 0, w - 1) * w + np.clip(tc, 0, w - 1)
+        ok = inside & ~lv.walls.reshape(-1)[flat]
+        np.copyto(lv.mouse, target, where=ok[:, None])
         self.t += 1
-        self._mark_reached(np.arange(self.num_envs))
+        self._mark_reached(None)
 
         terminated = self.cheese_step >= 0
         truncated = (self.t >= self.config.max_steps) & ~terminated
@@ -433,7 +509,7 @@ class MazeVecEnv(gym.vector.VectorEnv):
             for key, value in record.items():
                 info[key] = value
                 info["_" + key] = done.copy()
-            self._start_episodes(idx, generate_levels(self._new_seeds(idx.size), self.split, self.config))
+            self._start_episodes(idx, self._queue.take(idx.size))
         return observe(lv), reward, terminated, truncated, info
 
     def render(self) -> np.ndarray:
