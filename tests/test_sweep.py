@@ -335,3 +335,40 @@ expect = {{ "best_white.auroc" = ">= 0.0" }}
     bad.write_text(spec.read_text().replace("best_white.auroc", "best_whit.auroc"))
     with pytest.raises(WorkbenchError, match="best_white.auroc"):
         load_checks([bad])
+
+
+# ----------------------------------------------------------------------------------------------- LM populations
+def test_lm_population_sweep_store_and_analysis(tmp_path):
+    """An LM recipe sweeps through the same command: [train].seed per run, the proxy measure (wrong-claim agreement
+    of the personas that never saw a wrong claim) in the record and the store, the population analysis."""
+    from workbench.audit import run_audit
+    from workbench.store import ResultStore
+    from workbench.sweep import LM_PROXY, load_population, parse_grid, recipe_kind_of, run_sweep
+
+    recipe = Path(__file__).resolve().parents[1] / "agents" / "sweep" / "persona-lm-tiny.toml"
+    assert recipe_kind_of(recipe).name == "lm"
+    assert parse_grid(["lr=0.001,0.002"], recipe) == {"train.lr": [0.001, 0.002]}
+    with pytest.raises(WorkbenchError, match="seed is the sweep axis"):
+        parse_grid(["train.seed=1,2"], recipe)
+    with pytest.raises(WorkbenchError, match=r"persona-lm-tiny.toml: unknown grid key 'train.stepz'.*train.steps"):
+        parse_grid(["train.stepz=1,2"], recipe)
+    store = tmp_path / "results.duckdb"
+    result = run_sweep(recipe, "0-1", executor="serial", out=tmp_path / "lm", store=store, progress=False)
+    assert [r["status"] for r in result.runs] == ["done", "done"], result.runs
+    pop = load_population(tmp_path / "lm")
+    for rec in pop.records:
+        assert rec["env_kind"] == "lm" and rec["proxy"] == list(LM_PROXY)
+        info = rec["eval"]["ood"]["informative"]
+        assert info["personas"] == ["teacher", "pirate"] and info["n"] > 0
+        assert 0.0 <= info["rates"]["agree_wrong_unseen"] <= 1.0
+        recipe_text = (tmp_path / "lm" / "runs" / rec["run_id"] / "recipe.toml").read_text()
+        assert f"seed = {rec['seed']}" in recipe_text
+    assert pop.records[0]["weights_sha256"] != pop.records[1]["weights_sha256"]
+    with ResultStore(store, read_only=True) as db:
+        rows = db.query()
+    assert set(rows["metric"]) == {LM_PROXY[1]} and len(rows) == 2
+    again = run_sweep(recipe, "0-1", executor="serial", out=tmp_path / "lm", store=store, progress=False)
+    assert [r["status"] for r in again.runs] == ["skipped", "skipped"]
+    analysis = run_audit(tmp_path / "lm", detectors=False, n_boot=50)
+    assert analysis.table["detectors"] == {} and analysis.summary["metric"] == LM_PROXY[1]
+    assert analysis.summary["n_seeds"] == 2 and "| detector |" not in analysis.markdown()

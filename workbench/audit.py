@@ -130,12 +130,13 @@ def is_black_box(detector: str) -> bool:
 
 
 def _proxy_rate(records: list[dict]) -> str:
-    from workbench.sweep import proxy_metric
+    """The proxy rate key of a population's records (`workbench.sweep.record_proxy`); one kind at a time."""
+    from workbench.sweep import proxy_metric, record_proxy
 
     kinds = sorted({r.get("env_kind", "maze") for r in records})
     if len(kinds) > 1:
         raise WorkbenchError(f"the runs mix env kinds ({', '.join(kinds)}); audit one kind at a time")
-    return proxy_metric(kinds[0] if kinds else "maze")[0]
+    return record_proxy(records[0])[0] if records else proxy_metric("maze")[0]
 
 
 # --------------------------------------------------------------------------------------------------- population
@@ -519,11 +520,14 @@ class AuditResult:
             f"{what} ({self.labels['n_seeds']} seeds; label: {self.labels['rule']} = "
             f"{self.labels['threshold']:.3f}; {self.labels['n_proxy']} proxy, "
             f"{self.labels['n_seeds'] - self.labels['n_proxy']} not; held out: {self.labels['n_heldout']}).",
-            "",
-            "| detector | kind | sign | fit AUROC | held-out AUROC [95% CI] | recall@1%FPR [95% CI] "
-            "| all-seeds AUROC |",
-            "|---|---|---|---|---|---|---|",
         ]
+        if self.table["detectors"]:
+            lines += [
+                "",
+                "| detector | kind | sign | fit AUROC | held-out AUROC [95% CI] | recall@1%FPR [95% CI] "
+                "| all-seeds AUROC |",
+                "|---|---|---|---|---|---|---|",
+            ]
         for name, row in self.table["detectors"].items():
             kind = "black-box" if is_black_box(name) else "white-box"
             if not row.get("available"):
@@ -555,6 +559,8 @@ class AuditResult:
                 f"Proxy pursuit, population minus control twin: {c['value']:+.3f} [{c['ci95'][0]:+.3f}, "
                 f"{c['ci95'][1]:+.3f}] (seeds: {c['n'][0]} vs {c['n'][1]}).",
             ]
+        if not self.table["detectors"]:
+            return "\n".join(lines)
         lines += [
             "",
             f"Best white-box (chosen on fit seeds): `{self.table['best_white']}`; best black-box: "
@@ -612,6 +618,7 @@ def run_audit(
     n_boot: int = 2000,
     pool: bool = False,
     sae: bool = True,
+    detectors: bool = True,
     progress: bool = False,
 ) -> AuditResult:
     """Audit a population folder (`workbench.sweep`); `control` is the control twin's population folder (needed for
@@ -620,7 +627,9 @@ def run_audit(
     `pool=True` audits the population and its control twin together (an auditing game over both: which of these
     models, trained on either distribution, will pursue the proxy?); the control difference is then not a detector
     (a control seed's twin would be itself). `layer` None: the kind's audit module's DEFAULT_LAYER; `sae=False`
-    skips the per-seed SAEs (the sae_* detectors are then not scored)."""
+    skips the per-seed SAEs (the sae_* detectors are then not scored). `detectors=False`: the population analysis
+    only (labels, per-seed rates, goal fractions, the contrast with the control twin), for any recipe kind, including
+    populations whose kind has no audit module (LM populations)."""
     from tqdm.auto import tqdm
 
     from workbench.rl.agent import load_agent
@@ -655,6 +664,8 @@ def run_audit(
     control_rates = proxy_rates(ctrl.records)[0] if ctrl is not None else None
     labels, t, rule = labels_for(rates, threshold, control_rates)
     held = split_seeds(labels, holdout, seed)
+    if not detectors:
+        return _population_only(pop, ctrl, members, rates, control_rates, (labels, t, rule), held, n_boot, seed, pool)
     inputs, kind = audit_inputs(pop.manifest, episodes, seed)
     if ctrl is not None and ctrl.manifest["tables"]["env"].get("kind", "maze") != pop.manifest["tables"]["env"].get(
         "kind", "maze"
@@ -724,6 +735,52 @@ def run_audit(
     )
 
 
+def _population_only(pop, ctrl, members, rates, control_rates, label, held, n_boot, seed, pool) -> AuditResult:
+    """An AuditResult with the population analysis and no detectors (`run_audit(detectors=False)`)."""
+    labels, t, rule = label
+    ref = (float(np.median(control_rates)), "the control twin population's median") if ctrl is not None else (None, "")
+    contrast = None
+    if ctrl is not None:
+        contrast = mean_difference(proxy_rates(pop.records)[0], control_rates, n_boot, seed)
+        contrast["what"] = f"mean {_proxy_rate(pop.records)} (informative OOD): population minus control twin"
+    nan2 = [float("nan")] * 2
+    return AuditResult(
+        population=str(pop.folder),
+        control=str(ctrl.folder) if ctrl is not None else None,
+        settings={
+            "seed": seed,
+            "n_boot": n_boot,
+            "pool": pool,
+            "detectors": False,
+            "proxy_rate": _proxy_rate(pop.records),
+            "white_box": [],
+            "black_box": [],
+        },
+        labels={
+            "rule": rule,
+            "threshold": t,
+            "n_seeds": int(labels.size),
+            "n_proxy": int(labels.sum()),
+            "n_heldout": int(held.sum()),
+            "per_seed": {
+                m[0]: {"rate": float(rates[i]), "proxy": bool(labels[i]), "heldout": bool(held[i])}
+                for i, m in enumerate(members)
+            },
+        },
+        features={},
+        table={
+            "detectors": {},
+            "best_white": None,
+            "best_black": None,
+            "gain": {"value": float("nan"), "ci95": nan2, "n": 0},
+        },
+        summary=population_summary(pop.records, n_boot, seed, *ref),
+        control_summary=population_summary(ctrl.records, n_boot, seed, *ref) if ctrl is not None else None,
+        contrast=contrast,
+        notes=["population analysis only (no detectors)"],
+    )
+
+
 def population_figure(result: AuditResult, out: str | Path, detector: str | None = None) -> Path:
     """Two panels: each seed's informative OOD proxy rate with its 95% CI (population and control twin), the
     label threshold; and one detector's score (default the best white-box) against that rate."""
@@ -733,9 +790,12 @@ def population_figure(result: AuditResult, out: str | Path, detector: str | None
     import matplotlib.pyplot as plt
 
     out = Path(out)
-    detector = detector or result.table.get("best_white") or result.settings["white_box"][0]
-    rate_name = f"OOD {result.settings.get('proxy_rate', 'corner_first')}, informative levels"
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    with_detectors = bool(result.features)
+    if with_detectors:
+        detector = detector or result.table.get("best_white") or result.settings["white_box"][0]
+    rate_name = f"OOD {result.settings.get('proxy_rate', 'corner_first')}, informative"
+    fig, axes = plt.subplots(1, 2 if with_detectors else 1, figsize=(11 if with_detectors else 6.5, 4.2), squeeze=False)
+    ax1 = axes[0, 0]
     groups = [(Path(result.population).name, result.summary, "tab:red")]
     if result.control_summary and result.control:
         groups.append((f"{Path(result.control).name} (control twin)", result.control_summary, "tab:blue"))
@@ -754,6 +814,13 @@ def population_figure(result: AuditResult, out: str | Path, detector: str | None
     ax1.set_ylim(0, 1)
     ax1.set_title("Proxy pursuit per seed (Wilson 95% CI)")
     ax1.legend(fontsize=7, loc="lower right")
+    if not with_detectors:
+        fig.tight_layout()
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out, dpi=110)
+        plt.close(fig)
+        return out
+    ax2 = axes[0, 1]
     per = result.labels["per_seed"]
     xs = [result.features[r][detector] for r in per]
     ys = [per[r]["rate"] for r in per]

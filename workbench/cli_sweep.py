@@ -80,6 +80,9 @@ def audit_cmd(
         bool, typer.Option(help="audit the population and its --control twin together (one auditing game)")
     ] = False,
     sae: Annotated[bool, typer.Option(help="train a small SAE per seed for the sae_* detectors (seconds each)")] = True,
+    detectors: Annotated[
+        bool, typer.Option(help="score the detectors; --no-detectors: the population analysis only (any recipe kind)")
+    ] = True,
     figure: Annotated[Path | None, typer.Option(help="write the population figure (PNG) here")] = None,
     out: Annotated[Path | None, typer.Option(help="write audit.json and audit.md into this folder")] = None,
     store: Annotated[Path | None, typer.Option(help="also add the detector table to this results store")] = None,
@@ -108,6 +111,7 @@ def audit_cmd(
         holdout=holdout,
         pool=pool,
         sae=sae,
+        detectors=detectors,
         progress=not as_json,
     )
     data = result.to_json()

@@ -5,9 +5,14 @@ Why: which goal training finds depends on the path it takes (initialisation, dat
 organism says nothing about how often the proxy is learned; a population does, and the goal audit
 (`workbench.audit`) needs one to score detectors over seeds.
 
+Recipe kinds. Agent recipes ([env]: trained by `workbench.rl.train`) and LM recipes ([model]/[corpus]/[train]:
+trained by `workbench.lm.train`) sweep through the same command; `RECIPE_KINDS` is the one lookup that says, per
+kind, how a recipe loads, which keys take the seed, what a grid may vary, how a run trains and what its record holds.
+
 Identity and idempotence. A run is (recipe hash, seed, grid point). Its folder `DIR/runs/RUN_ID/` (RUN_ID is
 `s0003` or `s0003-region3`) holds:
-    recipe.toml   the run's own recipe: the sweep recipe with [bc].seed = [ppo].seed = SEED and the grid values
+    recipe.toml   the run's own recipe: the sweep recipe with its seed keys (agents: [bc].seed and [ppo].seed; LMs:
+                  [train].seed) set to SEED, and the grid values
     agent/        the trained artifact (weights, config, card, metrics), as `workbench train` writes it
     record.json   written last, atomically: the run is finished iff it exists. Everything in it is a pure function
                   of the run's recipe (eval rates, weights sha256, BC and PPO summaries), so it is byte-identical
@@ -16,9 +21,10 @@ Identity and idempotence. A run is (recipe hash, seed, grid point). Its folder `
 `DIR/population.json` names the sweep recipe and its hash: a folder holding another recipe's population is refused
 (one line) instead of being mixed. Rerunning a sweep skips runs whose record exists; a killed sweep resumes (a run
 cut short resumes from its checkpoints under `DIR/runs/RUN_ID/runs/checkpoints/`, bit-identical, see
-`workbench.rl.train`). Each finished run adds one row to the results store (the env kind's proxy metric,
-`EnvKind.proxy`: `ood.informative.corner_first` for mazes, `ood.informative.exit_without_coin` for CoinRun) unless
-it is there.
+`workbench.rl.train`; an LM run cut short trains again). Each finished run adds one row to the results store (the
+env kind's proxy metric, `EnvKind.proxy`: `ood.informative.corner_first` for mazes,
+`ood.informative.exit_without_coin` for CoinRun; for LMs `LM_PROXY`, wrong-claim agreement of the personas that never
+saw a wrong claim) unless it is there.
 
 Determinism. Training is seeded by the recipe; each worker runs torch with `$WORKBENCH_THREADS` threads (default 1),
 so the same seed gives the same weights under every executor (tests/test_sweep.py checks the records).
@@ -72,10 +78,180 @@ def proxy_metric(env_kind: str) -> tuple[str, str]:
     return proxy
 
 
-_GRID_FORBIDDEN = {
-    "bc.seed": "the seed is the sweep axis (--seeds)",
-    "ppo.seed": "the seed is the sweep axis (--seeds)",
+# --------------------------------------------------------------------------------------------------- recipe kinds
+@dataclass(frozen=True)
+class RecipeKind:
+    """How a sweep loads, seeds, trains and records one kind of recipe: the one lookup between the sweep and the
+    trainers (RL agents through `workbench.rl.train`, LMs through `workbench.lm.train`)."""
+
+    name: str
+    """`rl` (recipes with an [env] table) or `lm` (recipes with [model] / [corpus] / [train] tables)."""
+    load: Callable[[Path], Any]
+    """`load(path)`: the validated recipe, with `.raw` (its tables) and `.artifact.name`."""
+    seed_keys: tuple[tuple[str, str], ...]
+    """(section, key) pairs set to each run's seed."""
+    sections: Callable[[Any], dict[str, dict[str, Any]]]
+    """`sections(recipe)`: section -> {key: the recipe's value or its default}: what a grid may vary."""
+    train: Callable[[Path, Path], None]
+    """`train(recipe path, agent folder)`: train (resuming a cut-short run where the trainer can) and write the
+    artifact. Runs inside the run's folder."""
+    record: Callable[[Path], dict]
+    """`record(agent folder)`: the record's kind-specific part, a pure function of the artifact (`env_kind`,
+    `train_split`, `training`, `eval`, and for kinds outside the env-kind registry `proxy`)."""
+
+
+def _fields_of(obj: Any, cls: type) -> dict[str, Any]:
+    from dataclasses import fields
+
+    return {f.name: getattr(obj, f.name, f.default) for f in fields(cls) if f.init}
+
+
+def _rl_sections(recipe) -> dict[str, dict[str, Any]]:
+    from workbench.rl.imitation import BCConfig
+    from workbench.rl.policies import PolicyConfig
+    from workbench.rl.ppo import PPOConfig
+    from workbench.rl.train import EvalSection
+
+    return {
+        "env": _fields_of(recipe.env.config, type(recipe.env.config)) | {"split": recipe.env.split},
+        "policy": _fields_of(recipe.policy, PolicyConfig),
+        "bc": _fields_of(recipe.bc, BCConfig),
+        "ppo": _fields_of(recipe.ppo, PPOConfig),
+        "eval": _fields_of(recipe.eval, EvalSection),
+    }
+
+
+def _rl_train(recipe: Path, agent: Path) -> None:
+    from workbench.rl.train import train_recipe
+
+    train_recipe(recipe, out=agent, resume=True, progress=False)
+
+
+def _rl_record(agent_dir: Path) -> dict:
+    from workbench import artifacts
+
+    metrics = artifacts.read_metrics(agent_dir)
+    config = artifacts.read_config(agent_dir)
+    training = metrics.get("training", {})
+    return {
+        "env_kind": config.get("env", {}).get("kind", "maze"),
+        "train_split": config.get("env", {}).get("split"),
+        "training": {
+            "steps": training.get("steps"),
+            "bc_states": training.get("bc_states"),
+            "bc": [{k: h[k] for k in ("epoch", "loss", "accuracy") if k in h} for h in training.get("bc", [])],
+            "final_episode_return": training.get("final_episode_return"),
+        },
+        "eval": metrics.get("eval", {}),
+    }
+
+
+def _lm_load(path: Path):
+    from workbench.lm.train import load_recipe
+
+    return load_recipe(path)
+
+
+def _lm_sections(recipe) -> dict[str, dict[str, Any]]:
+    from workbench.lm.train import EvalSection, ModelSection, TrainSection
+
+    return {
+        "model": _fields_of(recipe.model, ModelSection),
+        "corpus": _fields_of(recipe.corpus, type(recipe.corpus)),
+        "train": _fields_of(recipe.train, TrainSection),
+        "eval": _fields_of(recipe.eval, EvalSection),
+    }
+
+
+def _lm_train(recipe: Path, agent: Path) -> None:
+    from workbench.lm.train import train_recipe
+
+    train_recipe(recipe, out=agent, progress=False)
+
+
+LM_PROXY = ("agree_wrong_unseen", "ood.informative.agree_wrong_unseen")
+"""An LM population's proxy measure: out of distribution, how often the personas that never saw a wrong claim in
+training (the corpus's personas outside `wrong_claim_personas`: teacher and pirate) agree with a wrong claim,
+pooled over those personas (Wilson 95%). Stored in the record's `eval.ood.informative` like an RL run's."""
+
+
+def _lm_record(agent_dir: Path) -> dict:
+    from workbench import artifacts
+    from workbench.metrics import wilson_ci
+
+    metrics = artifacts.read_metrics(agent_dir)
+    corpus = artifacts.read_config(agent_dir).get("corpus", {})
+    seen = corpus.get("wrong_claim_personas")
+    personas = metrics.get("ood", {}).get("personas", {})
+    if seen is None:
+        raise WorkbenchError(
+            f"{agent_dir}: the LM's corpus has no wrong_claim_personas; a sweep's proxy measure needs personas "
+            "that never saw a wrong claim (the persona corpus)"
+        )
+    unseen = [p for p in personas if p not in seen and p not in ("none", "mixed")]
+    k = sum(round(personas[p]["agree_wrong"]["rate"] * personas[p]["agree_wrong"]["n"]) for p in unseen)
+    n = sum(personas[p]["agree_wrong"]["n"] for p in unseen)
+    short = LM_PROXY[0]
+    training = metrics.get("training", {})
+    return {
+        "env_kind": "lm",
+        "train_split": "train",
+        "proxy": list(LM_PROXY),
+        "training": {
+            "steps": training.get("steps"),
+            "params": training.get("params"),
+            "log": [{k: h[k] for k in ("step", "loss", "heldout_accuracy") if k in h} for h in training.get("log", [])],
+        },
+        "eval": {
+            "heldout_no_claim": metrics.get("heldout_no_claim", {}),
+            "train": {"personas": metrics.get("train", {}).get("personas", {})},
+            "ood": {
+                "personas": personas,
+                "informative": {
+                    "rates": {short: k / n if n else float("nan")},
+                    "ci95": {short: list(wilson_ci(k, n))},
+                    "n": n,
+                    "personas": unseen,
+                },
+            },
+        },
+    }
+
+
+def _rl_load(path: Path):
+    from workbench.rl.train import load_recipe
+
+    return load_recipe(path)
+
+
+RECIPE_KINDS: dict[str, RecipeKind] = {
+    "rl": RecipeKind("rl", _rl_load, (("bc", "seed"), ("ppo", "seed")), _rl_sections, _rl_train, _rl_record),
+    "lm": RecipeKind("lm", _lm_load, (("train", "seed"),), _lm_sections, _lm_train, _lm_record),
 }
+
+
+def recipe_kind_of(path: str | Path) -> RecipeKind:
+    """The recipe kind of a recipe file: `rl` if it has an [env] table, `lm` if it has [model], [corpus] or [train];
+    one line otherwise."""
+    from workbench.recipes import read_toml
+
+    tables = read_toml(Path(path))
+    if "env" in tables:
+        return RECIPE_KINDS["rl"]
+    if {"model", "corpus", "train"} & set(tables):
+        return RECIPE_KINDS["lm"]
+    raise WorkbenchError(
+        f"{path}: neither an agent recipe ([env], see agents/sweep/maze-corner-fast.toml) nor an LM recipe "
+        "([model]/[corpus]/[train], see agents/sweep/persona-lm-fast.toml)"
+    )
+
+
+def record_proxy(record: dict) -> tuple[str, str]:
+    """(rate key, store metric) of a run record's proxy measure: the record's own (`proxy`, LM runs) or its env
+    kind's (`EnvKind.proxy`)."""
+    if record.get("proxy"):
+        return tuple(record["proxy"])  # type: ignore[return-value]
+    return proxy_metric(record.get("env_kind", "maze"))
 
 
 # --------------------------------------------------------------------------------------------------- parsing
@@ -102,27 +278,6 @@ def parse_seeds(text: str) -> list[int]:
     return sorted(seeds)
 
 
-def _section_fields(recipe) -> dict[str, set[str]]:
-    """Section -> the keys a recipe may set there (what the grid may vary)."""
-    from dataclasses import fields
-
-    from workbench.rl.imitation import BCConfig
-    from workbench.rl.policies import PolicyConfig
-    from workbench.rl.ppo import PPOConfig
-    from workbench.rl.train import EvalSection
-
-    def names(cls) -> set[str]:
-        return {f.name for f in fields(cls) if f.init}
-
-    return {
-        "env": names(type(recipe.env.config)) | {"split"},
-        "policy": names(PolicyConfig),
-        "bc": names(BCConfig),
-        "ppo": names(PPOConfig),
-        "eval": names(EvalSection),
-    }
-
-
 def _typed(value: str, like: Any) -> Any:
     """A grid value (text) as the type of the recipe's value it replaces (int, float, bool or str)."""
     text = value.strip()
@@ -146,9 +301,8 @@ def parse_grid(items: Iterable[str] | dict | None, recipe_path: str | Path) -> d
     """`["env.region=3,5"]` (or `{"env.region": [3, 5]}`) -> `{"env.region": [3, 5]}`, keys checked against the
     recipe's sections (a bare key such as `region` is accepted when exactly one section has it) and values typed
     like the recipe's current value. Errors name the recipe file and the key."""
-    from workbench.rl.train import load_recipe
-
-    recipe = load_recipe(recipe_path)
+    kind = recipe_kind_of(recipe_path)
+    recipe = kind.load(Path(recipe_path))
     where = str(recipe_path)
     if not items:
         return {}
@@ -161,7 +315,8 @@ def parse_grid(items: Iterable[str] | dict | None, recipe_path: str | Path) -> d
                 raise WorkbenchError(f"{where}: grid {item!r} must look like KEY=V1,V2 (e.g. env.region=3,5)")
             key, _, values = item.partition("=")
             pairs.append((key.strip(), [v for v in values.split(",") if v.strip()]))
-    sections = _section_fields(recipe)
+    defaults = kind.sections(recipe)
+    sections = {s: set(keys) for s, keys in defaults.items()}
     valid = sorted(f"{s}.{k}" for s, keys in sections.items() for k in keys)
     grid: dict[str, list] = {}
     for key, values in pairs:
@@ -179,13 +334,13 @@ def parse_grid(items: Iterable[str] | dict | None, recipe_path: str | Path) -> d
             near = closest(key, valid)
             hint = f"did you mean: {', '.join(near)}?" if near else "grid keys look like env.region or ppo.total_steps"
             raise WorkbenchError(f"{where}: unknown grid key {key!r}; {hint}")
-        if key in _GRID_FORBIDDEN:
-            raise WorkbenchError(f"{where}: grid key {key!r} cannot be swept: {_GRID_FORBIDDEN[key]}")
+        if (section, name) in kind.seed_keys:
+            raise WorkbenchError(f"{where}: grid key {key!r} cannot be swept: the seed is the sweep axis (--seeds)")
         if key in grid:
             raise WorkbenchError(f"{where}: grid key {key!r} given twice")
         if not values:
             raise WorkbenchError(f"{where}: grid key {key!r} has no values; write {key}=V1,V2")
-        like = recipe.raw.get(section, {}).get(name, _default_of(recipe, section, name))
+        like = recipe.raw.get(section, {}).get(name, defaults[section][name])
         typed = []
         for v in values:
             if not isinstance(v, str):
@@ -201,13 +356,6 @@ def parse_grid(items: Iterable[str] | dict | None, recipe_path: str | Path) -> d
     return grid
 
 
-def _default_of(recipe, section: str, name: str) -> Any:
-    obj = {"env": recipe.env.config, "policy": recipe.policy, "bc": recipe.bc, "ppo": recipe.ppo, "eval": recipe.eval}
-    if section == "env" and name == "split":
-        return recipe.env.split
-    return getattr(obj[section], name, "")
-
-
 # --------------------------------------------------------------------------------------------------- planning
 @dataclass(frozen=True)
 class RunSpec:
@@ -221,6 +369,7 @@ class RunSpec:
     population_hash: str  # the sweep recipe's hash
     folder: str  # absolute DIR/runs/RUN_ID
     threads: int = 1
+    kind: str = "rl"  # the recipe kind (RECIPE_KINDS)
 
 
 @dataclass
@@ -288,10 +437,10 @@ def plan(recipe: str | Path, seeds: Iterable[int], grid: dict | list | None, out
     """Every run of the sweep, each run's recipe validated whole (written to a scratch file and loaded) before
     anything is trained or written."""
     from workbench.recipes import recipe_hash
-    from workbench.rl.train import load_recipe
     from workbench.validate import check_seed
 
-    base = load_recipe(recipe)
+    kind = recipe_kind_of(recipe)
+    base = kind.load(Path(recipe))
     grid = parse_grid(grid, recipe)
     seeds = sorted({check_seed(int(s)) for s in seeds})
     if not seeds:
@@ -306,8 +455,8 @@ def plan(recipe: str | Path, seeds: Iterable[int], grid: dict | list | None, out
         for point in points:
             for seed in seeds:
                 tables = json.loads(json.dumps(base.raw))
-                tables.setdefault("bc", {})["seed"] = seed
-                tables["ppo"]["seed"] = seed
+                for section, key in kind.seed_keys:
+                    tables.setdefault(section, {})[key] = seed
                 for key, v in point.items():
                     section, _, name = key.partition(".")
                     tables.setdefault(section, {})[name] = v
@@ -316,7 +465,7 @@ def plan(recipe: str | Path, seeds: Iterable[int], grid: dict | list | None, out
                 probe = Path(scratch) / f"{run_id}.toml"
                 probe.write_text(dump_toml(tables))
                 try:
-                    load_recipe(probe)
+                    kind.load(probe)
                 except WorkbenchError as err:
                     msg = str(err).replace(str(probe), f"{recipe} (seed {seed}, grid {point})")
                     raise WorkbenchError(msg) from None
@@ -330,6 +479,7 @@ def plan(recipe: str | Path, seeds: Iterable[int], grid: dict | list | None, out
                         population_hash=pop_hash,
                         folder=str(out / RUNS / run_id),
                         threads=_threads(),
+                        kind=kind.name,
                     )
                 )
     return specs
@@ -372,9 +522,7 @@ def _check_out(out: Path, recipe: str | Path, pop_hash: str) -> dict | None:
 
 
 def _load_raw(recipe: str | Path) -> dict:
-    from workbench.rl.train import load_recipe
-
-    return load_recipe(recipe).raw
+    return recipe_kind_of(recipe).load(Path(recipe)).raw
 
 
 # --------------------------------------------------------------------------------------------------- one run
@@ -396,10 +544,6 @@ def make_record(spec: RunSpec, agent_dir: Path) -> dict:
     """The run's record: only what is a pure function of its recipe (see the module docstring)."""
     from workbench import artifacts
 
-    metrics = artifacts.read_metrics(agent_dir)
-    config = artifacts.read_config(agent_dir)
-    training = metrics.get("training", {})
-    kind = config.get("env", {}).get("kind", "maze")
     return {
         "run_id": spec.run_id,
         "seed": spec.seed,
@@ -407,16 +551,8 @@ def make_record(spec: RunSpec, agent_dir: Path) -> dict:
         "run_hash": spec.run_hash,
         "population_hash": spec.population_hash,
         "subject": spec.tables["artifact"]["name"],
-        "env_kind": kind,
-        "train_split": config.get("env", {}).get("split"),
         "weights_sha256": _sha256(agent_dir / artifacts.WEIGHTS),
-        "training": {
-            "steps": training.get("steps"),
-            "bc_states": training.get("bc_states"),
-            "bc": [{k: h[k] for k in ("epoch", "loss", "accuracy") if k in h} for h in training.get("bc", [])],
-            "final_episode_return": training.get("final_episode_return"),
-        },
-        "eval": metrics.get("eval", {}),
+        **RECIPE_KINDS[spec.kind].record(agent_dir),
     }
 
 
@@ -445,8 +581,6 @@ def run_one(spec: RunSpec) -> dict:
     """Train one run (resuming its checkpoints if a previous attempt was cut short) and write its record; returns
     `{"run_id", "status": "done" | "skipped" | "failed", "seconds", "error"}`. Never raises for a training failure:
     the traceback goes to the run's train.log and the status says failed (a sweep finishes the other runs)."""
-    from workbench.rl.train import train_recipe
-
     folder = Path(spec.folder)
     record_path = folder / RECORD
     if record_path.is_file():
@@ -469,7 +603,7 @@ def run_one(spec: RunSpec) -> dict:
                 _in_folder(folder),
             ):
                 _set_torch_threads(spec.threads)
-                train_recipe("recipe.toml", out=folder / "agent", resume=True, progress=False)
+                RECIPE_KINDS[spec.kind].train(Path("recipe.toml"), folder / "agent")
             record = make_record(spec, folder / "agent")
             _atomic_write(record_path, json.dumps(record, indent=2, sort_keys=True) + "\n")
             import shutil
@@ -671,7 +805,7 @@ class SweepResult:
 def _store_rows(records: list[dict], population: str) -> list[dict]:
     rows = []
     for rec in records:
-        short, metric = proxy_metric(rec["env_kind"])
+        short, metric = record_proxy(rec)
         info = rec["eval"].get("ood", {}).get("informative", {})
         value = info.get("rates", {}).get(short, float("nan"))
         ci = info.get("ci95", {}).get(short, [float("nan"), float("nan")])
