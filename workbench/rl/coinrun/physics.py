@@ -163,18 +163,21 @@ def physics(
     once, by the expert planner, so both agree exactly. Rows and cols are clipped so that states on the border
     (only ever enumerated by the planner) index safely."""
     h, w = solid.shape[1], solid.shape[2]
+    cells = solid.reshape(-1)  # flat (level, row, col) lookups: one gather each, no index broadcasting
+    base = level * (h * w)
     below = np.minimum(row + 1, h - 1)
-    on_ground = solid[level, below, col]
-    rise = np.where(ACTION_JUMP[action] & on_ground & (rise == 0), jump_height, rise)
+    on_ground = cells[base + below * w + col]
+    jump = ACTION_JUMP[action]
+    rise = np.where(jump & on_ground & (rise == 0), jump_height, rise)
     above = np.maximum(row - 1, 0)
     rising = rise > 0
-    can_rise = rising & ~solid[level, above, col]
+    can_rise = rising & ~cells[base + above * w + col]
     row = np.where(can_rise, above, row)
     rise = np.where(can_rise, rise - 1, np.where(rising, 0, rise))
     falling = ~rising & ~on_ground
     row = np.where(falling, below, row)
-    target = np.clip(col + ACTION_DX[action], 0, w - 1)
-    col = np.where(solid[level, row, target], col, target)
+    target = np.minimum(np.maximum(col + ACTION_DX[action], 0), w - 1)
+    col = np.where(cells[base + row * w + target], col, target)
     return row, col, rise
 
 

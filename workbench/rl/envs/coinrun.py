@@ -197,17 +197,19 @@ def _observe_padded(grids: np.ndarray, levels: CoinRunLevels, view: int) -> np.n
     n, _, hp, wp = grids.shape
     side = 2 * view + 1
     agent = levels.agent
-    corner = np.arange(n) * (2 * hp * wp) + agent[:, 0] * wp + agent[:, 1]  # window's top-left in padded coordinates
+    # windows[i, :, r, c] is the side x side window whose top-left is padded cell (r, c) of level i: a strided view.
+    s0, s1, s2, s3 = grids.strides
+    windows = np.lib.stride_tricks.as_strided(
+        grids, (n, 2, hp - side + 1, wp - side + 1, side, side), (s0, s1, s2, s3, s2, s3), writeable=False
+    )
     obs = np.zeros((n, 5, side, side), dtype=np.uint8)
-    flat = obs.reshape(n, 5 * side * side)
-    flat[:, : 2 * side * side] = grids.reshape(-1)[corner[:, None] + _window_offsets(side, hp, wp)[None, :]]
-    rows = np.arange(n)
-    for ch, cells, present in ((2, levels.coin, levels.has_coin()), (3, levels.exit, None)):
-        rel_r, rel_c = cells[:, 0] - agent[:, 0] + view, cells[:, 1] - agent[:, 1] + view
-        vis = (rel_r >= 0) & (rel_r < side) & (rel_c >= 0) & (rel_c < side)
-        if present is not None:
-            vis &= present
-        flat[rows[vis], ch * side * side + rel_r[vis] * side + rel_c[vis]] = 1
+    obs[:, :2] = windows[np.arange(n), :, agent[:, 0], agent[:, 1]]
+    # Coin and exit: one cell each when inside the window (an absent coin never is).
+    cells = np.stack([levels.coin, levels.exit], axis=1) - agent[:, None, :] + view  # (N, 2, 2) window coordinates
+    vis = ((cells >= 0) & (cells < side)).all(axis=2)
+    vis[:, 0] &= levels.coin[:, 0] != NO_COIN
+    i, ch = np.nonzero(vis)
+    obs[i, 2 + ch, cells[i, ch, 0], cells[i, ch, 1]] = 1
     obs[:, 4] = levels.rise.astype(np.uint8)[:, None, None]
     return obs
 
