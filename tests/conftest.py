@@ -14,6 +14,7 @@ silently skipped).
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -23,6 +24,11 @@ import torch
 from workbench.rl.agent import save_agent
 from workbench.rl.envs.maze import MazeConfig
 from workbench.rl.policies import ImpalaPolicy, PolicyConfig
+
+# One torch thread unless WORKBENCH_THREADS says otherwise (the CLI's convention): the tests' tensors are tiny, so a
+# second thread only adds synchronisation, and on a busy 2-core machine its spin-waits made a tiny policy forward
+# 10-15x slower (330-540 ms against 30-35 ms per batch-64 forward at load average 16, measured).
+torch.set_num_threads(max(1, int(os.environ.get("WORKBENCH_THREADS", "1"))))
 
 TIERS = ("unit", "pipeline", "shipped", "browser")
 UNIT_FILES = {
