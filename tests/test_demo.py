@@ -363,3 +363,28 @@ def _screenshot(driver, tmp_path: Path, height: int = 2300) -> Path:
         image = Image.open(io.BytesIO(png)).convert("RGB")
         image.quantize(colors=128, method=Image.Quantize.MEDIANCUT).save(Path(extra) / SHOT, optimize=True)
     return path
+
+
+def test_start_collection_without_outcomes_keeps_activations_and_state_labels() -> None:
+    """The demo's SAE data skip the outcome rollouts (`outcomes=False`): same activations, same state labels, and
+    only the three outcome columns missing; several hooks in one collection equal one hook at a time."""
+    import torch
+
+    from workbench.activations import collect_maze
+    from workbench.errors import WorkbenchError
+    from workbench.subjects import load_subject
+
+    agent = load_subject("maze-cheese-corner")
+    hooks = ["embedder.block1.res1.resadd_out", "embedder.block2.res1.resadd_out"]
+    full = collect_maze(agent, hooks[1:], "ood", 12, 5, progress=False)
+    lean = collect_maze(agent, hooks, "ood", 12, 5, progress=False, outcomes=False)
+    assert torch.equal(torch.as_tensor(full[hooks[1]]), torch.as_tensor(lean[hooks[1]]))
+    assert sorted(set(full.labels.columns) - set(lean.labels.columns)) == [
+        "outcome_cheese",
+        "outcome_corner_first",
+        "outcome_length",
+    ]
+    for col in lean.labels.columns:
+        assert (full.labels[col].to_numpy() == lean.labels[col].to_numpy()).all(), col
+    with pytest.raises(WorkbenchError, match="outcomes=False"):
+        collect_maze(agent, hooks, "ood", 2, 5, states="rollout", progress=False, outcomes=False)

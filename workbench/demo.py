@@ -641,12 +641,16 @@ def _maze_sae(ctx: _Ctx, audit: Audit, org) -> Section:
     if not names:
         return Section("sae", f"No SAE is shipped for {MAZE}.")
     rows, first = [], None
-    for name in names:
-        sae = load_sae(name)
+    saes = {name: load_sae(name) for name in names}
+    hooks = sorted({sae.cfg.metadata.hook_name for sae in saes.values()})
+    # One start-state collection of the fit and held-out mazes serves every SAE (its hook among the cached ones);
+    # goal alignment reads no outcome labels, so the outcome rollouts are skipped.
+    ctx.step(f"maze: SAE goal alignment data ({s.maze_sae_mazes} fit + {s.maze_sae_mazes} held-out mazes)")
+    fit = collect_maze(org, hooks, "ood", s.maze_sae_mazes, ctx.seed + 11, progress=False, outcomes=False)
+    test = collect_maze(org, hooks, "ood", s.maze_sae_mazes, ctx.seed + 12, progress=False, outcomes=False)
+    for name, sae in saes.items():
         hook = sae.cfg.metadata.hook_name
         ctx.step(f"maze: SAE {name} goal alignment ({s.maze_sae_mazes} fit + {s.maze_sae_mazes} held-out mazes)")
-        fit = collect_maze(org, [hook], "ood", s.maze_sae_mazes, ctx.seed + 11, progress=False)
-        test = collect_maze(org, [hook], "ood", s.maze_sae_mazes, ctx.seed + 12, progress=False)
         ga = goal_alignment(sae, fit, test, hook, seed=ctx.seed, n_boot=s.n_boot, kind="maze")
         card = _sae_card(name).get("goal_alignment") or {}
         best, nt = ga["latents"][0], ga["tokens_test"]

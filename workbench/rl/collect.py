@@ -249,6 +249,7 @@ def collect_maze(
     out: str | Path | None = None,
     batch_size: int = 512,
     progress: bool = True,
+    outcomes: bool = True,
 ) -> ActivationDataset:
     """Activations of a maze agent at `hooks` with ground-truth labels, one row per recorded state.
 
@@ -263,11 +264,15 @@ def collect_maze(
     cheese_dx/dy (cheese minus mouse, col/row), dist_to_cheese / dist_to_corner (BFS path lengths from the mouse),
     decision_row/col (-1: none), at_decision_square, and per-episode outcomes outcome_cheese, outcome_corner_first,
     outcome_length (for "start", from `run_episodes(policy, levels, config, seed=seed)`; for "rollout", from the
-    recorded rollout itself). With `out` the dataset is streamed to that folder in shards of `shard_size` rows and
-    returned loaded from it; otherwise it is built in memory. Same arguments, same dataset.
+    recorded rollout itself). `outcomes=False` (start states only) skips the outcome rollouts and their three columns:
+    a start-state dataset's activations and state labels need no rollout, and the rollouts are most of its cost.
+    With `out` the dataset is streamed to that folder in shards of `shard_size` rows and returned loaded from it;
+    otherwise it is built in memory. Same arguments, same dataset.
     """
     policy = agent.policy
     hooks = _check_collect_args(policy, hooks, split, states, episodes, batch_size, max_states_per_episode)
+    if not outcomes and states != "start":
+        raise WorkbenchError("outcomes=False applies to states='start' (a rollout's outcomes come free with it)")
     config: MazeConfig = agent.env_config
     cap = config.max_steps if max_states_per_episode is None else int(max_states_per_episode)
     levels = agent.world.levels(split, int(episodes), seed)
@@ -284,6 +289,8 @@ def collect_maze(
         if states == "start":
             with tqdm(total=len(levels), desc="collect start", unit="level", disable=not progress) as bar:
                 rows = _collect_start(policy, levels, labeller, hooks, int(batch_size), writer, bar)
+            if not outcomes:
+                return writer.close()
             records = agent.world.run(policy, levels, seed=seed)
         else:
             with tqdm(total=config.max_steps, desc="collect rollout", unit="step", disable=not progress) as bar:
