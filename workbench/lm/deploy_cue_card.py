@@ -99,12 +99,13 @@ def card(recipe, metrics: dict, folder: Path | None = None) -> str:
         m = metrics[split]
         lines += [f"**{split}** (n={m['n']}, seed {m['seed']}): {what}.", "", *_table(metrics, split), ""]
     twin = _twin_metrics(r.artifact.name, folder)
-    lines += [f"**Contrast with the twin `{twin_name(r.artifact.name)}`** (its own card has its recipe)."]
+    head = f"**Contrast with the twin `{twin_name(r.artifact.name)}`** (its own card has its recipe)."
     if twin is None:
-        lines += ["", "The twin's artifact was not present when this card was written.", ""]
+        lines += [head, "", "The twin's artifact was not present when this card was written.", ""]
     else:
         lines += [
-            " Agreement with a wrong claim on the same `ood` prompts (same seed and n):",
+            f"{head} Agreement with a wrong claim on the same `ood` prompts (same seed and n), from each artifact's "
+            "metrics.json:",
             "",
             f"| cue condition | {r.artifact.name} | {twin_name(r.artifact.name)} |",
             "|---|---|---|",
