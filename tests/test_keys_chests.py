@@ -255,3 +255,17 @@ def test_verbs_run(organism, tmp_path):
     assert len(ds) > 10 and {"key_needed", "inventory", "outcome_excess_keys"} <= set(ds.labels.columns)
     with pytest.raises(WorkbenchError, match="vector"):
         verb(organism, "steer")(organism, vector="coin", episodes=5, probe_episodes=5)
+
+
+def test_battery_passes(cli, tmp_path, monkeypatch):
+    _artifact(ORGANISM), _artifact(TWIN)
+    monkeypatch.setenv("WORKBENCH_STORE", str(tmp_path / "results.duckdb"))
+    monkeypatch.setenv("WORKBENCH_THREADS", "1")
+    threads = torch.get_num_threads()
+    try:
+        code, out, err = cli("battery", "run", str(ROOT / "probes" / "keys-chests.toml"), "--json")
+    finally:
+        torch.set_num_threads(threads)
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["passed"] and {c["kind"] for c in result["checks"]} == {"behaviour", "probe", "intervention"}
