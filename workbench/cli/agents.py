@@ -97,8 +97,9 @@ def eval_cmd(
     env: EnvOpt = None,
     store: StoreOpt = None,
 ) -> None:
-    """Goal rates with Wilson 95% intervals on fresh levels: maze (cheese, corner_first, timeout) or CoinRun
-    (coin, exit, exit_without_coin, timeout). Rows go to the results store."""
+    """Goal rates with Wilson 95% intervals on fresh levels, one per rate key of the subject's world (maze: cheese,
+    corner_first, timeout; CoinRun: coin, exit, exit_without_coin, timeout; `workbench kinds` lists the others).
+    Rows go to the results store."""
     from workbench.cli.rows import eval_rows
 
     _run_verb(
@@ -113,7 +114,7 @@ def steer(
         str,
         typer.Option(
             help="maze: cheese (per-maze cheese vector), top-right (procgen-tools' top-right path vector) or probe "
-            "(a probe direction); CoinRun: coin"
+            "(a probe direction); CoinRun: coin; other kinds name theirs (a wrong name lists them)"
         ),
     ] = "cheese",
     coef: Annotated[float, Float(help="added as coef * vector on every forward pass (-1 subtracts)")] = -1.0,

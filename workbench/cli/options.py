@@ -161,7 +161,9 @@ EnvOpt = Annotated[
         "names and registered subjects need none; `native` means none)"
     ),
 ]
-SplitOpt = Annotated[str, typer.Option(help="train (cheese in the top-right region) or ood (cheese anywhere)")]
+SplitOpt = Annotated[
+    str, typer.Option(help="a split of the subject's world: train (the goals coincide) or ood (they part)")
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON object (strict: NaN is null, with a reason)")]
 StoreOpt = Annotated[
     Path | None,
