@@ -111,3 +111,20 @@ if __name__ == "__main__":  # print the digests of the current code (to record t
         print("coinrun", c, _coinrun_digest(c))
     for c in sorted(LEVEL_DIGESTS):
         print("levels", c, _level_digest(c))
+
+
+def test_level_queue_hands_out_the_seeds_of_one_draw_per_autoreset() -> None:
+    """LevelQueue draws the seed stream in chunks; numpy gives the same seeds as one `integers` call per autoreset
+    (the pre-queue behaviour), whatever the sizes asked for, including chunk boundaries and a reseed."""
+    from workbench.rl.envs.maze import LevelQueue
+
+    sizes = [3, 0, 1, 7, 2, 5, 1, 1, 9, 4]
+    queue = LevelQueue(lambda seeds: maze_levels(seeds, "train"), num_envs=2, chunk=8)
+    queue.seed(11)
+    rng = np.random.default_rng(11)
+    for k in sizes:
+        got = queue.take(k)
+        assert np.array_equal(got.seeds, rng.integers(0, 2**31 - 1, size=k, dtype=np.int64))
+        assert np.array_equal(got.walls, maze_levels(got.seeds, "train").walls)
+    queue.seed(11)
+    assert np.array_equal(queue.take(4).seeds, np.random.default_rng(11).integers(0, 2**31 - 1, size=4))
