@@ -125,6 +125,7 @@ def test_level_queue_hands_out_the_seeds_of_one_draw_per_autoreset() -> None:
     for k in sizes:
         got = queue.take(k)
         assert np.array_equal(got.seeds, rng.integers(0, 2**31 - 1, size=k, dtype=np.int64))
-        assert np.array_equal(got.walls, maze_levels(got.seeds, "train").walls)
+        if k:
+            assert np.array_equal(got.walls, maze_levels(got.seeds, "train").walls)
     queue.seed(11)
     assert np.array_equal(queue.take(4).seeds, np.random.default_rng(11).integers(0, 2**31 - 1, size=4))
