@@ -244,13 +244,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--case", choices=CASES, nargs="+", default=list(CASES))
     parser.add_argument("--kind", choices=KINDS, nargs="+", default=list(KINDS))
     args = parser.parse_args(argv)
-    results = [
-        bench_logistic_vs_sklearn(
-            case, kind, n=args.n, d=args.d, p=args.p, quick=args.quick, threads=args.threads, rounds=args.rounds
-        )
-        for case in args.case
-        for kind in args.kind
-    ]
+    results = []
+    for case in args.case:
+        for kind in args.kind:
+            results.append(
+                bench_logistic_vs_sklearn(
+                    case, kind, n=args.n, d=args.d, p=args.p, quick=args.quick, threads=args.threads, rounds=args.rounds
+                )
+            )
+            r = results[-1]
+            print(f"{describe(r)}: {r['speedup']:.2f}x", file=sys.stderr, flush=True)
     _print_table(results)
     return 0 if all(r["ok"] for r in results) else 1
 

@@ -1,8 +1,8 @@
 """The fast logistic path (`workbench.logistic`): agreement with scikit-learn in every branch, and its edge cases.
 
 Branches: a shared design matrix vs one per probe; float32 vs float64; standardisation folded into the weights
-vs blocks centred first (float32 with a large column mean); with and without the row-sample warm start; with and
-without the Newton-at-zero preconditioner. Small sizes, fixed seeds.
+vs blocks centred first (float32 with a large column mean); with and without the Newton-at-zero preconditioner
+and its shrinkage. Small sizes, fixed seeds.
 """
 
 from __future__ import annotations
@@ -88,23 +88,38 @@ def _moments(X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return x.mean(0), x.std(0, unbiased=False)
 
 
-def test_warm_start_and_preconditioner_leave_the_optimum_unchanged(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_preconditioner_leaves_the_optimum_unchanged_and_saves_iterations(monkeypatch: pytest.MonkeyPatch) -> None:
     x, y = correlated(3000, 8, seed=11)
     X = torch.from_numpy(x)
     mean, std = (t[None] for t in _moments(X))
     Y = torch.from_numpy(y).double()[None]
-    warm = logistic.solve_logistic(X, mean, std, Y, l2=L2, max_iter=200, tol=1e-9, sample=64)
-    assert int(warm.warm_iter[0]) > 0  # 3000 rows > 4 x 64 sampled rows: the warm start ran
-    cold = logistic.solve_logistic(X, mean, std, Y, l2=L2, max_iter=200, tol=1e-9, sample=10_000)
-    assert int(cold.warm_iter[0]) == 0
+    sampled = logistic.solve_logistic(X, mean, std, Y, l2=L2, max_iter=200, tol=1e-9, sample=64)
+    full = logistic.solve_logistic(X, mean, std, Y, l2=L2, max_iter=200, tol=1e-9, sample=10_000)
     monkeypatch.setattr(logistic, "_WHITEN_MAX_D", 0)  # identity H0
     plain = logistic.solve_logistic(X, mean, std, Y, l2=L2, max_iter=500, tol=1e-9)
-    for other in (cold, plain):
-        torch.testing.assert_close(warm.weight, other.weight, atol=1e-6, rtol=0)
-        torch.testing.assert_close(warm.bias, other.bias, atol=1e-6, rtol=0)
-    assert_matches_sklearn(warm.weight[0], warm.bias[0], x, y, atol=1e-5)
-    # the preconditioner is what makes correlated features cheap
-    assert int(warm.n_iter[0]) < int(plain.n_iter[0])
+    for other in (full, plain):
+        torch.testing.assert_close(sampled.weight, other.weight, atol=1e-6, rtol=0)
+        torch.testing.assert_close(sampled.bias, other.bias, atol=1e-6, rtol=0)
+    assert_matches_sklearn(sampled.weight[0], sampled.bias[0], x, y, atol=1e-5)
+    # correlated features: whitening is what makes them cheap
+    assert int(full.n_iter[0]) < int(plain.n_iter[0])
+
+
+def test_shrinkage_is_near_identity_on_independent_features() -> None:
+    rng = np.random.default_rng(12)
+    X = torch.from_numpy(rng.standard_normal((4000, 16)))
+    design = logistic._Design(X, torch.zeros(1, 16, dtype=torch.float64), torch.ones(1, 16, dtype=torch.float64))
+    chol, _ = logistic._preconditioner(design, 0.0, 64)  # 64 rows of white noise: the sample covariance is noise
+    hess = chol[0] @ chol[0].T
+    off = hess - torch.diag(hess.diagonal())
+    assert float(off.abs().max()) < 0.02 * float(hess.diagonal().mean())  # shrunk almost all the way to mu I
+    x, _ = correlated(4000, 16, seed=13)
+    Xc = torch.from_numpy((x - x.mean(0)) / x.std(0))
+    design = logistic._Design(Xc, torch.zeros(1, 16, dtype=torch.float64), torch.ones(1, 16, dtype=torch.float64))
+    chol, _ = logistic._preconditioner(design, 0.0, 256)
+    hess = chol[0] @ chol[0].T
+    off = hess - torch.diag(hess.diagonal())
+    assert float(off.abs().max()) > 0.05 * float(hess.diagonal().mean())  # correlated: kept, not shrunk away
 
 
 def test_each_probe_stops_on_its_own() -> None:

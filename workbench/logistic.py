@@ -1,22 +1,22 @@
-"""The solver behind `workbench.probes.fit_logistic`: many L2 logistic regressions on one design matrix at once.
+"""The solver behind `workbench.probes.fit_logistic`: many L2 logistic regressions at once, each on its own terms.
 
-Why a solver of our own: a probe sweep fits hundreds of small logistic regressions, and scikit-learn's
-`LogisticRegression` (one L-BFGS per probe) re-reads each design matrix from memory about twice per iteration
-in float64. What makes a batch fast differs by case:
-- many label sets on one matrix Z (N, d): every probe's scores are one matrix product Z @ W^T, so a pass over Z
-  serves all P probes (compute-bound, one matrix read per pass instead of P);
-- many matrices (layers x positions): nothing is shared, so each probe is solved on its own, with the fewest
-  passes over its matrix: each pass computes the loss and the gradient together on cache-sized row blocks, the
-  matrix stays in its own dtype (float32 activations are read as float32: half the bytes of float64), and every
-  probe stops as soon as its own gradient is small (no probe waits for the slowest).
+Why a solver of our own: a probe study fits hundreds of small logistic regressions, and scikit-learn's
+`LogisticRegression` (one L-BFGS per probe) re-reads each design matrix from memory about twice per iteration, in
+float64. What makes a batch fast differs by case:
+- many label sets on one matrix X (N, d): every probe's scores are one matrix product X @ W^T, so a pass over X
+  serves all P probes (compute-bound: one read of X per pass instead of P);
+- one matrix per probe (layers x positions): nothing is shared, so the cost is passes over each matrix. Each pass
+  computes the loss and the gradient together on cache-sized row blocks, float32 activations are read as float32
+  (half the bytes of float64), and every probe stops as soon as its own gradient is small (no probe waits for the
+  slowest). This case is memory-bound for both sides; see benchmarks/bench_probes.py for what that allows.
 
-The method is L-BFGS per probe (its own history, step and stopping test) with two things sklearn's lacks:
-the initial inverse Hessian is the exact Newton matrix at w = 0, (Z^T Z / (4 N) + l2 I)^-1 (estimated on a
-strided subsample of rows, shared by all probes on Z), so correlated activations cost no more iterations than
-white ones; and the bias starts at the log-odds of the labels. The line search is Armijo backtracking from a unit
-step; the objective is convex, so every accepted step gives a valid curvature pair. All small algebra (weights,
-histories, losses, gradient sums) is float64; only the products with Z run in Z's dtype, blockwise, with float64
-accumulation across blocks.
+The method is L-BFGS per probe (its own history, step and stopping test) with two things sklearn's lacks: the
+initial inverse Hessian is the Newton matrix at w = 0, (S / 4 + l2 I)^-1 with S the covariance of the standardised
+features on a strided row sample, Ledoit-Wolf shrunk (so correlated activations cost about as many iterations as
+independent ones); and the bias starts at the log-odds of the labels. The line search is Armijo backtracking from a
+unit step; the objective is convex, so every accepted step gives a valid curvature pair. All small algebra
+(weights, histories, losses, gradient sums) is float64; the products with X and the elementwise loss run in X's
+dtype, blockwise, with float64 accumulation across blocks.
 """
 
 from __future__ import annotations
@@ -44,8 +44,7 @@ class LogisticSolution:
     loss: Tensor  # (P,) float64, objective at the returned weights
     grad_max: Tensor  # (P,) float64, max |gradient| at the returned weights
     passes: int  # full passes over the design matrix (loss + gradient evaluations), for bandwidth accounting
-    flops: float  # floating-point operations in products with the design matrix, preconditioner and warm start
-    warm_iter: Tensor  # (P,) int64, iterations of the warm start on the row sample (0 when there was none)
+    flops: float  # floating-point operations in products with the design matrix, preconditioner included
 
 
 def block_rows(n: int, d: int, element_size: int, device: torch.device) -> int:
@@ -77,10 +76,6 @@ class _Design:
             self.shift = (-mean / std).to(X.dtype)
             self.buf = torch.empty(self.rows, d, dtype=X.dtype, device=X.device)
 
-    def rows_of(self, rows: Tensor) -> _Design:
-        """The same standardisation on a subset of rows (a copy: small, and then cache-resident)."""
-        return _Design(self.X[..., rows, :].contiguous(), self.mean, self.std)
-
     def _blocks(self, q: int | None):
         X = self.X if q is None else self.X[q]
         for a in range(0, X.shape[0], self.rows):
@@ -92,12 +87,11 @@ class _Design:
                 xb = zb
             yield slice(a, a + xb.shape[0]), xb
 
-    def sample_gram(self, probe: int) -> Tensor:
-        """Z^T Z (d, d) float64 of one probe's matrix (all probes share it when X is shared)."""
+    def sample_rows(self, probe: int, rows: Tensor) -> Tensor:
+        """Standardised rows (m, d) of one probe's matrix (every probe's, when X is shared), in X's dtype."""
         X = self.X if self.shared else self.X[probe]
-        z = X.to(_F64 if self.dtype == _F64 else torch.float32)
-        z = (z - self.mean[probe].to(z.dtype)) / self.std[probe].to(z.dtype)
-        return (z.T @ z).to(_F64)
+        i = 0 if self.shared else probe
+        return (X[rows] - self.mean[i].to(X.dtype)) * (1.0 / self.std[i]).to(X.dtype)
 
     def loss_grad(
         self, signs: Tensor, W: Tensor, b: Tensor, probes: Tensor, l2: float
@@ -147,26 +141,33 @@ class _Design:
         return loss, g_v / n + l2 * W, g_b / n
 
 
-def _preconditioner(design: _Design, l2: float) -> tuple[Tensor | None, float]:
-    """Cholesky factors (G, d, d), G = 1 for a shared matrix else P, of C / 4 + l2 I, C the covariance of z on
-    the design's rows (the logistic Hessian at w = 0), or None when d is too wide for it to pay; and its FLOPs.
+def _preconditioner(design: _Design, l2: float, rows: int) -> tuple[Tensor | None, float]:
+    """Cholesky factors (G, d, d), G = 1 for a shared matrix else P, of the logistic Hessian at w = 0,
+    S / 4 + l2 I, with S the covariance of z estimated on `rows` strided rows and shrunk toward mu I (mu its mean
+    eigenvalue) by the Ledoit-Wolf weight; or None when d is too wide for it to pay; and the FLOPs it took.
 
-    A shared matrix uses all the sampled rows (one Gram serves every probe). With one matrix per probe the Gram is
-    paid per probe, so it uses at most 8 d of them (2 m d^2 FLOPs: two fewer iterations is about what twice the
-    rows would buy, measured), shrunk toward a scaled identity by d / (m + d) (Ledoit-Wolf style: a sample
-    covariance from few rows overstates its spread, which costs iterations, 9-10 instead of 12-15 at m = 4 d)."""
-    m, d = design.X.shape[-2:]
+    Why shrink: on independent features the sample covariance of m rows spreads its eigenvalues over
+    (1 +- sqrt(d/m))^2 by chance alone, and preconditioning with that noise costs iterations (10-11 instead of 7
+    at m = 8 d, measured); Ledoit-Wolf's weight is ~1 there (the identity: plain L-BFGS) and ~0 on correlated
+    activations, where whitening turns ~50 iterations into ~8."""
+    n, d = design.X.shape[-2:]
     if d > _WHITEN_MAX_D:
         return None, 0.0
+    m = min(n, rows)
+    idx = torch.linspace(0, n - 1, m, device=design.X.device).round().long()
     g = 1 if design.shared else design.X.shape[0]
-    if not design.shared and m > 8 * d:
-        design = design.rows_of(torch.linspace(0, m - 1, 8 * d, device=design.X.device).round().long())
-        m = 8 * d
-    cov = torch.stack([design.sample_gram(q) for q in range(g)]) / m
-    alpha = d / (m + d)
-    target = cov.diagonal(dim1=1, dim2=2).mean(dim=1)[:, None, None] * torch.eye(d, dtype=_F64, device=cov.device)
-    hess = ((1 - alpha) * cov + alpha * target) / 4
-    hess.diagonal(dim1=1, dim2=2).add_(max(l2, 1e-8))
+    hess = torch.empty(g, d, d, dtype=_F64, device=design.X.device)
+    for q in range(g):
+        z = design.sample_rows(q, idx)  # (m, d) standardised, in X's dtype
+        cov = (z.T @ z).to(_F64) / m
+        mu = float(cov.diagonal().mean())
+        cov_sq = float((cov * cov).sum())
+        spread = cov_sq - d * mu * mu  # ||S - mu I||_F^2
+        row_sq = (z * z).sum(dim=1, dtype=_F64)
+        noise = float((row_sq * row_sq).sum()) / m**2 - cov_sq / m  # Ledoit-Wolf's estimate of the sampling error
+        alpha = min(1.0, max(0.0, noise / spread)) if spread > 0 else 1.0
+        hess[q] = cov.mul_((1 - alpha) / 4)
+        hess[q].diagonal().add_(alpha * mu / 4 + max(l2, 1e-8))
     chol, info = torch.linalg.cholesky_ex(hess)
     flops = 2.0 * m * d * d * g
     if bool((info != 0).any()):
@@ -319,32 +320,23 @@ def solve_logistic(
     l2: float,
     max_iter: int,
     tol: float,
-    sample: int = 4096,
+    sample: int | None = None,
 ) -> LogisticSolution:
     """Fit P logistic probes on standardised activations z = (x - mean[p]) / std[p].
 
     X (N, d) shared by all probes or (P, N, d), float32 or float64; mean and std (P, d) float64; Y (P, N) float64
     0/1 labels. Each probe minimises (1/N) sum_n BCE(y_n, w . z_n + b) + (l2 / 2) ||w||^2 and stops when
     max |gradient| <= tol, when its objective stops changing (relative 1e-12) or after max_iter iterations.
-    `sample` is the number of strided rows (at least 4 d) behind the preconditioner and the warm start: when N is
-    over 4x that, the probes are first solved on those rows alone (a copy that stays in cache) to a loose
-    tolerance, and the full-data L-BFGS starts there with the warm start's curvature pairs (the Hessian is a mean
-    over rows, so they carry over); the full-data stopping test is unchanged. Deterministic for fixed inputs.
+    `sample` is the number of strided rows behind the preconditioner: by default 16 d for a shared matrix (paid
+    once) and 8 d per matrix otherwise (paid per probe). Deterministic for fixed inputs.
     """
     p, n = Y.shape
     d = X.shape[-1]
     design = _Design(X, mean, std)
-    m = min(n, max(sample, 4 * d))
-    rows = torch.linspace(0, n - 1, m, device=X.device).round().long()
-    sampled = design.rows_of(rows) if m < n else design
-    chol, flops = _preconditioner(sampled, l2)
+    rows = sample if sample is not None else (16 if design.shared else 8) * d
+    chol, flops = _preconditioner(design, l2, rows)
     prior = Y.mean(dim=1).clamp(1e-12, 1 - 1e-12)
     st = _new_state(p, d, torch.log(prior / (1 - prior)))
-    warm_iter = torch.zeros(p, dtype=torch.long, device=X.device)
-    if n > 4 * m:
-        warm = _lbfgs(sampled, Y[:, rows], st, chol, l2=l2, max_iter=max_iter, tol=max(tol, 1e-4))
-        flops += warm["flops"]
-        warm_iter = warm["n_iter"]
     out = _lbfgs(design, Y, st, chol, l2=l2, max_iter=max_iter, tol=tol)
     return LogisticSolution(
         weight=st.W,
@@ -355,5 +347,4 @@ def solve_logistic(
         grad_max=out["grad_max"],
         passes=out["passes"],
         flops=flops + out["flops"],
-        warm_iter=warm_iter,
     )

@@ -328,24 +328,25 @@ def _standardisation(X: Tensor, p: int, standardize: bool) -> tuple[Tensor, Tens
 def _moments(X3: Tensor) -> tuple[Tensor, Tensor]:
     """Column means and centred sums of squares of X3 (P, N, d), float64 (P, d) each, in one pass over X3.
 
-    Each ~2 MB block of rows is converted to float64 in cache and summed after subtracting a shift (the first
-    row), so sum((x - mean)^2) = sum((x - k)^2) - N (mean - k)^2 keeps two-pass accuracy unless the shift is far
-    from the mean in units of the spread (torch's std is several times slower on CPU, a mean in float64 of a
-    float32 tensor as slow again, and a full centred copy costs memory and page faults)."""
+    Each ~2 MB block of rows of one probe's matrix has a shift (its first row) subtracted in X's dtype, and its
+    sums and sums of squares accumulate in float64, so sum((x - mean)^2) = sum((x - k)^2) - N (mean - k)^2 keeps
+    two-pass accuracy (torch's std is several times slower on CPU, a float64 mean of float32 as slow again, and a
+    centred copy of X costs memory and page faults)."""
     p, n, d = X3.shape
-    rows = max(1, min(n, (1 << 18) // max(p * d, 1)))
-    shift = X3[:, 0, :].to(_F64)
+    rows = max(1, min(n, (2 << 20) // max(d * X3.element_size(), 1)))
+    shift = X3[:, 0, :]
     s1 = torch.zeros(p, d, dtype=_F64, device=X3.device)
     s2 = torch.zeros_like(s1)
-    buf = torch.empty(p, rows, d, dtype=_F64, device=X3.device)
-    for a in range(0, n, rows):
-        block = X3[:, a : a + rows]
-        b = buf[:, : block.shape[1]]
-        torch.sub(block, shift[:, None, :], out=b)
-        s1 += b.sum(dim=1)
-        s2 += b.square_().sum(dim=1)
+    buf = torch.empty(rows, d, dtype=X3.dtype, device=X3.device)
+    for q in range(p):
+        for a in range(0, n, rows):
+            block = X3[q, a : a + rows]
+            b = buf[: block.shape[0]]
+            torch.sub(block, shift[q], out=b)
+            s1[q] += b.sum(dim=0, dtype=_F64)
+            s2[q] += b.square_().sum(dim=0, dtype=_F64)
     delta = s1 / n
-    return shift + delta, (s2 - n * delta * delta).clamp_min_(0.0)
+    return shift.to(_F64) + delta, (s2 - n * delta * delta).clamp_min_(0.0)
 
 
 # --------------------------------------------------------------------------------------------------- batched algebra
@@ -493,13 +494,12 @@ def fit_logistic(
         "tol": tol,
         "n_iter": int(sol.n_iter.max()),  # the most full-data iterations any probe took
         "n_iter_each": sol.n_iter.tolist(),
-        "warm_iter_each": sol.warm_iter.tolist(),  # iterations on the row sample first (0: no warm start)
         "converged": bool(sol.converged.all()),
         "loss": float(sol.loss.mean()),  # mean over probes of the objective
         "grad_max": float(sol.grad_max.max()),
         "dtype": str(X.dtype).removeprefix("torch."),
         "passes": sol.passes,  # full-data loss + gradient evaluations (each over the probes still running)
-        "flops": sol.flops,  # in products with the design matrices, preconditioner and warm start included
+        "flops": sol.flops,  # in products with the design matrices, preconditioner included
     }
     return LinearProbe(sol.weight, sol.bias, "logistic", mean, std, meta)
 
