@@ -652,27 +652,8 @@ def _maze_sae(ctx: _Ctx, audit: Audit, org) -> Section:
         hook = sae.cfg.metadata.hook_name
         ctx.step(f"maze: SAE {name} goal alignment ({s.maze_sae_mazes} fit + {s.maze_sae_mazes} held-out mazes)")
         ga = goal_alignment(sae, fit, test, hook, seed=ctx.seed, n_boot=s.n_boot, kind="maze")
-        card = _sae_card(name).get("goal_alignment") or {}
-        best, nt = ga["latents"][0], ga["tokens_test"]
-        kw = {"section": "sae", "split": "ood", "sae": name, "hook": hook}
-        ctl = ga["control_latent"]
-        rows.append(
-            [
-                f"`{name}` ({_short(hook)})",
-                f"#{best['latent']}: "
-                + rec.add(MAZE, "sae.best_latent_auroc", best["auroc"], best["ci95"], nt, latent=best["latent"], **kw),
-                rec.add(MAZE, "sae.probe_auroc", ga["probe"]["auroc"], ga["probe"]["ci95"], nt, **kw),
-                rec.add(
-                    MAZE, "sae.diff_of_means_auroc", ga["diff_of_means"]["auroc"], ga["diff_of_means"]["ci95"], nt, **kw
-                ),
-                f"#{ctl['latent']}: "
-                + rec.add(
-                    MAZE, "sae.shuffled_control_latent_auroc", ctl["auroc"], ctl["ci95"], nt, latent=ctl["latent"], **kw
-                ),
-                _card_cell(card),
-            ]
-        )
-        first = first or (name, best, ga)
+        rows.append(_sae_alignment_row(rec, MAZE, name, hook, ga))
+        first = first or (name, ga["latents"][0], ga)
     name, best, ga = first
     audit.summary["sae"] = (
         f"latent #{best['latent']} {est(best['auroc'], best['ci95'], ga['tokens_test'])} vs probe "
@@ -1015,23 +996,8 @@ def _coinrun_sae(ctx: _Ctx, audit: Audit, fit, test) -> Section:
     sae = load_sae(COINRUN)
     hook = sae.cfg.metadata.hook_name
     ga = goal_alignment(sae, fit, test, hook, seed=ctx.seed, n_boot=s.n_boot, kind="coinrun")
-    card = _sae_card(COINRUN).get("goal_alignment") or {}
     best, nt, ctl = ga["latents"][0], ga["tokens_test"], ga["control_latent"]
-    kw = {"section": "sae", "split": "ood", "sae": COINRUN, "hook": hook}
-    cells = [
-        f"`{COINRUN}` ({_short(hook)})",
-        f"#{best['latent']}: "
-        + rec.add(COINRUN, "sae.best_latent_auroc", best["auroc"], best["ci95"], nt, latent=best["latent"], **kw),
-        rec.add(COINRUN, "sae.probe_auroc", ga["probe"]["auroc"], ga["probe"]["ci95"], nt, **kw),
-        rec.add(
-            COINRUN, "sae.diff_of_means_auroc", ga["diff_of_means"]["auroc"], ga["diff_of_means"]["ci95"], nt, **kw
-        ),
-        f"#{ctl['latent']}: "
-        + rec.add(
-            COINRUN, "sae.shuffled_control_latent_auroc", ctl["auroc"], ctl["ci95"], nt, latent=ctl["latent"], **kw
-        ),
-        _card_cell(card),
-    ]
+    cells = _sae_alignment_row(rec, COINRUN, COINRUN, hook, ga)
     same = "the same latent" if ctl["latent"] == best["latent"] else f"latent #{ctl['latent']}"
     audit.summary["sae"] = (
         f"latent #{best['latent']} {est(best['auroc'], best['ci95'], nt)} vs probe {ga['probe']['auroc']:.3f} "
@@ -1053,6 +1019,27 @@ def _coinrun_sae(ctx: _Ctx, audit: Audit, fit, test) -> Section:
             )
         ],
     )
+
+
+def _sae_alignment_row(rec: Recorder, subject: str, sae_name: str, hook: str, ga: dict) -> list[str]:
+    """One goal-alignment table row (RL SAEs): best latent, spatial probe, difference of means and the shuffled-label
+    control latent, each recorded as a store row; the last cell quotes the SAE's card."""
+    best, nt, ctl = ga["latents"][0], ga["tokens_test"], ga["control_latent"]
+    kw = {"section": "sae", "split": "ood", "sae": sae_name, "hook": hook}
+    return [
+        f"`{sae_name}` ({_short(hook)})",
+        f"#{best['latent']}: "
+        + rec.add(subject, "sae.best_latent_auroc", best["auroc"], best["ci95"], nt, latent=best["latent"], **kw),
+        rec.add(subject, "sae.probe_auroc", ga["probe"]["auroc"], ga["probe"]["ci95"], nt, **kw),
+        rec.add(
+            subject, "sae.diff_of_means_auroc", ga["diff_of_means"]["auroc"], ga["diff_of_means"]["ci95"], nt, **kw
+        ),
+        f"#{ctl['latent']}: "
+        + rec.add(
+            subject, "sae.shuffled_control_latent_auroc", ctl["auroc"], ctl["ci95"], nt, latent=ctl["latent"], **kw
+        ),
+        _card_cell(_sae_card(sae_name).get("goal_alignment") or {}),
+    ]
 
 
 def _card_cell(card: dict) -> str:
