@@ -104,7 +104,7 @@ def test_maze_lab_on_a_published_checkpoint(app_env: Path, checkpoint: Path) -> 
     )
     ds = decision_squares_by(base, "workbench")[0]
     assert shown(at)["Decision square"] == ("none" if ds[0] < 0 else f"({ds[0]}, {ds[1]})")
-    assert images(at) == 2  # the vector field and the probe heatmap
+    assert images(at) == 3  # the vector field, the probe heatmap and the retarget panel's fields
     assert any(f"{base.world_size}x{base.world_size}" in c.value for c in at.caption)
 
     # Another cheese cell: the decision square follows the procgen maze's own grid.
@@ -128,7 +128,7 @@ def test_maze_lab_on_a_published_checkpoint(app_env: Path, checkpoint: Path) -> 
     at.checkbox(key="lab_clamp_on").check()
     at.run()
     assert not at.exception and not at.error
-    assert images(at) == 1
+    assert images(at) == 2  # that figure and the retarget panel's
     # The mouse on the cheese's cell: where the world does not count it as a free cell (procgen: the episode would be
     # over), a named error, never a crash.
     at.number_input(key="lab_mouse_row").set_value(cell[0])

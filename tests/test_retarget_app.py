@@ -44,6 +44,7 @@ def test_retarget_panel(app_env: Path) -> None:
     at = AppTest.from_file(str(APP / "pages/2_Maze_lab.py"), default_timeout=180)
     at.session_state["lab_agent"] = "tiny-maze"
     at.session_state["lab_seed"] = SEED
+    at.session_state["lab_rt_auto"] = False  # the cell typed in, not the one drawn off the routes
     at.session_state["lab_rt_row"], at.session_state["lab_rt_col"] = target
     at.run()
     assert not at.exception and not at.error
@@ -54,3 +55,17 @@ def test_retarget_panel(app_env: Path) -> None:
     at.run()
     assert not at.exception
     assert any("is a wall" in e.value for e in at.error)
+
+
+def test_retarget_panel_draws_a_target_off_the_routes(app_env: Path) -> None:
+    """By default the panel draws its target as `workbench retarget` does, so a fresh page never opens on a wall."""
+    at = AppTest.from_file(str(APP / "pages/2_Maze_lab.py"), default_timeout=180)
+    at.session_state["lab_agent"] = "tiny-maze"
+    at.session_state["lab_seed"] = SEED
+    at.run()
+    assert not at.exception and not at.error
+    drawn = [c.value for c in at.caption if c.value.startswith("Target (")]
+    assert len(drawn) == 1
+    row, col = (int(v) for v in drawn[0].split("(")[1].split(")")[0].split(","))
+    level = load_agent("tiny-maze").world.levels("ood", 1, SEED)
+    assert not level.walls[0, row, col] and (row, col) != tuple(level.cheese[0]) and (row, col) != tuple(level.mouse[0])

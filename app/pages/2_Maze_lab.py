@@ -217,24 +217,53 @@ def _retarget_view(ref, split: str, seed: int, cheese, mouse, layer: str, n_fit:
     return retarget_view(common.agent(ref), level, found, target, size=size, magnitude=mag)
 
 
+@st.cache_data(show_spinner=False, max_entries=32)
+def _auto_target(ref, split: str, seed: int, cheese, mouse, layer: str, n_fit: int):
+    """A target the way `workbench retarget` draws them (a free cell off both natural routes), or None."""
+    from workbench.rl.retarget import sample_pairs
+
+    grid = _goal_channels(ref, layer, n_fit).shape[1]
+    try:
+        return tuple(
+            int(v) for v in sample_pairs(common.build_level(ref, split, seed, cheese, mouse), 1, 0, grid).targets[0]
+        )
+    except WorkbenchError:
+        return None
+
+
 rt_fit = max(10, common.probe_episodes())
 rc1, rc2, rc3, rc4, rc5 = st.columns(5)
 rt_layer = rc1.selectbox("Layer", spatial, index=common.default_index(spatial), key="lab_rt_layer")
+rt_auto = rc1.checkbox("Target: off both routes", value=True, key="lab_rt_auto", help="as `workbench retarget` draws")
 rt_row = int(rc2.number_input("Target row", min_value=0, max_value=world - 1, value=1, step=1, key="lab_rt_row"))
 rt_col = int(rc3.number_input("Target col", min_value=0, max_value=world - 1, value=1, step=1, key="lab_rt_col"))
 rt_size = int(rc4.number_input("Channels (top k)", min_value=1, max_value=64, value=2, step=1, key="lab_rt_size"))
 rt_mag = float(rc5.number_input("Push (std)", min_value=0.5, value=8.0, step=1.0, key="lab_rt_mag"))
+if rt_auto and cheese is not None:
+    with st.spinner(f"Ranking the channels of {rt_layer} on {rt_fit} mazes..."):
+        auto = _auto_target(ref, split, seed, cheese, mouse, rt_layer, rt_fit)
+    if auto is None:
+        st.info("This maze has no free cell off both routes; untick the box and choose a target cell.")
+    else:
+        rt_row, rt_col = auto
+        st.caption(
+            f"Target ({rt_row}, {rt_col}): drawn off the routes to the cheese and to the corner; untick to choose."
+        )
 st.caption(
     f"Channels ranked on {rt_fit} fit mazes (seed 0) by correlation with the cheese map, spatial-probe weight and "
     "attribution at decision squares (`workbench.rl.goal_channels`); the top k are clamped to mean + k std (sign of "
     "their correlation) at the target's layer cell. `workbench retarget` measures this over 200 mazes with controls."
 )
-try:
-    with st.spinner(f"Ranking the channels of {rt_layer} on {rt_fit} mazes and clamping them..."):
-        view = _retarget_view(ref, split, seed, cheese, mouse, rt_layer, rt_fit, (rt_row, rt_col), rt_size, rt_mag)
-except WorkbenchError as err:
-    st.error(str(err))
+view = None
+if cheese is None:  # targets are chosen against the cheese (off its route, not behind it): none to compare with
+    st.info("Put the cheese back to retarget: the target is measured against the agent's route to the cheese.")
 else:
+    try:
+        with st.spinner(f"Ranking the channels of {rt_layer} on {rt_fit} mazes and clamping them..."):
+            view = _retarget_view(ref, split, seed, cheese, mouse, rt_layer, rt_fit, (rt_row, rt_col), rt_size, rt_mag)
+    except WorkbenchError as err:
+        st.error(str(err))
+if view is not None:
     rfig = draw(
         [view.before, view.after],
         ["no intervention", f"ch {view.channels} @ {view.magnitude:g} std, layer cell {view.layer_cell}"],
