@@ -99,11 +99,12 @@ class _Design:
         """Objective (A,), weight gradient (A, d) and bias gradient (A,) of the mean logistic loss
         + l2/2 ||w||^2 for the probes `probes` (A,) at weights W (A, d), b (A,), in one pass over their data.
 
-        signs: (N, P) 2y - 1 in X's dtype. With margin m = sign * score, the loss is -logsigmoid(m) and its
+        signs: 2y - 1 in X's dtype, (N, P) for a shared X (rows of a block are contiguous), (P, N) otherwise (each
+        probe's labels are contiguous). With margin m = sign * score, the loss is -logsigmoid(m) and its
         derivative in the score is (sigmoid(m) - 1) * sign: one logsigmoid and one exp per entry, in X's dtype
         (float32 elementwise work is half the cost, and rounds no worse than the products that made the score);
         every sum over rows accumulates in float64."""
-        n = signs.shape[0]
+        n = signs.shape[0] if self.shared else signs.shape[1]
         if self.centre:
             V, c = W, b
         else:
@@ -126,7 +127,7 @@ class _Design:
                 g_b += r.sum(dim=0, dtype=_F64)
         else:
             for i, q in enumerate(probes.tolist()):
-                v, ci, sq = Vx[i], cx[i], signs[:, q]
+                v, ci, sq = Vx[i], cx[i], signs[q]
                 for rows, xb in self._blocks(q):
                     t = sq[rows]
                     m = torch.addmv(ci, xb, v).mul_(t)  # (B,) margins
@@ -237,7 +238,8 @@ def _lbfgs(
     """Run L-BFGS from state `st` (updated in place) until every probe stops; returns per-probe diagnostics."""
     p, d = st.W.shape
     n = Y.shape[1]
-    signs = (2 * Y - 1).T.to(design.dtype).contiguous()  # (N, P)
+    signs = (2 * Y - 1).to(design.dtype)  # (P, N)
+    signs = signs.T.contiguous() if design.shared else signs.contiguous()
     f, g_w, g_b = design.loss_grad(signs, st.W, st.b, torch.arange(p, device=st.W.device), l2)
     passes, pass_flops = 1, 4.0 * n * d  # scores and gradient: two multiply-adds per matrix entry per probe
     flops = pass_flops * p
