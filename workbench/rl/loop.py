@@ -31,11 +31,26 @@ def play_until_done(
     on_step: OnStep | None = None,
 ):
     """Play from `obs` (a reset env's first observation) until `tracker.done.all()` or `max_steps`; returns
-    `tracker.records()`. `tracker.update(info)` reads each step's masked episode info (first episodes only)."""
+    `tracker.records()`. `tracker.update(info)` reads each step's masked episode info (first episodes only).
+    Without hooks or `on_step`, envs whose first episode has ended are left out of the forward pass (a rollout then
+    costs the sum of the episode lengths, not levels x the longest episode)."""
     gen = torch.Generator().manual_seed(seed)
+    skip_finished = on_step is None and not fwd_hooks  # hooks and callbacks see the whole batch, as documented
     with torch.no_grad(), hooks(policy, fwd_hooks):
         for t in range(max_steps):
-            logits = policy_logits(policy, torch.as_tensor(obs))
+            x = torch.as_tensor(obs)
+            live = np.flatnonzero(~tracker.done) if skip_finished and t > 0 else None
+            if live is None or live.size == x.shape[0]:
+                logits = policy_logits(policy, x)
+            else:
+                # Envs whose first episode has ended are never recorded again: forward only the live ones. The
+                # finished rows get uniform probabilities. torch.multinomial (one sample, no replacement) draws
+                # one Exp(1) number per (env, action) cell in order, so a live env's action depends only on its own
+                # row and the generator's position: the same draws as a full-batch forward, up to the float
+                # differences a sub-batch forward may have (none seen in tests/test_rollout_live.py).
+                logits = torch.zeros((x.shape[0], logits.shape[1]), dtype=logits.dtype)
+                if live.size:
+                    logits[torch.as_tensor(live)] = policy_logits(policy, x[torch.as_tensor(live)])
             if on_step is not None:
                 on_step(t, obs, logits)
             probs = torch.softmax(logits, dim=-1)
