@@ -312,7 +312,8 @@ def test_audit_contract_on_tiny_population(tiny, tmp_path):
 
 
 def test_audit_battery_kind(tiny, tmp_path):
-    from workbench.battery import METRICS, load_checks, run_check
+    from workbench.audit import battery_metrics
+    from workbench.battery import load_checks, run_check
 
     spec = tmp_path / "audit.toml"
     spec.write_text(
@@ -329,12 +330,16 @@ expect = {{ "best_white.auroc" = ">= 0.0" }}
     (check,) = load_checks([spec])
     assert check.kind == "audit" and check.control == str(tiny["control"])
     result = run_check(check)
-    assert set(result.measured) == set(METRICS[("population", "audit")])
+    assert set(result.measured) == set(battery_metrics(("maze",)))  # the population's own kind's detectors
     assert not result.passed  # 2 seeds: no held-out AUROC, and a NaN never meets a threshold
     bad = tmp_path / "bad.toml"
     bad.write_text(spec.read_text().replace("best_white.auroc", "best_whit.auroc"))
     with pytest.raises(WorkbenchError, match="best_white.auroc"):
         load_checks([bad])
+    other_kind = tmp_path / "coin.toml"  # a CoinRun detector on a maze population: refused, nearest names given
+    other_kind.write_text(spec.read_text().replace("best_white.auroc", "coin_vector_norm.auroc"))
+    with pytest.raises(WorkbenchError, match="unknown metric 'coin_vector_norm.auroc'"):
+        load_checks([other_kind])
 
 
 # ----------------------------------------------------------------------------------------------- LM populations

@@ -115,10 +115,24 @@ def detector_names(env_kind: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     return tuple(mod.WHITE_BOX) + GENERIC_WHITE, tuple(mod.BLACK_BOX) + GENERIC_BLACK
 
 
-def battery_metrics(env_kinds: tuple[str, ...] = ("maze", "coinrun")) -> tuple[str, ...]:
-    """Every metric a battery's audit check may name, over the given kinds' detectors."""
+def audited_kinds() -> tuple[str, ...]:
+    """The native env kinds whose package has a goal audit (`AUDIT_MODULE`)."""
+    from workbench.rl.env_kinds import env_kind_names
+
+    found = []
+    for kind in env_kind_names():
+        try:
+            auditor(kind)
+        except WorkbenchError:
+            continue
+        found.append(kind)
+    return tuple(found)
+
+
+def battery_metrics(env_kinds: tuple[str, ...] | None = None) -> tuple[str, ...]:
+    """Every metric a battery's audit check may name, over the given kinds' detectors (default: every audited kind)."""
     names: list[str] = []
-    for kind in env_kinds:
+    for kind in audited_kinds() if env_kinds is None else env_kinds:
         white, black = detector_names(kind)
         names += [d for d in (*white, *black) if d not in names]
     return tuple(f"{d}.{m}" for d in (*names, "best_white", "best_black") for m in AUDIT_METRICS) + ("gain.auroc",)

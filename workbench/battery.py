@@ -109,24 +109,18 @@ METRICS |= {
     ("lm", "retarget"): ("none (retarget checks need a maze subject)",),
 }
 # audit: the subject is a population folder (workbench.sweep), `control` its control twin's, `hook` the layer
-# (default workbench.audit.DEFAULT_LAYER), `data` the audit levels; metrics workbench.audit.BATTERY_METRICS
-_AUDIT = tuple(
-    f"{d}.{m}"
-    for d in (
-        "cheese_vector_norm",
-        "cheese_topright_cosine",
-        "probe_cheese_offset_r2",
-        "control_mean_diff",
-        "noise_sensitivity",
-        "bb_train_cheese_rate",
-        "bb_train_steps",
-        "bb_action_entropy",
-        "best_white",
-        "best_black",
-    )
-    for m in ("auroc", "recall_at_1pct_fpr")
-) + ("gain.auroc",)
-METRICS[("population", "audit")] = _AUDIT
+# (default workbench.audit.DEFAULT_LAYER), `data` the audit levels; metrics: the population's env kind's detectors
+# (`workbench.audit.battery_metrics`, from the kind's own audit module).
+
+
+def _audit_metric_names(population=None) -> tuple[str, ...]:
+    """The metrics an audit check may test: the detectors of the population's env kind, or of every audited kind."""
+    from workbench.audit import audited_kinds, battery_metrics
+
+    kinds = {r.get("env_kind") for r in getattr(population, "records", [])} & set(audited_kinds())
+    return battery_metrics(tuple(sorted(kinds)) or None)
+
+
 INTERVENTION_VECTORS = {"maze": ("cheese",), "coinrun": ("coin",), "lm": ()}  # lm: workbench.lm.directions.VECTORS
 
 
@@ -342,7 +336,7 @@ def validate_check(c: CheckSpec, subject_kind: str, subject) -> None:
     """Everything that depends on the subject's kind: method, hook, target, vector, LM data rules, metric names."""
     where = f"{c.file} check {c.name!r}"
     if c.kind == "audit" or subject_kind == "population":
-        return _validate_audit(c, subject_kind, where)
+        return _validate_audit(c, subject_kind, where, subject)
     if _adapted(subject_kind, subject):
         return _validate_adapted(c, subject, where)
     if c.kind == "probe" and c.method not in PROBE_METHODS[subject_kind]:
@@ -607,7 +601,7 @@ def _subject_for(check: CheckSpec) -> tuple[str, object]:
     return load_subject(check.subject, check.env)
 
 
-def _validate_audit(c: CheckSpec, subject_kind: str, where: str) -> None:
+def _validate_audit(c: CheckSpec, subject_kind: str, where: str, population=None) -> None:
     if c.kind != "audit" or subject_kind != "population":
         raise WorkbenchError(f"{where}: a population folder takes 'audit' checks, and an audit check a population")
     if c.control:
@@ -621,7 +615,7 @@ def _validate_audit(c: CheckSpec, subject_kind: str, where: str) -> None:
             raise WorkbenchError(
                 f"{where}: threshold must be median, control or a number, got {c.threshold!r}"
             ) from None
-    valid = METRICS[("population", "audit")]
+    valid = _audit_metric_names(population)
     for exp in c.expect:
         if exp.metric not in valid:
             raise WorkbenchError(
@@ -643,7 +637,7 @@ def _audit_metrics(check: CheckSpec, population) -> dict[str, dict]:
         layer=check.hook or DEFAULT_LAYER,
     )
     out = {}
-    for metric in METRICS[("population", "audit")]:
+    for metric in _audit_metric_names(population):
         value, ci, n = result.metric(metric)
         out[metric] = _m(value, ci, n)
     return out
