@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from workbench.errors import WorkbenchError
 from workbench.rl.envs.maze import MazeConfig, MazeLevels, MazeVecEnv, distances_to, greedy_actions
 
 
@@ -66,6 +67,21 @@ def collect_expert_data(split: str, env_config: MazeConfig, cfg: BCConfig) -> tu
 def maze_expert_data(split: str, env_config: MazeConfig, cfg: BCConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """(S, 3, W, W) uint8 observations and (S,) shortest-path-to-cheese actions from noisy expert rollouts."""
     env = MazeVecEnv(cfg.num_envs, split, env_config)
+    return noisy_expert_data(env, expert_actions, 4, cfg, draw="actions-first")
+
+
+def noisy_expert_data(
+    env, expert, n_actions: int, cfg: BCConfig, *, draw: str = "noise-first"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(S, C, H, W) uint8 observations and (S,) expert actions from `cfg.states` steps of noisy expert rollouts in a
+    batched env of `cfg.num_envs` (autoreset episodes): at each step `expert(env.levels)` labels the state, and with
+    probability `cfg.noise` a uniform random action is taken instead of it (seeded by `cfg.seed`).
+
+    `draw` fixes the order of the two random draws per step (`"noise-first"`: the noise flags, then the random
+    actions; `"actions-first"`: the reverse, the maze's order, which predates this helper), so every recipe's expert
+    data, and hence its shipped weights, stay reproducible."""
+    if draw not in ("noise-first", "actions-first"):
+        raise WorkbenchError(f"draw must be noise-first or actions-first, got {draw!r}")
     obs, _ = env.reset(seed=cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     steps = -(-cfg.states // cfg.num_envs)
@@ -73,10 +89,15 @@ def maze_expert_data(split: str, env_config: MazeConfig, cfg: BCConfig) -> tuple
     all_act = np.empty((steps, cfg.num_envs), dtype=np.int64)
     for t in range(steps):
         assert env.levels is not None
-        expert = expert_actions(env.levels)
-        all_obs[t], all_act[t] = obs, expert
-        random = rng.integers(0, 4, cfg.num_envs)
-        obs, *_ = env.step(np.where(rng.random(cfg.num_envs) < cfg.noise, random, expert))
+        labels = expert(env.levels)
+        all_obs[t], all_act[t] = obs, labels
+        if draw == "noise-first":
+            noisy = rng.random(cfg.num_envs) < cfg.noise
+            random = rng.integers(0, n_actions, cfg.num_envs)
+        else:
+            random = rng.integers(0, n_actions, cfg.num_envs)
+            noisy = rng.random(cfg.num_envs) < cfg.noise
+        obs, *_ = env.step(np.where(noisy, random, labels))
     obs_t = torch.as_tensor(all_obs.reshape(-1, *obs.shape[1:])[: cfg.states])
     return obs_t, torch.as_tensor(all_act.reshape(-1)[: cfg.states])
 

@@ -64,17 +64,6 @@ def expert_actions(levels: KeysChestsLevels) -> np.ndarray:
 def collect_expert_data(split: str, env_config: KeysChestsConfig, cfg) -> tuple[torch.Tensor, torch.Tensor]:
     """(S, 5, W, W) uint8 observations and (S,) expert actions from noisy expert rollouts on `split` (autoreset
     episodes). `cfg` is a `workbench.rl.imitation.BCConfig` (states, noise, num_envs, seed)."""
-    env = KeysChestsVecEnv(cfg.num_envs, split, env_config)
-    obs, _ = env.reset(seed=cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
-    steps = -(-cfg.states // cfg.num_envs)
-    all_obs = np.empty((steps, cfg.num_envs, *obs.shape[1:]), dtype=np.uint8)
-    all_act = np.empty((steps, cfg.num_envs), dtype=np.int64)
-    for t in range(steps):
-        assert env.levels is not None
-        expert = expert_actions(env.levels)
-        all_obs[t], all_act[t] = obs, expert
-        noisy = rng.random(cfg.num_envs) < cfg.noise
-        obs, *_ = env.step(np.where(noisy, rng.integers(0, N_ACTIONS, cfg.num_envs), expert))
-    obs_t = torch.as_tensor(all_obs.reshape(-1, *obs.shape[1:])[: cfg.states])
-    return obs_t, torch.as_tensor(all_act.reshape(-1)[: cfg.states])
+    from workbench.rl.imitation import noisy_expert_data
+
+    return noisy_expert_data(KeysChestsVecEnv(cfg.num_envs, split, env_config), expert_actions, N_ACTIONS, cfg)
