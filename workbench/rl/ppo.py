@@ -101,12 +101,18 @@ CHECKPOINT_WEIGHTS, CHECKPOINT_STATE = "checkpoint.safetensors", "checkpoint.jso
 def _env_state(env: object) -> tuple[dict[str, torch.Tensor], dict] | None:
     """Everything a batched env carries between steps, as tensors + JSON, or None if it holds state of a kind this
     does not know (then a resume re-seeds the envs instead; see `train_ppo`). Captured: numpy arrays, numpy
-    Generators (their bit-generator state) and dataclasses of arrays (the levels); spaces, configs and plain scalars
-    are rebuilt by `make_env` and skipped."""
+    Generators (their bit-generator state), dataclasses of arrays (the levels), and objects with
+    `checkpoint_state()` / `restore_checkpoint_state(arrays, meta)` (the level queue); spaces, configs and plain
+    scalars are rebuilt by `make_env` and skipped."""
     tensors: dict[str, torch.Tensor] = {}
-    meta: dict = {"rng": {}, "fields": {}}
+    meta: dict = {"rng": {}, "fields": {}, "objects": {}}
     for name, value in vars(env).items():
-        if isinstance(value, np.ndarray):
+        if hasattr(value, "checkpoint_state") and hasattr(value, "restore_checkpoint_state"):
+            arrays, object_meta = value.checkpoint_state()  # an object that says what to keep (a level queue)
+            for key, array in arrays.items():
+                tensors[f"env.{name}.{key}"] = torch.from_numpy(np.ascontiguousarray(array).copy())
+            meta["objects"][name] = {"arrays": sorted(arrays), "meta": object_meta}
+        elif isinstance(value, np.ndarray):
             if value.dtype == object:
                 return None
             tensors[f"env.{name}"] = torch.from_numpy(np.ascontiguousarray(value).copy())
@@ -129,8 +135,12 @@ def _env_state(env: object) -> tuple[dict[str, torch.Tensor], dict] | None:
 
 
 def _restore_env_state(env: object, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    objects = meta.get("objects", {})
+    for name, saved in objects.items():
+        arrays = {key: tensors[f"env.{name}.{key}"].numpy() for key in saved["arrays"]}
+        getattr(env, name).restore_checkpoint_state(arrays, saved["meta"])
     for key, value in tensors.items():
-        if not key.startswith("env."):
+        if not key.startswith("env.") or key[len("env.") :].split(".")[0] in objects:
             continue
         parts = key[len("env.") :].split(".")
         array = value.numpy().copy()

@@ -394,6 +394,19 @@ class LevelQueue:
         self.rng = np.random.default_rng(seed)
         self.seeds, self.levels, self.cursor = np.zeros(0, dtype=np.int64), None, 0
 
+    def checkpoint_state(self) -> tuple[dict[str, np.ndarray], dict]:
+        """What a resumable checkpoint needs (`workbench.rl.ppo`): the queued seeds as arrays, and the cursor and the
+        seed stream's position as JSON. The queued levels are not stored: they are `generate(seeds)` again."""
+        meta = {"cursor": int(self.cursor), "rng": self.rng.bit_generator.state, "queued": self.levels is not None}
+        return {"seeds": self.seeds.copy()}, meta
+
+    def restore_checkpoint_state(self, arrays: dict[str, np.ndarray], meta: dict) -> None:
+        self.seeds = np.asarray(arrays["seeds"], dtype=np.int64).copy()
+        self.rng = np.random.default_rng()
+        self.rng.bit_generator.state = meta["rng"]
+        self.cursor = int(meta["cursor"])
+        self.levels = self.generate(self.seeds) if meta["queued"] else None
+
     def take(self, k: int):
         """The next `k` levels (a copy) of the stream."""
         if self.levels is None or self.cursor + k > len(self.seeds):
