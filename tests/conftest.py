@@ -114,6 +114,16 @@ TINY_POLICY = PolicyConfig(channels=(4, 8, 8), pool=(False, True, True), hidden=
 TINY_ENV = MazeConfig(max_steps=40)
 
 
+@pytest.fixture(autouse=True)
+def _keep_main_module():
+    """Streamlit's AppTest runs page scripts as `__main__` and can leave `sys.modules["__main__"]` pointing at the
+    page; a later process pool (spawn) would then re-run that page in every worker. Restore it after each test."""
+    main = sys.modules.get("__main__")
+    yield
+    if main is not None and sys.modules.get("__main__") is not main:
+        sys.modules["__main__"] = main
+
+
 def make_tiny_agent(folder: Path, seed: int = 0) -> ImpalaPolicy:
     torch.manual_seed(seed)
     policy = ImpalaPolicy(TINY_POLICY)

@@ -33,9 +33,12 @@ def play_until_done(
     """Play from `obs` (a reset env's first observation) until `tracker.done.all()` or `max_steps`; returns
     `tracker.records()`. `tracker.update(info)` reads each step's masked episode info (first episodes only).
     Without hooks or `on_step`, envs whose first episode has ended are left out of the forward pass (a rollout then
-    costs the sum of the episode lengths, not levels x the longest episode)."""
+    costs the sum of the episode lengths, not levels x the longest episode). A policy whose output for a row depends
+    on the row's position in the batch (a wrapper that tracks each env) sets the attribute `needs_full_batch = True`
+    and always gets the whole batch."""
     gen = torch.Generator().manual_seed(seed)
-    skip_finished = on_step is None and not fwd_hooks  # hooks and callbacks see the whole batch, as documented
+    # Hooks, callbacks and policies that track envs by batch position (`needs_full_batch = True`) see every row.
+    skip_finished = on_step is None and not fwd_hooks and not getattr(policy, "needs_full_batch", False)
     with torch.no_grad(), hooks(policy, fwd_hooks):
         for t in range(max_steps):
             x = torch.as_tensor(obs)

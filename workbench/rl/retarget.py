@@ -328,6 +328,8 @@ class _Driver(nn.Module):
     through the policy: the forward pass covers the live rows only, with the edit's rows for them, which is what keeps
     a batch from paying for every row until the slowest episode ends."""
 
+    needs_full_batch = True  # row i is pair i: the rollout loop must not drop finished rows (`workbench.rl.loop`)
+
     def __init__(
         self, policy: nn.Module, pairs: Pairs, keys: np.ndarray, seed: int, greedy: bool, edit: Edit | None, layer: str
     ) -> None:

@@ -138,6 +138,8 @@ class _InvisibleCoin(nn.Module):
     """Blanks the coin plane of rows `hide` before the policy sees it, and remembers where the coin was in each
     row's view (`visible`, `cell`) for the push hook."""
 
+    needs_full_batch = True  # row i is level i: the rollout loop must not drop finished rows (`workbench.rl.loop`)
+
     def __init__(self, policy: nn.Module, hide: np.ndarray, view: int, grid: int) -> None:
         super().__init__()
         self.policy = policy
