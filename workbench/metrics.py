@@ -134,6 +134,17 @@ def rate(flags: Any) -> dict:
     return {"rate": k / n if n else float("nan"), "ci95": [lo, hi], "n": n}
 
 
+def rates_table(flags: dict[str, Any]) -> dict:
+    """`{"rates": {key: rate}, "ci95": {key: [lo, hi]}, "n": N}` for named boolean arrays of one length N (Wilson 95%
+    intervals, as `rate`): the shape every rollout's records report their goal rates in."""
+    out: dict = {"rates": {}, "ci95": {}, "n": int(_flags(next(iter(flags.values()))).size) if flags else 0}
+    for key, values in flags.items():
+        r = rate(values)
+        out["rates"][key] = r["rate"]
+        out["ci95"][key] = r["ci95"]
+    return out
+
+
 def diff_of_rates_ci(a_flags: Any, b_flags: Any, z: float = Z95) -> dict:
     """Difference of two independent rates, b - a, with Newcombe's hybrid score interval (method 10, 1998).
 

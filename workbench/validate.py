@@ -200,6 +200,31 @@ def check_output_dir(path: str | Path, *, name: str = "output folder") -> Path:
     return path
 
 
+def check_grid_cells(blocked: Any, cells: Any, which: Any, *, what: str, unit: str, blocked_phrase: str) -> None:
+    """Refuse cells outside an (N, H, W) grid or on a blocked tile, naming the first bad one: `"{what} cell (r, c) of
+    {unit} i is outside the HxW world"` or `"... is {blocked_phrase}; choose a free cell"`. Vectorised (one check per
+    batch); a handful of cells (one edit) is checked with scalars, which is cheaper."""
+    import numpy as np
+
+    h, w = blocked.shape[-2:]
+    cells = np.asarray(cells, dtype=np.int64).reshape(-1, 2)
+    which = np.asarray(which, dtype=np.int64).reshape(-1)
+    if len(cells) <= 4:
+        pairs = zip(cells[:, 0], cells[:, 1], which, strict=True)
+        if not any(not (0 <= r < h and 0 <= c < w) or blocked[i, r, c] for r, c, i in pairs):
+            return
+    rows, cols = cells[:, 0], cells[:, 1]
+    outside = (rows < 0) | (rows >= h) | (cols < 0) | (cols >= w)
+    bad = np.flatnonzero(outside | blocked[which, np.clip(rows, 0, h - 1), np.clip(cols, 0, w - 1)])
+    if bad.size == 0:
+        return
+    k = bad[0]
+    r, c, i = int(rows[k]), int(cols[k]), int(which[k])
+    if outside[k]:
+        raise WorkbenchError(f"{what} cell ({r}, {c}) of {unit} {i} is outside the {h}x{w} world")
+    raise WorkbenchError(f"{what} cell ({r}, {c}) of {unit} {i} is {blocked_phrase}; choose a free cell")
+
+
 def check_input_file(path: str | Path, *, name: str = "file", suffixes: Iterable[str] | None = None) -> Path:
     """An existing, readable regular file (with one of `suffixes` if given)."""
     path = Path(path).expanduser()

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 from torch import nn
 
-from workbench.metrics import rate
+from workbench.metrics import rates_table
 from workbench.rl.envs.maze import MazeConfig, MazeLevels
 from workbench.rl.loop import play_until_done  # noqa: F401 (the one loop; re-exported for old callers)
 
@@ -55,18 +55,9 @@ class EpisodeRecords:
         """`{"rates": {...}, "ci95": {...}, "n": N, "informative": {same for the informative subset}}` with Wilson 95%
         intervals (see `informative`)."""
         return {
-            **_rates(self.flags()),
-            "informative": _rates({k: v[self.informative] for k, v in self.flags().items()}),
+            **rates_table(self.flags()),
+            "informative": rates_table({k: v[self.informative] for k, v in self.flags().items()}),
         }
-
-
-def _rates(flags: dict[str, np.ndarray]) -> dict:
-    out: dict = {"rates": {}, "ci95": {}, "n": int(next(iter(flags.values())).size)}
-    for key, values in flags.items():
-        r = rate(values)
-        out["rates"][key] = r["rate"]
-        out["ci95"][key] = r["ci95"]
-    return out
 
 
 class EpisodeTracker:

@@ -14,7 +14,7 @@ from torch import nn
 
 from workbench.errors import WorkbenchError
 from workbench.hooks import hooks, run_with_cache
-from workbench.metrics import rate
+from workbench.metrics import rate, rates_table
 from workbench.policy import logits_of, policy_logits
 from workbench.rl.coinrun.physics import concat_levels
 from workbench.rl.envs.coinrun import (
@@ -71,19 +71,10 @@ class CoinRunRecords:
         """`{"rates", "ci95", "n", "died", "informative"}`: Wilson 95% intervals for RATE_KEYS, the hazard-death rate,
         and the same rates on the informative subset (coin away from the exit)."""
         return {
-            **_rates(self.flags()),
+            **rates_table(self.flags()),
             "died": rate(self.died),
-            "informative": _rates({k: v[self.informative] for k, v in self.flags().items()}),
+            "informative": rates_table({k: v[self.informative] for k, v in self.flags().items()}),
         }
-
-
-def _rates(flags: dict[str, np.ndarray]) -> dict:
-    out: dict = {"rates": {}, "ci95": {}, "n": int(next(iter(flags.values())).size)}
-    for key, values in flags.items():
-        r = rate(values)
-        out["rates"][key] = r["rate"]
-        out["ci95"][key] = r["ci95"]
-    return out
 
 
 class CoinRunTracker:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 from torch import nn
 
-from workbench.metrics import rate
+from workbench.metrics import rates_table
 from workbench.rl.colour_shape.env import ColourShapeConfig, ColourShapeLevels, ColourShapeVecEnv, generate_levels
 from workbench.rl.loop import play_until_done
 
@@ -46,18 +46,9 @@ class ColourShapeRecords:
         """`{"rates", "ci95", "n", "informative"}`: Wilson 95% intervals for RATE_KEYS, on all levels and on the
         informative ones (goal colour and goal shape on different objects: every `ood` level, no `train` level)."""
         return {
-            **_rates(self.flags()),
-            "informative": _rates({k: v[self.informative] for k, v in self.flags().items()}),
+            **rates_table(self.flags()),
+            "informative": rates_table({k: v[self.informative] for k, v in self.flags().items()}),
         }
-
-
-def _rates(flags: dict[str, np.ndarray]) -> dict:
-    out: dict = {"rates": {}, "ci95": {}, "n": int(next(iter(flags.values())).size)}
-    for key, values in flags.items():
-        r = rate(values)
-        out["rates"][key] = r["rate"]
-        out["ci95"][key] = r["ci95"]
-    return out
 
 
 class ColourShapeTracker:
@@ -116,4 +107,4 @@ def preference_by_distance(records: ColourShapeRecords, levels: ColourShapeLevel
     flags = records.flags()
     keys = ("colour_first", "shape_first", "timeout")
     groups = {"colour_nearer": near_c < near_s, "shape_nearer": near_s < near_c, "tie": near_c == near_s}
-    return {name: _rates({k: flags[k][mask] for k in keys}) for name, mask in groups.items()}
+    return {name: rates_table({k: flags[k][mask] for k in keys}) for name, mask in groups.items()}

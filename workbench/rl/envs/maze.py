@@ -186,29 +186,10 @@ class MazeLevels:
 
 
 def _check_cells(levels: MazeLevels, cells: np.ndarray, which: np.ndarray, what: str) -> None:
-    """Refuse cells outside the world or on a wall, naming the first bad one (vectorised: one check per batch)."""
-    h = w = levels.world_size
-    cells = np.asarray(cells, dtype=np.int64).reshape(-1, 2)
-    which = np.asarray(which, dtype=np.int64).reshape(-1)
-    if len(cells) <= 4:  # a few cells (one edit): scalar checks are cheaper than array ops
-        bad = [
-            k
-            for k, (r, c, i) in enumerate(zip(cells[:, 0], cells[:, 1], which, strict=True))
-            if not (0 <= r < h and 0 <= c < w) or levels.walls[i, r, c]
-        ]
-        if not bad:
-            return
-    rows, cols = cells[:, 0], cells[:, 1]
-    outside = (rows < 0) | (rows >= w) | (cols < 0) | (cols >= w)
-    blocked = levels.walls[which, np.clip(rows, 0, h - 1), np.clip(cols, 0, w - 1)]
-    bad = np.flatnonzero(outside | blocked)
-    if bad.size == 0:
-        return
-    k = bad[0]
-    r, c, i = int(rows[k]), int(cols[k]), int(which[k])
-    if outside[k]:
-        raise WorkbenchError(f"{what} cell ({r}, {c}) of maze {i} is outside the {w}x{w} world")
-    raise WorkbenchError(f"{what} cell ({r}, {c}) of maze {i} is a wall; choose a free cell")
+    """Refuse cells outside the world or on a wall, naming the first bad one (`workbench.validate.check_grid_cells`)."""
+    from workbench.validate import check_grid_cells
+
+    check_grid_cells(levels.walls, cells, which, what=what, unit="maze", blocked_phrase="a wall")
 
 
 def _spanning_tree_edges(level_seeds: np.ndarray, rooms: np.ndarray, max_rooms: int) -> tuple[np.ndarray, np.ndarray]:
