@@ -7,11 +7,12 @@ See `workbench.rl.envs.coinrun` for the rules in prose.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
 from workbench.errors import WorkbenchError
+from workbench.rl.levels import select_rows
 
 SPLITS = ("train", "ood")
 ACTION_NAMES = ("noop", "left", "right", "jump", "jump-left", "jump-right")
@@ -109,7 +110,7 @@ class CoinRunLevels:
 
     def select(self, index: np.ndarray | slice) -> CoinRunLevels:
         """A sub-batch (copies), e.g. `levels.select(np.array([0, 3]))`."""
-        return replace(self, **{k: getattr(self, k)[index].copy() for k in self._ARRAYS})
+        return select_rows(self, index)
 
     def copy(self) -> CoinRunLevels:
         return self.select(slice(None))

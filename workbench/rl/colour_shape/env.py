@@ -23,7 +23,7 @@ Coordinates are (row, col), row 0 at the top. Actions: 0 up, 1 down, 2 left, 3 r
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import ClassVar
 
 import gymnasium as gym
@@ -31,6 +31,7 @@ import numpy as np
 
 from workbench.errors import WorkbenchError, unknown
 from workbench.rl.envs.maze import ACTION_DELTAS, ACTION_NAMES, level_uniform
+from workbench.rl.levels import select_rows
 
 SPLITS = ("train", "train-shape", "ood")
 COLOURS = ("yellow", "red", "blue")
@@ -129,7 +130,7 @@ class ColourShapeLevels:
         return (c[:, 0] >= 0) & (s[:, 0] >= 0) & np.any(c != s, axis=1)
 
     def select(self, index: np.ndarray | slice) -> ColourShapeLevels:
-        return replace(self, **{f: getattr(self, f)[index].copy() for f in _ARRAYS})
+        return select_rows(self, index)
 
     def copy(self) -> ColourShapeLevels:
         return self.select(slice(None))

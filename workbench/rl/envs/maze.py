@@ -15,13 +15,14 @@ Coordinates are (row, col) with row 0 at the top. Actions: 0 up, 1 down, 2 left,
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import ClassVar
 
 import gymnasium as gym
 import numpy as np
 
 from workbench.errors import WorkbenchError, unknown
+from workbench.rl.levels import select_rows
 
 SPLITS = ("train", "ood")
 ACTION_NAMES = ("up", "down", "left", "right")
@@ -146,15 +147,7 @@ class MazeLevels:
 
     def select(self, index: np.ndarray | slice) -> MazeLevels:
         """A sub-batch (copies), e.g. `levels.select(np.array([0, 3]))`."""
-        return replace(
-            self,
-            walls=self.walls[index].copy(),
-            mouse=self.mouse[index].copy(),
-            cheese=self.cheese[index].copy(),
-            size=self.size[index].copy(),
-            offset=self.offset[index].copy(),
-            seeds=self.seeds[index].copy(),
-        )
+        return select_rows(self, index)
 
     def copy(self) -> MazeLevels:
         return self.select(slice(None))

@@ -17,7 +17,7 @@ Coordinates are (row, col), row 0 at the top; actions 0 up, 1 down, 2 left, 3 ri
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import ClassVar
 
 import gymnasium as gym
@@ -25,6 +25,7 @@ import numpy as np
 
 from workbench.errors import WorkbenchError, unknown
 from workbench.rl.envs.maze import ACTION_DELTAS, ACTION_NAMES, level_uniform
+from workbench.rl.levels import select_rows
 
 SPLITS = ("train", "ood", "mixed")
 OBS_CHANNELS = ("wall", "agent", "key", "chest", "inventory")
@@ -128,15 +129,7 @@ class KeysChestsLevels:
 
     def select(self, index: np.ndarray | slice) -> KeysChestsLevels:
         """A sub-batch (copies)."""
-        return replace(
-            self,
-            walls=self.walls[index].copy(),
-            agent=self.agent[index].copy(),
-            keys=self.keys[index].copy(),
-            chests=self.chests[index].copy(),
-            inventory=self.inventory[index].copy(),
-            seeds=self.seeds[index].copy(),
-        )
+        return select_rows(self, index)
 
     def copy(self) -> KeysChestsLevels:
         return self.select(slice(None))
