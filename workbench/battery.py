@@ -4,11 +4,11 @@ A battery file holds `[[check]]` tables. Every check names a subject (artifact),
 
     [[check]]
     name = "cheese location readable at block1"
-    kind = "probe"                      # probe | behaviour | intervention
+    kind = "probe"                      # behaviour | probe | intervention | retarget | audit (what the subject takes)
     subject = "maze-cheese-corner"
     hook = "embedder.block1.res2.resadd_out"
-    method = "spatial"                  # probe methods: spatial | logistic | mass_mean
-    target = "cheese_cell"              # a label column of workbench.activations datasets
+    method = "spatial"                  # the subject kind's probe methods (maze: spatial | logistic | mass_mean)
+    target = "cheese_cell"              # one of the kind's probe targets (maze: a label column of collect_maze)
     fit = { split = "ood", episodes = 600, seed = 0 }
     test = { split = "ood", episodes = 300, seed = 1 }
     expect = { top1 = ">= 0.5", selectivity = ">= 0.2" }
@@ -18,25 +18,23 @@ point estimate (e.g. `"effect.cheese.ci_high" = "< 0"`: the whole 95% CI is belo
 completely (keys, kinds, subjects, hooks, metrics, splits, numbers) before any check runs, so a bad spec costs
 nothing and records nothing. Exit codes: 0 every expectation holds, 1 some fall short, 2 a spec is invalid.
 
-Subjects are maze agents, CoinRun agents (`artifacts/agents`) or workbench LMs (`artifacts/lms`); the subject's kind
-picks the library function a check runs (no analysis lives here):
+Why this module holds no subject knowledge: every subject kind brings its checks with it,
+`SubjectKind(..., battery=BatteryAdapter(measure, metrics, choices, validate))` (`workbench.subjects`). The adapter
+maps each check kind the subject takes to the kind's own measuring function `fn(check, subject) -> {metric:
+measurement(value, ci, n)}`, lists the metric names (`probe/METHOD` for probe checks), the hooks, targets, vectors
+and probe methods checks may name, and any further rule (`validate`). This module parses, validates through the
+adapter, runs through it, stores rows and reports. The built-in families' adapters live in their packages:
 
-| check | maze | CoinRun | LM |
-|---|---|---|---|
-| behaviour | `rl.rollout.evaluate` | the same (dispatches) | `lm.evaluate.evaluate_split` + `capability` |
-| probe | `collect_maze` + `workbench.probes` | `collect_coinrun` + the same probes | `lm.directions.probe_sweep` |
-| intervention | `rl.steering.steer_experiment` | the same (`steer_coinrun`) | `lm.steering.steer_experiment` |
+| family | adapter | behaviour | probe | intervention |
+|---|---|---|---|---|
+| maze (native, procgen) | `rl/maze/battery.py` | world rates | `collect_maze` + `workbench.probes` | `rl.steering` |
+| CoinRun (native, procgen) | `rl/coinrun/battery.py` | rates, deaths | `collect_coinrun` + the same probes | the same |
+| LM | `lm/battery.py` | `lm.evaluate` | `lm.directions.probe_sweep` | `lm.steering` |
 
-Any other subject kind brings its checks with it: `SubjectKind(..., battery=BatteryAdapter(measure, metrics, choices))`
-(`workbench.subjects`) maps each check kind to the kind's own measuring function `fn(check, subject) -> {metric:
-measurement(value, ci, n)}` and lists the metric names (`probe/METHOD` for probe checks), targets, vectors and methods
-that checks are validated against. An RL kind without an adapter still gets `behaviour` checks, measured from its
-world's rollout rates (metrics: the world's `rate_keys`).
-
-For an LM, `episodes` counts prompts, `hook` is `blocks.L.hook_resid_post`, `fit`/`test` of a probe are the
-sweep's fit and test prompts (fit on `train`, test seed = fit seed + 1, `test.split = "ood"` for the claim_wrong
-transfer set), `position` the prompt position (-1 = last); an intervention's vector is fit on `fit.episodes` prompts
-(CoinRun: levels) disjoint from the evaluated ones.
+(maze and CoinRun share `workbench.rl.battery.rl_adapter`; mazes add `retarget` checks.) An RL kind without an
+adapter still gets `behaviour` checks, measured from its world's rollout rates (metrics: the world's `rate_keys`).
+`audit` checks are not a subject kind's: their subject is a population folder (`workbench.sweep`) and their metrics
+the population's env kind's detectors (`workbench.audit.battery_metrics`).
 """
 
 from __future__ import annotations
@@ -47,70 +45,22 @@ import math
 import operator
 import re
 import time
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from xml.sax.saxutils import escape
 
 import numpy as np
-import torch
 
+from workbench.battery_measure import measurement, world_rates
 from workbench.errors import WorkbenchError, closest, unknown
-from workbench.lm.corpora import ALL_GROUPS as _LM_GROUPS
 from workbench.recipes import from_table, read_toml
-from workbench.rl.coinrun.rollout import RATE_KEYS as _COINRUN_RATES
-from workbench.rl.rollout import RATE_KEYS as _MAZE_RATES
 
 KINDS = ("probe", "behaviour", "intervention", "retarget", "audit")
-SUBJECT_KINDS = ("maze", "coinrun", "lm")
-PROBE_METHODS = {
-    "maze": ("spatial", "logistic", "mass_mean"),
-    "coinrun": ("logistic", "mass_mean"),
-    "lm": ("logistic",),
-}
+"""Every check kind a file may name; which of them a subject takes is its adapter's (`BatteryAdapter.measure`)."""
 STATES = ("start", "rollout")
 OPS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt}
-_CONDITIONS = ("baseline", "steered", "control", "effect", "control_effect")
-_LOGISTIC = ("auroc", "accuracy", "recall_at_1pct_fpr", "control_auroc", "selectivity", "random_direction_auroc")
-_LM_RATES = ("agree_wrong", "true_wrong", "logit_diff_wrong", "true_correct", "true_none")  # evaluate.behaviour_table
-_LM_STEER = ("agree_wrong", "true_wrong", "logit_diff_wrong", "heldout_accuracy", "heldout_loss")  # lm.steering
-METRICS: dict[tuple[str, str], tuple[str, ...]] = {
-    ("maze", "spatial"): ("top1", "control_top1", "selectivity", "chance"),
-    ("maze", "logistic"): _LOGISTIC,
-    ("maze", "mass_mean"): _LOGISTIC,
-    ("maze", "behaviour"): _MAZE_RATES,
-    ("maze", "intervention"): tuple(f"{c}.{k}" for c in _CONDITIONS for k in _MAZE_RATES)
-    + ("decision_square.effect", "decision_square.control_effect"),
-    ("coinrun", "logistic"): _LOGISTIC,
-    ("coinrun", "mass_mean"): _LOGISTIC,
-    ("coinrun", "behaviour"): _COINRUN_RATES + ("died",) + tuple(f"informative.{k}" for k in _COINRUN_RATES),
-    ("coinrun", "intervention"): tuple(f"{c}.{k}" for c in _CONDITIONS for k in _COINRUN_RATES),
-    ("lm", "logistic"): ("auroc", "control_auroc", "selectivity"),
-    ("lm", "behaviour"): tuple(f"{g}.{k}" for g in _LM_GROUPS for k in _LM_RATES)
-    + ("heldout_accuracy", "heldout_loss"),
-    ("lm", "intervention"): tuple(f"{c}.{k}" for c in _CONDITIONS for k in _LM_STEER),
-}
-_RETARGET = tuple(
-    f"{row}.{m}"
-    for row in (
-        "discovered",
-        "random",
-        "single_best",
-        "baseline",
-        "discovered_vs_random",
-        "discovered_vs_baseline",
-        "single_best_vs_baseline",
-        "discovered_vs_single_best",
-    )
-    for m in ("success", "path_probability", "cis")
-)  # workbench.rl.retarget: CONDITIONS and EFFECTS x MEASURES
-METRICS |= {
-    ("maze", "retarget"): _RETARGET,
-    ("coinrun", "retarget"): ("none (retarget checks need a maze subject)",),
-    ("lm", "retarget"): ("none (retarget checks need a maze subject)",),
-}
-# audit: the subject is a population folder (workbench.sweep), `control` its control twin's, `hook` the layer
-# (default workbench.audit.DEFAULT_LAYER), `data` the audit levels; metrics: the population's env kind's detectors
-# (`workbench.audit.battery_metrics`, from the kind's own audit module).
 
 
 def _audit_metric_names(population=None) -> tuple[str, ...]:
@@ -119,9 +69,6 @@ def _audit_metric_names(population=None) -> tuple[str, ...]:
 
     kinds = {r.get("env_kind") for r in getattr(population, "records", [])} & set(audited_kinds())
     return battery_metrics(tuple(sorted(kinds)) or None)
-
-
-INTERVENTION_VECTORS = {"maze": ("cheese",), "coinrun": ("coin",), "lm": ()}  # lm: workbench.lm.directions.VECTORS
 
 
 @dataclass(frozen=True)
@@ -252,124 +199,62 @@ def battery_files(paths: list[Path]) -> list[Path]:
     return files
 
 
-def load_subject(name: str, env: str = "") -> tuple[str, object]:
-    """(analysis family, loaded subject) for any subject reference (`workbench.subjects.load_subject`): "maze" for
-    native and procgen mazes, "coinrun" for CoinRun agents, "lm" for language models. `env` names the kind of a bare
-    checkpoint file (`procgen-maze`). Unknown -> the nearest names."""
-    from workbench.subjects import load_subject as load
+def _kind_of(subject):
+    """The subject's registered kind (`workbench.subjects.kind_of`)."""
+    from workbench.subjects import kind_of
 
-    subject = load(name, env=env or None)
-    world = getattr(subject, "world", None)
-    return ("lm" if world is None else world.family), subject
+    return kind_of(subject)
 
 
-def _choices(subject_kind: str, subject, what: str) -> tuple[str, ...]:
-    """The valid hooks / probe targets / intervention vectors for a subject."""
-    if subject_kind == "lm":
-        from workbench.lm.directions import probe_targets_of, resid_hooks, vectors_of
-
-        choices = {"hook": tuple(resid_hooks(subject)), "target": probe_targets_of(subject)}
-        return {**choices, "vector": vectors_of(subject)}[what]
-    if what == "hook":
-        from workbench.hooks import hook_names
-
-        return tuple(hook_names(subject.policy))
-    if what == "vector":
-        return INTERVENTION_VECTORS[subject_kind]
-    if subject_kind == "coinrun":
-        from workbench.rl.coinrun.probes import BINARY
-
-        return BINARY
-    from workbench.rl.collect import MAZE_LABEL_COLUMNS
-
-    return MAZE_LABEL_COLUMNS
-
-
-def _adapter(subject_kind: str, subject):
-    """The subject kind's `BatteryAdapter` (`workbench.subjects`), or None for the families this module knows
-    (maze, CoinRun, LM) and for populations."""
-    if subject_kind in ("lm", "population"):
-        return None
-    world = getattr(subject, "world", None)
-    from workbench.subjects import get_kind
-
-    return get_kind(world.kind).battery if world is not None else None
-
-
-def _adapted(subject_kind: str, subject) -> bool:
-    """Checks on this subject run through its kind's adapter (a kind that brings its own, or an RL family this
-    module does not know: behaviour checks from the world's rollout rates)."""
-    return subject_kind not in SUBJECT_KINDS + ("population",) or _adapter(subject_kind, subject) is not None
-
-
-def _validate_adapted(c: CheckSpec, subject, where: str) -> None:
-    """`validate_check` for a kind with a `BatteryAdapter`: the check kind, hook, target/vector/method, metrics."""
+def _adapter(subject):
+    """The subject kind's `BatteryAdapter`, or an empty one (behaviour checks from the world's rates only)."""
     from workbench.subjects import BatteryAdapter
 
-    world = subject.world
-    adapter = _adapter("", subject) or BatteryAdapter(measure={}, metrics={})
-    kinds = tuple(dict.fromkeys(["behaviour", *adapter.measure]))
-    if c.kind not in kinds:
-        raise WorkbenchError(f"{where}: {unknown('kind', c.kind, kinds)} ({world.kind} subject)")
-    if c.hook:
-        from workbench.hooks import hook_names
+    return _kind_of(subject).battery or BatteryAdapter(measure={}, metrics={})
 
-        if c.hook not in (hooks := tuple(hook_names(subject.policy))):
+
+def _world_behaviour(adapter, subject) -> bool:
+    """Behaviour checks come from the world's rollout rates: the subject has a world and its kind no behaviour
+    measure."""
+    return "behaviour" not in adapter.measure and getattr(subject, "world", None) is not None
+
+
+def validate_check(c: CheckSpec, subject) -> None:
+    """Everything that depends on the subject, through its kind's adapter: the check kind, hook, target, vector and
+    method, the adapter's own rules (`validate`), metric names. A population (audit checks) has its own rules."""
+    where = f"{c.file} check {c.name!r}"
+    if c.kind == "audit":
+        return _validate_audit(c, where, subject)
+    name, adapter = _kind_of(subject).name, _adapter(subject)
+    world_behaviour = _world_behaviour(adapter, subject)
+    kinds = tuple(dict.fromkeys([*(["behaviour"] if world_behaviour else []), *adapter.measure]))
+    if c.kind not in kinds:
+        raise WorkbenchError(f"{where}: {unknown('kind', c.kind, kinds)} ({name} subject)")
+    choices = adapter.choices_for(subject)
+    if c.hook:
+        if "hook" in choices:
+            hooks = tuple(choices["hook"])
+        else:
+            from workbench.hooks import hook_names
+
+            hooks = tuple(hook_names(subject.policy))
+        if c.hook not in hooks:
             raise WorkbenchError(f"{where}: {unknown('hook', c.hook, hooks)}")
     for what in ("target", "vector", "method"):
         value = getattr(c, what)
-        if value and value not in (choices := tuple(adapter.choices.get(what, ()))):
-            raise WorkbenchError(f"{where}: {unknown(what, value, choices)} ({world.kind} subject)")
+        if value and value not in (valid := tuple(choices.get(what, ()))):
+            raise WorkbenchError(f"{where}: {unknown(what, value, valid)} ({name} subject)")
+    if adapter.validate is not None:
+        adapter.validate(c, subject, where)
     key = f"probe/{c.method}" if c.kind == "probe" else c.kind
-    valid = tuple(adapter.metrics.get(key, ()))
-    if c.kind == "behaviour" and "behaviour" not in adapter.measure:
-        valid = tuple(world.rate_keys)
+    if c.kind == "behaviour" and world_behaviour:
+        valid = tuple(subject.world.rate_keys)
+    else:
+        valid = tuple(adapter.metrics.get(key, ()))
     for exp in c.expect:
         if exp.metric not in valid:
             raise WorkbenchError(
-                f"{where}: unknown metric {exp.metric!r} for {world.kind} {key} checks; did you mean: "
-                f"{', '.join(closest(exp.metric, valid) or valid[:3])}?"
-            )
-
-
-def validate_check(c: CheckSpec, subject_kind: str, subject) -> None:
-    """Everything that depends on the subject's kind: method, hook, target, vector, LM data rules, metric names."""
-    where = f"{c.file} check {c.name!r}"
-    if c.kind == "audit" or subject_kind == "population":
-        return _validate_audit(c, subject_kind, where, subject)
-    if _adapted(subject_kind, subject):
-        return _validate_adapted(c, subject, where)
-    if c.kind == "probe" and c.method not in PROBE_METHODS[subject_kind]:
-        raise WorkbenchError(
-            f"{where}: {unknown('method', c.method, PROBE_METHODS[subject_kind])} ({subject_kind} subject)"
-        )
-    for what in ("hook", "target", "vector"):
-        value = getattr(c, what)
-        if value and value not in (choices := _choices(subject_kind, subject, what)):
-            raise WorkbenchError(f"{where}: {unknown(what, value, choices)}")
-    if subject_kind == "lm" and c.kind == "probe":
-        from workbench.lm.directions import POSITIONS
-
-        if c.position not in POSITIONS:
-            raise WorkbenchError(f"{where}: position must be one of {', '.join(map(str, POSITIONS))}")
-        if c.fit.split != "train" or c.test.seed != c.fit.seed + 1:
-            raise WorkbenchError(
-                f"{where}: LM probes fit on split 'train' and test on seed fit.seed + 1 (probe_sweep), "
-                f"got fit.split {c.fit.split!r}, fit.seed {c.fit.seed}, test.seed {c.test.seed}"
-            )
-        from workbench.lm.corpora import of
-
-        if c.test.split == "ood" and c.target not in (transfer := of(subject).transfer_sets):
-            raise WorkbenchError(
-                f"{where}: only target(s) {', '.join(map(repr, transfer)) or 'none'} have an ood test set; use "
-                "test.split 'train'"
-            )
-    valid = METRICS[(subject_kind, c.method if c.kind == "probe" else c.kind)]
-    for exp in c.expect:
-        if exp.metric not in valid:
-            raise WorkbenchError(
-                f"{where}: unknown metric {exp.metric!r} for {subject_kind} {c.kind} checks"
-                f"{'/' + c.method if c.kind == 'probe' else ''}; did you mean: "
+                f"{where}: unknown metric {exp.metric!r} for {name} {key} checks; did you mean: "
                 f"{', '.join(closest(exp.metric, valid) or valid[:3])}?"
             )
 
@@ -400,210 +285,26 @@ def load_checks(paths: list[Path]) -> list[CheckSpec]:
                 subjects[key] = _subject_for(c)
         except WorkbenchError as err:
             raise WorkbenchError(f"{c.file} check {c.name!r}: {err}") from None
-        validate_check(c, *subjects[key])
+        validate_check(c, subjects[key])
     return checks
 
 
 # ------------------------------------------------------------------------------------------------------- running
-def measurement(value: float, ci: tuple[float, float] | list[float] | None = None, n: int | None = None) -> dict:
-    """One measured metric as checks read it: `{"value", "ci_low", "ci_high", "n"}` (NaN bounds: no interval)."""
-    lo, hi = (float("nan"), float("nan")) if ci is None else (float(ci[0]), float(ci[1]))
-    return {"value": float(value), "ci_low": lo, "ci_high": hi, "n": n}
 
 
-_m = measurement
-
-
-def _collect(agent, hook: str, spec: DataSpec):
-    """A labelled activation dataset for `spec`'s levels: collect_maze or collect_coinrun by the agent's env kind."""
-    from workbench.rl.collect import collect_coinrun, collect_maze
-
-    collect = collect_coinrun if agent.env_kind == "coinrun" else collect_maze
-    return collect(
-        agent,
-        [hook],
-        split=spec.split,
-        episodes=spec.episodes,
-        seed=spec.seed,
-        states=spec.states,
-        max_states_per_episode=spec.max_steps or None,
-        progress=False,
-    )
-
-
-def _probe_metrics(check: CheckSpec, agent) -> dict[str, dict]:
-    from workbench.metrics import rate
-
-    fit, test = _collect(agent, check.hook, check.fit), _collect(agent, check.hook, check.test)
-    seen = set(fit.label("level_seed").tolist())
-    test = test.select(~np.isin(test.label("level_seed"), list(seen)))  # held out: no level used in fitting
-    if agent.env_kind == "coinrun":  # e.g. coin_right only where a coin is present, as coin_exit_probes does
-        from workbench.rl.coinrun.probes import defined_rows
-
-        fit, test = (ds.select(defined_rows(ds.labels, check.target)) for ds in (fit, test))
-    x_fit, x_test = fit[check.hook], test[check.hook]
-    y_fit, y_test = fit.label(check.target), test.label(check.target)
-    rng = np.random.default_rng(check.fit.seed)
-    if check.method == "spatial":
-        from workbench.probes import fit_spatial_probe, layer_cell_index
-
-        if x_fit.ndim != 4:
-            raise WorkbenchError(f"check {check.name!r}: {check.hook} is not a spatial layer")
-        probe_level = agent.world.levels(check.fit.split, 1, check.fit.seed)
-        grid, world, px = x_fit.shape[-1], probe_level.world_size, probe_level.PIXELS
-        t_fit = torch.as_tensor(layer_cell_index(y_fit, world, grid, px))
-        t_test = torch.as_tensor(layer_cell_index(y_test, world, grid, px))
-        probe = fit_spatial_probe(x_fit, t_fit, l2=check.l2)
-        control = fit_spatial_probe(x_fit, t_fit[torch.as_tensor(rng.permutation(len(t_fit)))], l2=check.l2)
-        hits = (probe.predict(x_test.double()) == t_test).numpy()
-        chits = (control.predict(x_test.double()) == t_test).numpy()
-        acc, ctrl = rate(hits), rate(chits)
-        from workbench.metrics import paired_diff_ci
-
-        sel = paired_diff_ci(chits, hits, seed=check.fit.seed)
-        return {
-            "top1": _m(acc["rate"], acc["ci95"], acc["n"]),
-            "control_top1": _m(ctrl["rate"], ctrl["ci95"], ctrl["n"]),
-            "selectivity": _m(sel["diff"], sel["ci95"], acc["n"]),
-            "chance": _m(1.0 / max(1, len(np.unique(t_fit.numpy())))),
-        }
-    from workbench.probes import evaluate_probe, fit_logistic, fit_mass_mean, random_direction_baseline
-
-    y_fit, y_test = y_fit.astype(np.int64), y_test.astype(np.int64)
-    xf, xt = x_fit.flatten(1).double(), x_test.flatten(1).double()
-    fitter = fit_logistic if check.method == "logistic" else fit_mass_mean
-    kwargs = {"l2": check.l2} if check.method == "logistic" else {}
-    probe = fitter(xf, torch.as_tensor(y_fit), **kwargs)
-    control = fitter(xf, torch.as_tensor(rng.permutation(y_fit)), **kwargs)
-    table = evaluate_probe(probe, xt, torch.as_tensor(y_test), seed=check.test.seed)
-    ctable = evaluate_probe(control, xt, torch.as_tensor(y_test), metrics=("auroc",), seed=check.test.seed)
-    out = {row.metric: _m(row.value, (row.ci_low, row.ci_high), int(row.n)) for row in table.itertuples()}
-    out["recall_at_1pct_fpr"] = out.pop("recall_at_1pct_fpr", out.get("recall_at_fpr", _m(float("nan"))))
-    c = ctable.iloc[0]
-    out["control_auroc"] = _m(c.value, (c.ci_low, c.ci_high), int(c.n))
-    out["selectivity"] = _m(out["auroc"]["value"] - c.value)
-    baseline = random_direction_baseline(xt, torch.as_tensor(y_test), n_directions=100, seed=check.test.seed)
-    out["random_direction_auroc"] = _m(baseline["p95"])
-    return out
-
-
-def _behaviour_metrics(check: CheckSpec, agent) -> dict[str, dict]:
-    d = check.data
-    rec = agent.world.run(agent.policy, agent.world.levels(d.split, d.episodes, d.seed), seed=d.seed).rates()
-    out = {k: _m(v, rec["ci95"][k], rec["n"]) for k, v in rec["rates"].items()}
-    if "died" in rec:  # CoinRun: hazard deaths, and the rates on levels whose coin is away from the exit
-        out["died"] = _m(rec["died"]["rate"], rec["died"]["ci95"], rec["died"]["n"])
-        inf = rec["informative"]
-        out |= {f"informative.{k}": _m(v, inf["ci95"][k], inf["n"]) for k, v in inf["rates"].items()}
-    return out
-
-
-def _intervention_metrics(check: CheckSpec, agent) -> dict[str, dict]:
-    from workbench.rl.steering import steer_experiment
-
-    d = check.data
-    direction = {"probe_episodes": check.fit.episodes} if agent.env_kind == "coinrun" else {}  # coin-vector levels
-    r = steer_experiment(agent, check.vector, check.coef, check.hook, d.split, d.episodes, d.seed, **direction)
-    out = {}
-    for cond in ("baseline", "steered", "control"):
-        for k, v in r[cond]["rates"].items():
-            out[f"{cond}.{k}"] = _m(v, r[cond]["ci95"][k], r[cond]["n"])
-    for cond, prefix in (("steered", "effect"), ("control", "control_effect")):
-        for k, eff in r["effects"][cond].items():
-            out[f"{prefix}.{k}"] = _m(eff["diff"], eff["ci95"], r["baseline"]["n"])
-    ds = r.get("decision_square", {})  # a maze notion; CoinRun results have none
-    for cond, name in (("steered", "decision_square.effect"), ("control", "decision_square.control_effect")):
-        if cond in ds:
-            d = ds[cond]["diff_vs_baseline"]
-            out[name] = _m(d["mean"], d["ci95"], ds["n"])
-    return out
-
-
-def _lm_layer(check: CheckSpec, lm) -> int:
-    from workbench.lm.directions import resid_hooks
-
-    return resid_hooks(lm).index(check.hook)
-
-
-def _lm_probe_metrics(check: CheckSpec, lm) -> dict[str, dict]:
-    from workbench.lm.directions import probe_sweep
-
-    sweep = probe_sweep(lm, check.fit.episodes, check.test.episodes, check.fit.seed, l2=check.l2)
-    test = "ood" if check.test.split == "ood" else "heldout"
-    row = sweep[
-        (sweep.target == check.target)
-        & (sweep.test == test)
-        & (sweep.layer == _lm_layer(check, lm))
-        & (sweep.position == check.position)
-    ].iloc[0]
-    return {
-        "auroc": _m(row.auroc, (row.ci_low, row.ci_high), int(row.n)),
-        "control_auroc": _m(row.control_auroc, None, int(row.n)),
-        "selectivity": _m(row.auroc - row.control_auroc),
-    }
-
-
-def _lm_rates(table: dict, prefix: str = "") -> dict[str, dict]:
-    """`{"rate" | "mean", "ci95", "n"}` dicts (lm.evaluate / lm.steering) -> metrics named prefix + key."""
-    return {
-        f"{prefix}{k}": _m(v["rate"] if "rate" in v else v["mean"], v["ci95"], v["n"])
-        for k, v in table.items()
-        if isinstance(v, dict) and "ci95" in v
-    }
-
-
-def _lm_behaviour_metrics(check: CheckSpec, lm) -> dict[str, dict]:
-    from workbench.lm.evaluate import capability, evaluate_split
-
-    d = check.data
-    out: dict[str, dict] = {}
-    for group, row in evaluate_split(lm, d.split, d.episodes, d.seed)["personas"].items():
-        out |= _lm_rates(row, f"{group}.")
-    cap = capability(lm, d.episodes, d.seed)  # no-claim training-distribution questions
-    return out | _lm_rates({"heldout_accuracy": cap["accuracy"], "heldout_loss": cap["loss"]})
-
-
-def _lm_intervention_metrics(check: CheckSpec, lm) -> dict[str, dict]:
-    from workbench.lm.steering import steer_experiment
-
-    d = check.data
-    r = steer_experiment(
-        lm,
-        check.vector,
-        _lm_layer(check, lm),
-        (check.coef,),
-        d.split,
-        d.episodes,
-        d.seed,
-        n_vec=check.fit.episodes,
-        cap_n=d.episodes,
-    )
-    cond = r["conditions"][0]
-    out = _lm_rates(r["baseline"], "baseline.") | _lm_rates(cond["steered"], "steered.")
-    out |= _lm_rates(cond["control"], "control.")
-    for key, prefix in (("steered_minus_baseline", "effect."), ("control_minus_baseline", "control_effect.")):
-        out |= {f"{prefix}{k}": _m(v["diff"], v["ci95"], v["n"]) for k, v in cond[key].items()}
-    return out
-
-
-def _retarget_metrics(check: CheckSpec, agent) -> dict[str, dict]:
-    from workbench.rl.retarget import battery_metrics
-
-    return battery_metrics(check, agent)
-
-
-def _subject_for(check: CheckSpec) -> tuple[str, object]:
-    """("population", Population) for an audit check (its subject is a population folder), else `load_subject`."""
+def _subject_for(check: CheckSpec) -> object:
+    """The Population of an audit check (its subject is a population folder), else the loaded subject
+    (`workbench.subjects.load_subject`; `env` names the kind of a bare checkpoint file, e.g. `procgen-maze`)."""
     if check.kind == "audit":
         from workbench.sweep import load_population
 
-        return "population", load_population(check.subject)
-    return load_subject(check.subject, check.env)
+        return load_population(check.subject)
+    from workbench.subjects import load_subject
+
+    return load_subject(check.subject, env=check.env or None)
 
 
-def _validate_audit(c: CheckSpec, subject_kind: str, where: str, population=None) -> None:
-    if c.kind != "audit" or subject_kind != "population":
-        raise WorkbenchError(f"{where}: a population folder takes 'audit' checks, and an audit check a population")
+def _validate_audit(c: CheckSpec, where: str, population=None) -> None:
     if c.control:
         from workbench.sweep import load_population
 
@@ -639,20 +340,8 @@ def _audit_metrics(check: CheckSpec, population) -> dict[str, dict]:
     out = {}
     for metric in _audit_metric_names(population):
         value, ci, n = result.metric(metric)
-        out[metric] = _m(value, ci, n)
+        out[metric] = measurement(value, ci, n)
     return out
-
-
-MEASURE = {
-    ("agent", "probe"): _probe_metrics,
-    ("agent", "behaviour"): _behaviour_metrics,
-    ("agent", "intervention"): _intervention_metrics,
-    ("agent", "retarget"): _retarget_metrics,
-    ("lm", "probe"): _lm_probe_metrics,
-    ("lm", "behaviour"): _lm_behaviour_metrics,
-    ("lm", "intervention"): _lm_intervention_metrics,
-    ("population", "audit"): _audit_metrics,
-}
 
 
 @dataclass
@@ -679,15 +368,22 @@ class CheckResult:
         return lines
 
 
+def _measure(check: CheckSpec, subject):
+    """The function measuring `check` on `subject`: a population's audit, or the subject kind's adapter."""
+    if check.kind == "audit":
+        return _audit_metrics
+    adapter = _adapter(subject)
+    if check.kind in adapter.measure:
+        return adapter.measure[check.kind]
+    if check.kind == "behaviour" and _world_behaviour(adapter, subject):
+        return world_rates
+    raise WorkbenchError(f"check {check.name!r}: {_kind_of(subject).name} subjects take no {check.kind} checks")
+
+
 def run_check(check: CheckSpec) -> CheckResult:
     t0 = time.time()
-    subject_kind, subject = _subject_for(check)
-    family = subject_kind if subject_kind in ("lm", "population") else "agent"
-    adapter = _adapter(subject_kind, subject)
-    if adapter is not None and check.kind in adapter.measure:
-        measured = adapter.measure[check.kind](check, subject)
-    else:
-        measured = MEASURE[(family, check.kind)](check, subject)
+    subject = _subject_for(check)
+    measured = _measure(check, subject)(check, subject)
     outcomes = []
     for exp in check.expect:
         value = measured.get(exp.metric, {}).get(exp.bound, float("nan"))
@@ -843,3 +539,44 @@ def write_reports(
         atomic(junit, to_junit(results))
     if report_dir is not None:
         atomic(Path(report_dir) / "battery.md", to_markdown(results, run_id))
+
+
+# ------------------------------------------------------------------------------------ the old tables, from the registry
+class _RegisteredMetrics(Mapping):
+    """`METRICS[(kind, method or check kind)]` -> metric names, read from the registered kinds' adapters (the table
+    battery.py once kept by hand; kept for callers that index it)."""
+
+    def __getitem__(self, key: tuple[str, str]) -> tuple[str, ...]:
+        from workbench.subjects import get_kind
+
+        name, what = key
+        adapter = get_kind(name).battery
+        metrics = adapter.metrics if adapter is not None else {}
+        for k in (what, f"probe/{what}"):
+            if k in metrics:
+                return tuple(metrics[k])
+        raise KeyError(key)
+
+    def _items(self) -> Iterator[tuple[tuple[str, str], tuple[str, ...]]]:
+        from workbench.subjects import get_kind, kinds
+
+        for name in kinds():
+            adapter = get_kind(name).battery
+            for k, v in (adapter.metrics if adapter is not None else {}).items():
+                yield (name, k.removeprefix("probe/")), tuple(v)
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return (k for k, _ in self._items())
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self._items())
+
+
+METRICS: Mapping[tuple[str, str], tuple[str, ...]] = _RegisteredMetrics()
+
+
+def __getattr__(name: str) -> Any:
+    """`_RETARGET`: the retarget metric names of the registered kinds that take retarget checks (old name)."""
+    if name == "_RETARGET":
+        return tuple(dict.fromkeys(m for (_, k), v in METRICS.items() if k == "retarget" for m in v))
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -32,21 +32,37 @@ VERBS = ("eval", "hooks", "steer", "probe", "vector-field", "collect", "sae")
 
 @dataclass(frozen=True)
 class BatteryAdapter:
-    """How battery checks (`workbench.battery`, `probes/*.toml`) measure a subject of one kind, so a new kind brings
-    its batteries with it instead of adding branches to battery.py.
+    """How battery checks (`workbench.battery`, `probes/*.toml`) measure a subject of one kind, so a kind brings its
+    batteries with it and battery.py stays generic: it parses, validates through the adapter, runs through it, stores
+    rows and reports. The built-in families keep theirs in their own packages (`workbench/rl/maze/battery.py`,
+    `workbench/rl/coinrun/battery.py`, `workbench/lm/battery.py`, `workbench/rl/keys_chests/battery.py`).
 
     Attributes:
-        measure: check kind (`behaviour`, `probe`, `intervention`, ...) -> `fn(check, subject)` returning
-            `{metric: {"value", "ci_low", "ci_high", "n"}}` (`workbench.battery.measurement` builds one entry).
-            Without `behaviour`, behaviour checks use the world's rollout rates (`world.run(...).rates()`).
-        metrics: check kind, or `probe/METHOD` for probe checks, -> the metric names `measure` returns; checks are
-            validated against them before anything runs.
-        choices: `target`, `vector` or `method` -> the values a check may name (hooks: the policy's hook names).
+        measure: check kind (`behaviour`, `probe`, `intervention`, `retarget`, ...) -> `fn(check, subject)` returning
+            `{metric: {"value", "ci_low", "ci_high", "n"}}` (`workbench.battery.measurement` builds one entry). The
+            keys are the check kinds this kind's subjects take; a subject with a world also takes `behaviour` checks
+            without a `behaviour` entry, measured from the world's rollout rates (`world.run(...).rates()`, metrics:
+            `world.rate_keys`).
+        metrics: check kind, or `probe/METHOD` for probe checks, -> the metric names `measure` returns; every
+            expectation is validated against them before anything runs.
+        choices: `hook`, `target`, `vector` or `method` -> the values a check may name, or `fn(subject)` returning
+            that mapping when the values depend on the loaded subject (an LM's layers and probe targets). Without
+            `hook`, hooks are the policy's hook names (`workbench.hooks.hook_names(subject.policy)`).
+        validate: `fn(check, subject, where)` for rules the fields above cannot state (an LM probe's prompt position
+            and fit/test split and seeds); raises a one-line `WorkbenchError` starting with `where`. Runs after the
+            kind, hook and choices are checked and before the metric names are.
     """
 
     measure: Mapping[str, Callable[[Any, Any], dict]]
     metrics: Mapping[str, tuple[str, ...]]
-    choices: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    choices: Mapping[str, tuple[str, ...]] | Callable[[Any], Mapping[str, tuple[str, ...]]] = field(
+        default_factory=dict
+    )
+    validate: Callable[[Any, Any, str], None] | None = None
+
+    def choices_for(self, subject: Any) -> Mapping[str, tuple[str, ...]]:
+        """`choices` for this subject (calls it when it is a function of the subject)."""
+        return self.choices(subject) if callable(self.choices) else self.choices
 
 
 @dataclass(frozen=True)
@@ -59,8 +75,8 @@ class SubjectKind:
         load: `load(ref) -> subject` for a path/name reference of this kind.
         verbs: verb name -> callable `fn(subject, **options)`; absent verbs are unsupported for this kind.
         file_suffixes: file endings `load` accepts directly (e.g. `.pth`); empty for folder-based kinds.
-        battery: how `workbench battery` checks measure this kind (`BatteryAdapter`); None: the maze, CoinRun and
-            LM families `workbench.battery` knows, or (for any other RL kind) behaviour checks only.
+        battery: how `workbench battery` checks validate and measure this kind (`BatteryAdapter`); None: behaviour
+            checks only, from the world's rollout rates (RL kinds), and no checks at all for a kind without a world.
     """
 
     name: str

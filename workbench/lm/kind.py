@@ -23,9 +23,16 @@ def load(ref: str) -> Any:
     return lm
 
 
+def _battery():
+    from workbench.lm.battery import adapter
+
+    return adapter()
+
+
 KIND = SubjectKind(
     name="lm",
     summary="language models: workbench LM artifacts or Hugging Face-format folders (TransformerLens, offline)",
     load=load,
     verbs={},
+    battery=_battery(),
 )

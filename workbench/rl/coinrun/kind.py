@@ -69,11 +69,19 @@ def _verbs() -> dict:
     }
 
 
+def coinrun_battery():
+    """The battery adapter of every CoinRun kind (`workbench.rl.coinrun.battery`)."""
+    from workbench.rl.coinrun.battery import adapter
+
+    return adapter()
+
+
 KIND = SubjectKind(
     name="coinrun",
     summary="native CoinRun agents (artifact folders; egocentric 5-plane observations, 6 actions)",
     load=load,
     verbs=_verbs(),
+    battery=coinrun_battery(),
 )
 
 

@@ -76,11 +76,19 @@ def maze_verbs() -> dict:
     }
 
 
+def maze_battery():
+    """The battery adapter of every maze-family kind (`workbench.rl.maze.battery`)."""
+    from workbench.rl.maze.battery import adapter
+
+    return adapter()
+
+
 KIND = SubjectKind(
     name="maze",
     summary="native maze agents (artifact folders; symbolic 3-plane observations, 4 actions)",
     load=load,
     verbs={**maze_verbs()},
+    battery=maze_battery(),
 )
 
 

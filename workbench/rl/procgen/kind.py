@@ -19,8 +19,9 @@ from torch import nn
 
 from workbench.errors import WorkbenchError
 from workbench.recipes import from_table
+from workbench.rl.coinrun.battery import adapter as coinrun_battery
 from workbench.rl.envs.procgen import SPLITS, ProcgenConfig
-from workbench.rl.maze.kind import maze_verbs
+from workbench.rl.maze.kind import maze_battery, maze_verbs
 from workbench.subjects import SubjectKind
 
 
@@ -148,6 +149,7 @@ MAZE = SubjectKind(
     load=_load("maze"),
     verbs={**maze_verbs(), "world": _world("maze")},
     file_suffixes=(".pth", ".pt"),
+    battery=maze_battery(),
 )
 COINRUN = SubjectKind(
     name="procgen-coinrun",
@@ -155,4 +157,5 @@ COINRUN = SubjectKind(
     load=_load("coinrun"),
     verbs=_coinrun_verbs(),
     file_suffixes=(".pth", ".pt"),
+    battery=coinrun_battery(),
 )
