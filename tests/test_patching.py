@@ -171,14 +171,34 @@ def test_per_pair_answer_positions_match(model):
 def test_chunking_batch_size_and_truncation_do_not_change_results(model):
     clean, corrupt, answer, wrong = make_pairs(model)
     kw = dict(answer_tokens=answer, wrong_tokens=wrong, n_boot=0)
+    one = patch_sweep(model, clean, corrupt, "z", per="head_pos", max_batch=1, **kw)  # one row per forward
+    big = patch_sweep(model, clean, corrupt, "z", per="head_pos", max_batch=10_000, **kw)
+    full = patch_sweep(model, clean, corrupt, "z", per="head_pos", max_batch=10_000, truncate=False, **kw)
+    assert {r.notes["engine"] for r in (one, big, full)} == {"lean"}
+    computed = one.notes["rows_total"] - one.notes["rows_skipped"]
+    assert one.forwards == 2 + computed  # base, donor, then one per computed (variant, pair) row
+    # heads at positions < 2 see identical prompts, so those rows are the base run and are not computed
+    assert one.notes["rows_skipped"] >= 2 * 2 * 4 * N
+    assert not full.notes["truncated"] and big.notes["truncated"] and big.forwards < one.forwards
+    assert torch.allclose(one.per_pair, big.per_pair, atol=1e-5)
+    assert torch.allclose(full.per_pair, big.per_pair, atol=1e-5)
+
+
+def test_hook_engine_chunks_and_agrees(model):
+    """The TransformerLens-hook path (models the lean forward does not cover) batches variants the same way."""
+    clean, corrupt, answer, wrong = make_pairs(model)
+    kw = dict(answer_tokens=answer, wrong_tokens=wrong, n_boot=0, engine="hooks")
     one = patch_sweep(model, clean, corrupt, "z", per="head_pos", max_batch=1, **kw)  # one variant per forward
     big = patch_sweep(model, clean, corrupt, "z", per="head_pos", max_batch=10_000, **kw)
     full = patch_sweep(model, clean, corrupt, "z", per="head_pos", max_batch=10_000, truncate=False, **kw)
+    assert one.notes["engine"] == "hooks" and one.notes["lean_unused_because"] == "engine='hooks'"
     assert one.forwards == 3 + 2 * T * 4  # base, donor, base keys/values, then one per variant
     assert full.forwards == 2 + 2 and not full.notes["truncated"] and big.notes["truncated"]
     assert big.forwards == 3 + 2 * T  # truncated chunks span at most T // 8 = 1 position: T chunks per layer
-    assert torch.allclose(one.per_pair, big.per_pair, atol=1e-5)
-    assert torch.allclose(full.per_pair, big.per_pair, atol=1e-5)
+    lean = patch_sweep(model, clean, corrupt, "z", per="head_pos", **{**kw, "engine": "lean"})
+    for r in (one, full):
+        assert torch.allclose(r.per_pair, big.per_pair, atol=1e-5)
+    assert torch.allclose(lean.per_pair, big.per_pair, atol=1e-5)
 
 
 def test_sanity_endpoints(model):
