@@ -121,3 +121,145 @@ def test_behaviour_from_world_rates(tmp_path, with_adapter):
     if not with_adapter:  # nothing but behaviour without an adapter
         with pytest.raises(WorkbenchError, match="kind"):
             load_checks([_write(tmp_path, PROBE)])
+
+
+# ---------------------------------------------------------------- a new family from Python; no names in battery.py
+class _Reader:
+    """A subject of a family battery.py has never heard of: no world, no policy, hook names of its own."""
+
+    kind = "toy-text"
+    hooks = ("layer.0", "layer.1")
+
+
+def _dot(check, subject) -> dict:
+    CALLS.append((check.name, check.hook, check.fit.split, check.position))
+    return {"agreement": measurement(0.9, (0.85, 0.95), 40)}
+
+
+def _position_rule(check, subject, where) -> None:
+    if check.position != -1:
+        raise WorkbenchError(f"{where}: toy-text probes read the last position only, got {check.position}")
+
+
+def _register_text() -> None:
+    register_kind(
+        SubjectKind(
+            name="toy-text",
+            summary="a text model that is not a policy",
+            load=lambda ref: _Reader(),
+            battery=BatteryAdapter(
+                measure={"probe": _dot},
+                metrics={"probe/dot": ("agreement",)},
+                choices=lambda s: {"hook": s.hooks, "split": ("a", "b"), "target": ("topic",), "method": ("dot",)},
+                validate=_position_rule,
+            ),
+        )
+    )
+    register_subject("toy-reader", _Reader)
+
+
+TEXT = """
+[[check]]
+name = "reader-probe"
+kind = "probe"
+subject = "toy-reader"
+hook = "layer.1"
+method = "dot"
+target = "topic"
+fit = { split = "a", episodes = 40, seed = 0 }
+test = { split = "b", episodes = 20, seed = 1 }
+data = { split = "a" }
+expect = { agreement = ">= 0.8", "agreement.ci_low" = "> 0.8" }
+"""
+
+
+def test_new_family_is_validated_and_measured_through_its_adapter(tmp_path):
+    """A kind registered from Python, with no world and hooks, splits and a rule of its own: battery.py validates a
+    probe check against what the adapter says about this subject and measures it through the adapter."""
+    _register_text()
+    (check,) = load_checks([_write(tmp_path, TEXT)])
+    CALLS.clear()
+    result = run_check(check)
+    assert CALLS == [("reader-probe", "layer.1", "a", -1)]
+    assert result.passed and result.measured["agreement"] == {"value": 0.9, "ci_low": 0.85, "ci_high": 0.95, "n": 40}
+    for edit, message in (
+        (('hook = "layer.1"', 'hook = "layer.2"'), "unknown hook 'layer.2'"),  # the subject's hooks, not a policy's
+        (('split = "b"', 'split = "ood"'), "[test]: unknown split 'ood'"),  # the adapter's splits
+        (('target = "topic"', 'target = "topc"'), "did you mean: topic? (toy-text subject)"),
+        (('method = "dot"', 'method = "logistic"'), "unknown method 'logistic'"),
+        (('target = "topic"', 'target = "topic"\nposition = -2'), "last position only, got -2"),  # validate
+        (("agreement = ", "agreemnt = "), "unknown metric 'agreemnt' for toy-text probe/dot checks"),
+        (('kind = "probe"', 'kind = "behaviour"'), "unknown kind 'behaviour'"),  # no world: no rates to read
+    ):
+        bad = TEXT.replace(*edit)
+        assert bad != TEXT
+        with pytest.raises(WorkbenchError, match="toy.toml check 'reader-probe'") as err:
+            load_checks([_write(tmp_path, bad)])
+        assert message in str(err.value), str(err.value)
+    assert len(CALLS) == 1  # nothing was measured for an invalid file
+
+
+@pytest.mark.parametrize(("name", "family"), [("lm", "maze"), ("coinrun", "lm"), ("maze", "coinrun")])
+def test_dispatch_reads_the_registry_never_a_name(tmp_path, name, family):
+    """A kind registered under a built-in's name, whose world claims yet another family, is validated and measured by
+    its own adapter alone: battery.py picks nothing by kind or family name."""
+    maze = get_kind("maze")
+
+    def world(config=None, where=None):
+        return dataclasses.replace(NativeMazeWorld(config or SMALL), kind=name, family=family)
+
+    adapter = BatteryAdapter(
+        measure={"probe": _flip},
+        metrics={"probe/logistic": ("score", "n_params")},
+        choices={"target": ("goal_x",), "method": ("logistic",)},
+    )
+    register_kind(
+        SubjectKind(
+            name=name, summary="impostor", load=maze.load, verbs={**maze.verbs, "world": world}, battery=adapter
+        )
+    )
+    register_subject("toy-agent", lambda: workbench.make_agent(tiny_cnn(), env=name, name="toy-agent"))
+    (check,) = load_checks([_write(tmp_path, PROBE)])
+    CALLS.clear()
+    assert run_check(check).passed and CALLS == [("toy-probe", "goal_x")]
+    (behaviour,) = load_checks([_write(tmp_path, BEHAVIOUR)])  # no behaviour measure: the world's own rates
+    assert set(run_check(behaviour).measured) == set(NativeMazeWorld(SMALL).rate_keys)
+    for bad in (
+        PROBE.replace('method = "logistic"', 'method = "spatial"'),  # a maze method, not this adapter's
+        PROBE.replace('kind = "probe"', 'kind = "retarget"'),  # a maze check kind
+        PROBE.replace("score = ", "auroc = "),  # a built-in family's metric
+    ):
+        with pytest.raises(WorkbenchError, match=f"{name}"):
+            load_checks([_write(tmp_path, bad)])
+
+
+def test_battery_module_names_no_family():
+    """workbench/battery.py, outside its docstrings, holds no kind or family name and imports no subject package."""
+    import ast
+
+    import workbench.battery as battery
+    from workbench.subjects import kinds
+
+    tree = ast.parse(Path(battery.__file__).read_text(encoding="utf-8"))
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef))
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+    }
+    names = {*kinds(), "maze", "coinrun", "lm", "procgen", "population"}
+    strings = [
+        n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)
+        and id(n) not in docstrings
+    ]  # fmt: skip
+    assert [s for s in strings if s in names] == []
+    assert [s for s in strings if any(f" {name} " in f" {s} " for name in names)] == []
+    modules = [
+        n.module if isinstance(n, ast.ImportFrom) else a.name
+        for n in ast.walk(tree)
+        if isinstance(n, (ast.Import, ast.ImportFrom))
+        for a in n.names
+    ]
+    assert [m for m in modules if m and m.startswith(("workbench.rl", "workbench.lm"))] == []

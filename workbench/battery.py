@@ -73,7 +73,9 @@ def _audit_metric_names(population=None) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class DataSpec:
-    """Which levels: `episodes` fresh levels of `split` drawn with `seed`; `states` start positions or rollouts."""
+    """Which levels: `episodes` fresh levels of `split` drawn with `seed`; `states` start positions or rollouts.
+    `split` is checked against the subject's own splits (its world's, or its adapter's `split` choices) once the
+    subject is loaded (`validate_check`)."""
 
     split: str = "ood"
     episodes: int = 300
@@ -82,10 +84,8 @@ class DataSpec:
     max_steps: int = 0  # with states="rollout": keep only the first max_steps states of each episode (0: all)
 
     def __post_init__(self) -> None:
-        from workbench.rl.envs.maze import SPLITS
-
-        if self.split not in SPLITS:
-            raise unknown("split", self.split, SPLITS)
+        if not self.split.strip():
+            raise WorkbenchError("split must not be empty")
         if self.states not in STATES:
             raise unknown("states", self.states, STATES)
         from workbench.validate import MAX_EPISODES, check_int, check_seed
@@ -219,6 +219,14 @@ def _world_behaviour(adapter, subject) -> bool:
     return "behaviour" not in adapter.measure and getattr(subject, "world", None) is not None
 
 
+def _validate_splits(c: CheckSpec, splits, where: str) -> None:
+    """`fit`, `test` and `data` name one of the subject's splits (nothing to check when it declares none)."""
+    for key in ("fit", "test", "data") if splits else ():
+        split = getattr(c, key).split
+        if split not in splits:
+            raise WorkbenchError(f"{where} [{key}]: {unknown('split', split, tuple(splits))}")
+
+
 def validate_check(c: CheckSpec, subject) -> None:
     """Everything that depends on the subject, through its kind's adapter: the check kind, hook, target, vector and
     method, the adapter's own rules (`validate`), metric names. A population (audit checks) has its own rules."""
@@ -231,6 +239,8 @@ def validate_check(c: CheckSpec, subject) -> None:
     if c.kind not in kinds:
         raise WorkbenchError(f"{where}: {unknown('kind', c.kind, kinds)} ({name} subject)")
     choices = adapter.choices_for(subject)
+    world = getattr(subject, "world", None)
+    _validate_splits(c, choices.get("split") or getattr(world, "splits", ()), where)
     if c.hook:
         if "hook" in choices:
             hooks = tuple(choices["hook"])
@@ -304,7 +314,19 @@ def _subject_for(check: CheckSpec) -> object:
     return load_subject(check.subject, env=check.env or None)
 
 
+def _population_splits(population) -> tuple[str, ...]:
+    """The splits of the worlds of the population's env kinds (through the registry)."""
+    from workbench.subjects import get_kind, kinds
+
+    splits: list[str] = []
+    for env_kind in sorted({r.get("env_kind") for r in getattr(population, "records", [])} & set(kinds())):
+        world = get_kind(env_kind).verbs.get("world")
+        splits += list(getattr(world(None), "splits", ())) if world is not None else []
+    return tuple(dict.fromkeys(splits))
+
+
 def _validate_audit(c: CheckSpec, where: str, population=None) -> None:
+    _validate_splits(c, _population_splits(population), where)
     if c.control:
         from workbench.sweep import load_population
 

@@ -45,9 +45,10 @@ class BatteryAdapter:
             `world.rate_keys`).
         metrics: check kind, or `probe/METHOD` for probe checks, -> the metric names `measure` returns; every
             expectation is validated against them before anything runs.
-        choices: `hook`, `target`, `vector` or `method` -> the values a check may name, or `fn(subject)` returning
-            that mapping when the values depend on the loaded subject (an LM's layers and probe targets). Without
-            `hook`, hooks are the policy's hook names (`workbench.hooks.hook_names(subject.policy)`).
+        choices: `hook`, `split`, `target`, `vector` or `method` -> the values a check may name, or `fn(subject)`
+            returning that mapping when the values depend on the loaded subject (an LM's layers and probe targets).
+            Without `hook`, hooks are the policy's hook names (`workbench.hooks.hook_names(subject.policy)`); without
+            `split`, splits are the world's (`subject.world.splits`).
         validate: `fn(check, subject, where)` for rules the fields above cannot state (an LM probe's prompt position
             and fit/test split and seeds); raises a one-line `WorkbenchError` starting with `where`. Runs after the
             kind, hook and choices are checked and before the metric names are.

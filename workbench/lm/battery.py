@@ -30,11 +30,13 @@ METRICS = {
 
 
 def choices(lm: Any) -> dict[str, tuple[str, ...]]:
-    """The hooks (residual stream after each block), probe targets and vectors of this LM's corpus."""
+    """The hooks (residual stream after each block), and the splits, probe targets and vectors of this LM's corpus."""
+    from workbench.lm.corpora import of
     from workbench.lm.directions import probe_targets_of, resid_hooks, vectors_of
 
     return {
         "hook": tuple(resid_hooks(lm)),
+        "split": of(lm).splits,
         "target": probe_targets_of(lm),
         "vector": vectors_of(lm),
         "method": ("logistic",),
