@@ -82,6 +82,53 @@ def build(pairs: int, seq_len: int, seed: int = 0, answers: bool = True):
     return model, clean, corrupt, answer, wrong
 
 
+def tl_forward_flops(cfg, n: int, t: int) -> int:
+    """Matmul FLOPs (2 x multiply-adds) of one TransformerLens forward on (n, t) tokens: q/k/v/o projections,
+    attention over every key (TL computes the full t x t scores, then masks), MLP, unembedding of every position."""
+    hd = cfg.n_heads * cfg.d_head
+    per_layer = 2 * n * t * cfg.d_model * 4 * hd + 4 * n * t * t * hd
+    if not cfg.attn_only:
+        per_layer += 4 * n * t * cfg.d_model * cfg.d_mlp
+    return cfg.n_layers * per_layer + 2 * n * t * cfg.d_model * cfg.d_vocab
+
+
+def matmul_peak() -> dict:
+    """This machine's dense float32 matmul rate now (benchmarks/run.py's `matmul_peak_gflops`, same thread count)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from run import matmul_peak_gflops
+
+    return matmul_peak_gflops()
+
+
+CATEGORIES = {  # torch.profiler op name -> where the time goes
+    "matmul": ("aten::addmm", "aten::mm", "aten::bmm", "aten::matmul", "aten::linear", "aten::baddbmm"),
+    "attention": ("aten::_scaled_dot_product", "aten::scaled_dot_product", "aten::softmax", "aten::_softmax",
+                  "aten::masked_fill", "aten::where", "aten::einsum", "aten::_flash_attention"),
+    "mlp activation": ("aten::gelu", "aten::relu", "aten::silu", "aten::tanh", "aten::erf"),
+    "layer norm": ("aten::layer_norm", "aten::native_layer_norm", "aten::mean", "aten::pow", "aten::sqrt",
+                   "aten::rsqrt", "aten::div", "aten::var"),
+}  # fmt: skip
+
+
+def op_profile(call: Callable[[], object]) -> dict:
+    """One call under torch.profiler (CPU): seconds of op self-time per category (matmul, attention, MLP activation,
+    layer norm, copies and other ops) and the rest of the wall time (Python, hooks, module calls, the profiler's
+    own cost), as fractions of the profiled wall time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        start = time.perf_counter()
+        call()
+        wall = time.perf_counter() - start
+    spent = {name: 0.0 for name in (*CATEGORIES, "other ops")}
+    for ev in prof.key_averages():
+        kind = next((k for k, names in CATEGORIES.items() if ev.key.startswith(names)), "other ops")
+        spent[kind] += ev.self_cpu_time_total / 1e6
+    ops = sum(spent.values())
+    spent["python and framework"] = max(wall - ops, 0.0)
+    return {"wall_s": wall, "fraction": {k: v / wall for k, v in spent.items()}}
+
+
 def interleaved(cases: list[Callable[[], object]], rounds: int) -> list[list[float]]:
     """Seconds per call of each case in each round, A, B, A, B, ... after one untimed warm-up call each."""
     for case in cases:
@@ -95,7 +142,7 @@ def interleaved(cases: list[Callable[[], object]], rounds: int) -> list[list[flo
     return out
 
 
-def bench_sweeps(size: dict) -> list[dict]:
+def bench_sweeps(size: dict, quick: bool = False) -> list[dict]:
     import transformer_lens.patching as tlp
 
     # TQDM_DISABLE only works if set before tqdm is first imported (benchmarks/run.py imports it earlier), so also
@@ -117,6 +164,7 @@ def bench_sweeps(size: dict) -> list[dict]:
         return (mean_ld(logits) - co) / (cl - co)
 
     out = []
+    peak = matmul_peak()["gflops"]
     cases = [
         ("resid_pre", "pos", "get_act_patch_resid_pre", "layer x position"),
         ("z", "head", "get_act_patch_attn_head_out_all_pos", "layer x head (all positions)"),
@@ -143,6 +191,26 @@ def bench_sweeps(size: dict) -> list[dict]:
         raw_diff = float((mine.per_pair.double().mean(-1) - raw_ref).abs().max())
         n_idx = ref.numel()
         ours_s, tl_s = statistics.median(t_ours), statistics.median(t_tl)
+        n_pairs, seq_len = clean.shape
+        tl_flops = (n_idx + 1) * tl_forward_flops(model.cfg, n_pairs, seq_len)  # + the clean run_with_cache
+        our_flops = mine.notes.get("matmul_flops")
+        prof_ours = op_profile(ours)
+        prof_tl = op_profile(theirs) if per == "head" else None  # TL runs the same full forward per index in both
+        bound = {
+            "matmul_peak_gflops": peak,
+            "tl_gflops": tl_flops / tl_s / 1e9,
+            "tl_fraction_of_peak": tl_flops / tl_s / 1e9 / peak,
+            "tl_flops": tl_flops,
+        }
+        if our_flops:
+            bound |= {
+                "ours_flops": our_flops,
+                "ours_gflops": our_flops / ours_s / 1e9,
+                "ours_fraction_of_peak": our_flops / ours_s / 1e9 / peak,
+                "flop_ratio": tl_flops / our_flops,  # the speed-up at equal GFLOP/s on both sides
+                "ratio_if_ours_at_peak": tl_s / (our_flops / (peak * 1e9)),  # the most this work can give
+                "gflops_needed_for_5x": 5.0 * our_flops / tl_s / 1e9,
+            }
         out.append(
             {
                 "name": f"patching sweep {activation} {label}: {model.cfg.n_layers} layers, "
@@ -163,6 +231,12 @@ def bench_sweeps(size: dict) -> list[dict]:
                     "max_abs_effect_diff": max_diff,
                     "max_abs_raw_logit_diff_diff": raw_diff,
                     "clean_minus_corrupt": float(cl - co),
+                    "engine": mine.notes.get("engine"),
+                    "rows_skipped": mine.notes.get("rows_skipped"),
+                    "rows_total": mine.notes.get("rows_total"),
+                    "bound": bound,
+                    "profile_ours": prof_ours,
+                    "profile_tl": prof_tl,
                 },
                 "_check": max(max_diff, raw_diff),
             }
@@ -282,9 +356,36 @@ def bench_patching(quick: bool = False, threads: int = 1) -> dict:
     """All rows (plain dicts with `Row` fields; `target` as (op, value)) and whether the correctness checks held."""
     torch.set_num_threads(threads)
     size = QUICK if quick else FULL
-    rows = bench_sweeps(size) + bench_cache(size)
+    rows = bench_sweeps(size, quick) + bench_cache(size)
     worst = max(r.pop("_check", 0.0) for r in rows)
     return {"rows": rows, "ok": worst <= MAX_DIFF, "max_abs_diff": worst, "size": size, "model": MODEL}
+
+
+def describe_bound(d: dict) -> str:
+    """The profile lines of one sweep row: work, rate against the matmul peak, where the time goes."""
+    b = d["bound"]
+    done = d["rows_total"] - d["rows_skipped"]
+    lines = [
+        f"    engine {d['engine']}; rows (variant x pair) computed {done} of {d['rows_total']} "
+        "(the rest are exact no-ops: identical patched values, or a patch after the answer position)"
+    ]
+    if "ours_flops" in b:
+        need = b["gflops_needed_for_5x"]
+        lines += [
+            f"    matmul work: TL {b['tl_flops'] / 1e9:.1f} GFLOP, ours {b['ours_flops'] / 1e9:.2f} GFLOP "
+            f"(TL / ours {b['flop_ratio']:.2f}x = the speed-up at equal GFLOP/s)",
+            f"    rate: TL {b['tl_gflops']:.1f} GFLOP/s ({b['tl_fraction_of_peak']:.0%} of the "
+            f"{b['matmul_peak_gflops']:.0f} GFLOP/s matmul peak), ours {b['ours_gflops']:.1f} GFLOP/s "
+            f"({b['ours_fraction_of_peak']:.0%})",
+            f"    5x TL needs ours at {need:.1f} GFLOP/s = {need / b['tl_gflops']:.2f}x TL's rate, "
+            f"{need / b['matmul_peak_gflops']:.0%} of the peak",
+        ]
+    for side in ("ours", "tl"):
+        prof = d.get(f"profile_{side}")
+        if prof:
+            parts = ", ".join(f"{k} {v:.0%}" for k, v in prof["fraction"].items())
+            lines.append(f"    time ({side}, torch.profiler, {prof['wall_s']:.2f} s profiled): {parts}")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -303,6 +404,9 @@ def main(argv: list[str] | None = None) -> int:
     for r in result["rows"]:
         ratio = f"{r['ratio']:.2f}x ({r['ratio_label']})" if r["ratio"] is not None else "-"
         print(f"{r['name']}\n    ours {r['ours']:.4g} {r['unit']} | peer {r['peer']:.4g} {r['unit']} | {ratio}")
+        details = r.get("details", {})
+        if "bound" in details:
+            print(describe_bound(details))
     print(f"correctness: max |difference| {result['max_abs_diff']:.2e} (<= {MAX_DIFF:g}: {result['ok']})")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2, default=float) + "\n")

@@ -444,6 +444,7 @@ class _Lean:
         self.model, self.cfg = model, cfg
         self.n_layers, self.h, self.dh, self.d = cfg.n_layers, cfg.n_heads, cfg.d_head, cfg.d_model
         self.causal = cfg.attention_dir == "causal"
+        self.flops = 0  # multiply-adds x 2 of every matmul run so far (the profile's compute count)
         self.layers: list[dict[str, Any]] = []
         d, hd = self.d, self.h * self.dh
         for block in model.blocks:
@@ -481,31 +482,36 @@ class _Lean:
         hx = _norm(x, L["ln1"]).reshape(r * s, d)
         if at is None:
             q, k, v = torch.addmm(L["b_qkv"], hx, L["w_qkv"]).view(r, s, 3, self.h, self.dh).unbind(2)
+            self.flops += 2 * r * s * d * 3 * self.h * self.dh
             qpos = torch.arange(p0, p0 + s, device=x.device)[None, :]  # (1, S)
         else:
             k, v = torch.addmm(L["b_kv"], hx, L["w_kv"]).view(r, s, 2, self.h, self.dh).unbind(2)
             hq = hx.view(r, s, d)[torch.arange(r, device=x.device), at]
             q = torch.addmm(L["b_q"], hq, L["w_q"]).view(r, 1, self.h, self.dh)
+            self.flops += 2 * r * s * d * 2 * self.h * self.dh + 2 * r * d * self.h * self.dh
             qpos = (at + p0)[:, None]  # (R, 1)
         keys, values = (k, v) if past is None else (torch.cat([past[0], k], 1), torch.cat([past[1], v], 1))
-        scores = q.transpose(1, 2) @ keys.permute(0, 2, 3, 1) / L["scale"]  # (R, H, Sq, Tk)
+        seen = None  # softmax(q k^T / scale) v over the keys each query may see (fused kernel; 2-3x the einsums)
         if self.causal:
             kpos = torch.arange(keys.shape[1], device=x.device)
-            future = (kpos[None, None, :] > qpos[..., None])[:, None]  # (1 or R, 1, Sq, Tk)
-            scores = scores.masked_fill(future, float("-inf"))
-        pattern = scores.softmax(-1)
-        z = (pattern @ values.transpose(1, 2)).transpose(1, 2)  # (R, Sq, H, dh)
+            seen = (kpos[None, None, :] <= qpos[..., None])[:, None]  # (1 or R, 1, Sq, Tk)
+        z = torch.nn.functional.scaled_dot_product_attention(
+            q.transpose(1, 2), keys.transpose(1, 2), values.transpose(1, 2), attn_mask=seen, scale=1.0 / L["scale"]
+        ).transpose(1, 2)  # (R, Sq, H, dh)
+        self.flops += 4 * z.shape[0] * z.shape[1] * keys.shape[1] * self.h * self.dh
         return z, k, v
 
     def attn_out(self, i: int, z: Tensor) -> Tensor:
         r, s = z.shape[:2]
         L = self.layers[i]
+        self.flops += 2 * r * s * self.h * self.dh * self.d
         return torch.addmm(L["b_o"], z.reshape(r * s, self.h * self.dh), L["w_o"]).view(r, s, self.d)
 
     def mlp_out(self, i: int, mid: Tensor) -> Tensor:
         L = self.layers[i]
         r, s, d = mid.shape
         pre = torch.addmm(L["b_in"], _norm(mid, L["ln2"]).reshape(r * s, d), L["w_in"])
+        self.flops += 4 * r * s * d * pre.shape[1]
         return torch.addmm(L["b_out"], L["act"](pre), L["w_out"]).view(r, s, d)
 
     def after_mid(self, i: int, mid: Tensor) -> Tensor:
@@ -800,7 +806,7 @@ def _sweep_lean(
     where = masks.expand(n_var, *act_shape)[..., 0]  # (V, T) or (V, T, H): what each variant patches
     causal = truncate and lean.causal
     out = base_m[None, None, :].repeat(len(layer_list), n_var, 1)  # rows left out are the base run
-    forwards, skipped, chunks_run = 2, 0, 0
+    forwards, skipped, rows_unembedded = 2, 0, 0
     bar = _progress(len(layer_list), progress, f"patch {activation}")
     for li, layer in enumerate(layer_list):
         b, dn = acts_b[activation][layer], acts_d[activation][layer]  # (N, *act_shape)
@@ -831,7 +837,7 @@ def _sweep_lean(
             final = lean.resume(layer, activation, act, base_rows, past, p0, pos[ni] - p0)
             out[li, vi.cpu(), ni.cpu()] = _metric_at(model, final, torch.zeros_like(ni), ni, metric)
             forwards += 1
-            chunks_run += 1
+            rows_unembedded += int(ni.numel())
         bar.update(1)
     bar.close()
     notes = {
@@ -842,6 +848,8 @@ def _sweep_lean(
         "truncated": causal,
         "rows_skipped": skipped,
         "rows_total": len(layer_list) * n_var * n_pairs,
+        # matmul FLOPs (2 x multiply-adds) of the whole sweep, unembedding of the answer rows included
+        "matmul_flops": lean.flops + 2 * model.cfg.d_model * model.cfg.d_vocab * (2 * n_pairs + rows_unembedded),
     }
     return out, clean_m, corrupt_m, act_shape, notes
 
