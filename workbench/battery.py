@@ -247,7 +247,8 @@ def validate_check(c: CheckSpec, subject) -> None:
         else:
             from workbench.hooks import hook_names
 
-            hooks = tuple(hook_names(subject.policy))
+            policy = getattr(subject, "policy", None)
+            hooks = tuple(hook_names(policy)) if policy is not None else ()
         if c.hook not in hooks:
             raise WorkbenchError(f"{where}: {unknown('hook', c.hook, hooks)}")
     for what in ("target", "vector", "method"):
