@@ -41,6 +41,29 @@ class PolicyConfig:
         return asdict(self)
 
 
+class MaxPool(nn.MaxPool2d):
+    """`nn.MaxPool2d` that pools a channels-first batch in the channels-last layout and hands it back channels-first.
+
+    Why: torch's CPU max-pool on a contiguous (B, C, H, W) batch is several times slower than on the same values laid
+    out channels-last (measured: 4.4 vs 0.6 ms for (127, 16, 15, 15) on one thread), and it was about a third of a
+    rollout's forward time. A maximum does no arithmetic, so the output is bit-identical whatever the layout; the
+    result is returned in the input's layout, so hooks and later layers see exactly what they saw before. Only
+    without autograd: with gradients the two kernels may break a tie in a window differently and route the gradient
+    to another input, so training keeps torch's own path (and PPO resumes stay bit-identical)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        plain = (
+            x.dim() != 4
+            or x.device.type != "cpu"
+            or (x.requires_grad and torch.is_grad_enabled())
+            or not x.is_contiguous()
+            or x.is_contiguous(memory_format=torch.channels_last)  # already channels-last (or a 1x1 map)
+        )
+        if plain:
+            return super().forward(x)
+        return super().forward(x.contiguous(memory_format=torch.channels_last)).contiguous()
+
+
 class ResidualBlock(nn.Module):
     """relu -> conv1 -> relu -> conv2, added to the input through the `resadd_out` hook point."""
 
@@ -62,7 +85,7 @@ class ImpalaBlock(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, pool: bool) -> None:
         super().__init__()
         self.conv = nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1)
-        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1) if pool else nn.Identity()
+        self.maxpool = MaxPool(kernel_size=3, stride=2, padding=1) if pool else nn.Identity()
         self.res1 = ResidualBlock(out_channels)
         self.res2 = ResidualBlock(out_channels)
 
