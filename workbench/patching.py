@@ -744,6 +744,11 @@ def _why_not_lean(model: HookedTransformer, activation: str, base: _Run, donor: 
 def _lean_matches(model: HookedTransformer, run: _Run) -> bool:
     """The lean forward against `model`'s own forward on one prompt (at most 16 positions): logits from a full run
     and from a run restarted at half the prompt with the first half's keys/values, both within float32 rounding."""
+    with torch.no_grad():
+        return _lean_matches_nograd(model, run)
+
+
+def _lean_matches_nograd(model: HookedTransformer, run: _Run) -> bool:
     s = min(run.resid0.shape[1], 16)
     resid0 = run.resid0[:1, :s]
     lean = _Lean(model)
