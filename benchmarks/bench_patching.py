@@ -5,11 +5,15 @@ What is compared, and why:
 
 (a) Patching sweeps. TransformerLens's `get_act_patch_resid_pre` and `get_act_patch_attn_head_out_all_pos` run one
     full forward per index (layer x position: n_layers * T forwards; layer x head: n_layers * n_heads). Ours,
-    `patch_sweep`, stacks every variant of one layer along the batch dimension (chunks of `max_batch` rows), starts
-    that forward at the patched block from the base run's cached `resid_pre`, and unembeds only the answer
-    position. Same model, same (clean, corrupt) pairs, same metric (normalised mean logit difference), denoising.
-    Correctness: the max |difference| of the effect grids (and of the raw mean logit differences) must be <= 1e-4,
-    else the script exits 1. TL's per-index tqdm bar is disabled so it costs neither side anything.
+    `patch_sweep` (engine "lean": a hook-free forward on the same parameters), computes only the (variant, pair)
+    rows a patch can change, each from the patched block and its first changed position, the last block at the
+    answer position only. Same model, same (clean, corrupt) pairs, same metric (normalised mean logit difference),
+    denoising. Correctness: the max |difference| of the effect grids (and of the raw mean logit differences) must
+    be <= 1e-4, else the script exits 1. TL's per-index tqdm bar is disabled so it costs neither side anything.
+    Where the time goes, printed under each row: matmul FLOPs of each side (ours counted by the lean forward, TL's
+    from its shapes), GFLOP/s against this machine's matmul peak measured in the same run (benchmarks/run.py
+    `matmul_peak_gflops`), the rate ours would need for 5x, and a torch.profiler split of one call (matmul,
+    attention, MLP activation, layer norm, other ops, Python and framework) for ours and, on the head sweep, TL.
 (b) Caching. `workbench.hooks.run_with_cache(model, tokens, names_filter="blocks.2.hook_resid_post")` against
     TransformerLens `model.run_with_cache(tokens)` (every hook point), next to a plain `model(tokens)`: time per call
     and memory. Memory is reported two ways, both honest for CPU tensors (tracemalloc is not: it only sees Python's

@@ -9,20 +9,25 @@ token, and the effect is normalised so that the clean run scores 1 and the corru
     effect = (mean patched - mean corrupt) / (mean clean - mean corrupt)      (means over prompt pairs)
 
 Why this module instead of `transformer_lens.patching`: TransformerLens runs one full forward per index (layer x
-position, layer x head), so a sweep costs n_layers * T forwards. Here patch variants of one layer become rows of
-one batch (N pairs x V variants, chunked by `max_batch`), and more savings apply, each exact:
-- a patch at layer l cannot change anything before block l, so the batched forward starts at block l from the base
-  run's cached `resid_pre` (TransformerLens `start_at_layer`) instead of re-running blocks 0..l-1;
-- in a causal model a patch at position p cannot change positions < p, so per-position sweeps recompute only
-  positions p0.. (p0 = the first patched position of a chunk), with the keys and values of the earlier positions
-  taken from the base run through a frozen TransformerLens KV cache (`truncate=True`; chunks span <= T/8 positions);
-- the metric reads one answer position per pair, so only that position goes through `ln_final` and the unembedding
-  (on a real vocabulary the unembedding of every position is a large part of a small model's forward);
-- only the activations the sweep needs are cached (workbench `run_with_cache(names_filter=...)`).
-The numbers agree with TransformerLens's own patching functions to float32 rounding (tests/test_patching.py).
+position, layer x head), so a sweep costs n_layers * T forwards. Here every (variant, prompt pair) is one row of a
+batched forward, and more savings apply, each exact:
+- a row whose patched values equal the base run's own, bitwise (e.g. positions before the first token where clean
+  and corrupt differ), is the base run, so it is not computed; in a causal model a row whose first changed position
+  lies after its answer position is the base run too;
+- a patch at layer l cannot change anything before block l, so the forward starts at block l (and for `z`,
+  `attn_out`, ... after block l's attention) from the base run's cached activations;
+- in a causal model a row whose first changed position is p cannot change positions < p, so it recomputes only
+  positions p.., with the base run's keys and values for the earlier ones (rows are sorted by p and batched);
+- the metric reads one answer position per pair, so the last block computes keys and values and then only that
+  position (query, attention output, MLP), and only it goes through `ln_final` and the unembedding.
+The forward itself is `_Lean`, a hook-free re-implementation of the block on the model's own parameters (fused
+q/k/v matmul, fused attention kernel), checked against the model's own forward before each sweep. Models it does
+not cover (`lean_unsupported`: rotary, grouped-query attention, gated MLPs, ...) run the same sweep through
+TransformerLens's forward with a patching hook (`engine="hooks"`). Either way the numbers agree with
+TransformerLens's own patching functions to float32 rounding (tests/test_patching.py, tests/test_patching_lean.py).
 
-Patches are applied with `workbench.interventions.patch_with` through `workbench.hooks`, the same hook machinery as
-every other intervention in the workbench.
+On the hook path, patches are applied with `workbench.interventions.patch_with` through `workbench.hooks`, the same
+hook machinery as every other intervention in the workbench.
 """
 
 from __future__ import annotations
