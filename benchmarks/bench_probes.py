@@ -54,6 +54,7 @@ import warnings
 import numpy as np
 import torch
 
+from workbench import logistic
 from workbench.metrics import auroc
 from workbench.probes import fit_logistic
 
@@ -174,7 +175,27 @@ def bench_logistic_vs_sklearn(
     auc_sk = np.array([auroc(yt[q], sk_scores[q]) for q in range(p)])
     diff = float(np.max(np.abs(auc_ours - auc_sk)))
     t_ours, t_sk = statistics.median(times["ours"]), statistics.median(times["sklearn"])
+    matrix = n * d * 4  # bytes of one float32 design matrix
+    if case == "per_probe":  # every probe reads its own matrix: mean/std, the staged copy (read + write), passes
+        staged = 2 if (X_t.device.type == "cpu" and getattr(logistic, "_STAGE", False)) else 0
+        bytes_ours = (probe.meta["reads"] + p * (1 + staged)) * matrix
+    else:  # one matrix: mean/std, then one read per pass serving every probe still running
+        bytes_ours = (probe.meta["passes"] + 1) * matrix
+    sk_evals = sum(int(np.max(f.n_iter_)) + 1 for f in fits)  # at least one loss+gradient per iteration
+    bytes_sk = 2 * sk_evals * 2 * matrix  # float64 (twice the bytes), two products per evaluation
+    extra = {}
+    with threadpool_limits(limits=threads):
+        torch.set_num_threads(threads)
+        try:
+            extra["memory_gbs"] = memory_limits(X_t)
+            if case == "per_probe":
+                extra["profile_ms"] = per_probe_profile(X, y, l2=l2, tol=tol)
+        finally:
+            torch.set_num_threads(old_threads)
     return {
+        **extra,
+        "gbs_ours": bytes_ours / t_ours / 1e9,
+        "gbs_sklearn_lower_bound": bytes_sk / t_sk / 1e9,
         "case": case,
         "kind": kind,
         "n": n,
@@ -200,6 +221,92 @@ def bench_logistic_vs_sklearn(
         "sklearn_median_n_iter": float(np.median([int(np.max(f.n_iter_)) for f in fits])),
         "ok": diff <= AUROC_TOLERANCE,
     }
+
+
+def memory_limits(X: torch.Tensor, reps: int = 5) -> dict:
+    """What this machine's memory system allows for one probe's float32 matrix, measured now (same process and
+    threads as the fits): GB/s of a plain read (sum) streamed from DRAM (a different matrix each time, as the
+    sweep does) and from cache (the same ~20 MB matrix again), of the matrix-vector products a solver needs
+    (scores X v and gradient r X) on the row-major matrix and on a column-major copy, and of the transposing
+    copy that makes that copy. Medians over `reps`."""
+    x3 = X if X.ndim == 3 else X[None]
+    p, n, d = x3.shape
+    one = x3[0]
+    col = one.T.contiguous().T  # (N, d) column-major
+    v, r = torch.randn(d), torch.randn(n)
+    buf = torch.empty(d, n)
+    nbytes = one.numel() * one.element_size()
+    order = iter(range(1_000_000))
+
+    def dram():
+        x3[next(order) % p].sum()
+
+    kernels = {
+        "read, from DRAM (sum)": dram,
+        "read, cache-resident (sum)": lambda: one.sum(),
+        "X v, row-major": lambda: one @ v,
+        "r X, row-major": lambda: r @ one,
+        "X v, column-major": lambda: col @ v,
+        "r X, column-major": lambda: r @ col,
+        "transposing copy (read)": lambda: buf.copy_(one.T),
+    }
+    out = {}
+    for name, fn in kernels.items():
+        fn()
+        times = []
+        for _ in range(reps):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        out[name] = nbytes / statistics.median(times) / 1e9
+    return out
+
+
+def per_probe_profile(X: np.ndarray, y: np.ndarray, l2: float = 1e-2, tol: float = 1e-6, probes: int = 5) -> dict:
+    """Where one probe's time goes in case (b): the first `probes` probes fitted one at a time through the
+    solver's own steps, each step timed (ms per probe, medians): mean/std, the standardised transposed copy,
+    the preconditioner, and the L-BFGS passes (with their count), plus the rest of L-BFGS (Python and small
+    algebra) as the remainder."""
+    from workbench import logistic
+    from workbench.probes import _inputs, _standardisation
+
+    X_t, Y = _inputs(torch.from_numpy(X[:probes]), torch.from_numpy(y[:probes]), "logistic", keep_float32=True)
+    n, d = X_t.shape[1:]
+    stage = torch.empty(n * d, dtype=X_t.dtype)
+    rows: dict[str, list[float]] = {k: [] for k in ("moments", "stage", "preconditioner", "lbfgs", "passes")}
+    evals = []
+    for q in range(probes):
+        xq, yq = X_t[q : q + 1], Y[q : q + 1]
+        t0 = time.perf_counter()
+        mean, std = _standardisation(xq, 1, True)
+        t1 = time.perf_counter()
+        design = logistic._Design(xq, mean, std, stage if logistic._STAGE else None)
+        t2 = time.perf_counter()
+        chol, _ = logistic._preconditioner(design, l2, 8 * d)
+        h0 = None if chol is None else torch.cholesky_inverse(chol)
+        t3 = time.perf_counter()
+        calls = []
+        inner = design.loss_grad
+
+        def timed(*args, _inner=inner, _calls=calls):
+            s = time.perf_counter()
+            out = _inner(*args)
+            _calls.append(time.perf_counter() - s)
+            return out
+
+        design.loss_grad = timed
+        prior = yq.mean(dim=1)
+        st = logistic._new_state(1, d, torch.log(prior / (1 - prior)))
+        logistic._lbfgs_one(design, yq, st, h0, l2=l2, max_iter=100, tol=tol)
+        t4 = time.perf_counter()
+        for k, v in zip(rows, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, sum(calls)), strict=True):
+            rows[k].append(v * 1e3)
+        evals.append(len(calls))
+    out = {k: statistics.median(v) for k, v in rows.items()}
+    out["lbfgs_rest"] = out.pop("lbfgs") - out["passes"]
+    out["evaluations"] = statistics.median(evals)
+    out["ms_per_pass"] = out["passes"] / out["evaluations"]
+    return out
 
 
 def bench_all(
@@ -236,6 +343,26 @@ def _print_table(results: list[dict]) -> None:
             ("max |AUROC ours - sklearn| (held-out)", f"{r['max_abs_auroc_diff']:.1e}",
              f"{'pass' if r['ok'] else 'FAIL'} (<= {AUROC_TOLERANCE}); mean AUROC {r['auroc_ours_mean']:.4f}"),
         ]  # fmt: skip
+        rows.append(
+            (
+                "design-matrix bytes / time",
+                f"{r['gbs_ours']:.1f} GB/s",
+                f"ours; sklearn >= {r['gbs_sklearn_lower_bound']:.1f} GB/s (2 float64 products per iteration + 1)",
+            )
+        )
+        for name, gbs in r.get("memory_gbs", {}).items():
+            rows.append((f"  machine: {name}", f"{gbs:.1f} GB/s", "one matrix, same threads, median of 5"))
+        if "profile_ms" in r:
+            pr = r["profile_ms"]
+            rows.append(
+                (
+                    "  ours, one probe (ms)",
+                    f"{sum(pr[k] for k in ('moments', 'stage', 'preconditioner', 'passes', 'lbfgs_rest')):.1f}",
+                    f"mean/std {pr['moments']:.1f}, staged copy {pr['stage']:.1f}, preconditioner "
+                    f"{pr['preconditioner']:.1f}, {pr['evaluations']:.0f} passes x {pr['ms_per_pass']:.2f} = "
+                    f"{pr['passes']:.1f}, rest of L-BFGS {pr['lbfgs_rest']:.1f}",
+                )
+            )
         width = max(len(a) for a, _, _ in rows)
         for a, b, c in rows:
             print(f"  {a:<{width}}  {b:>10}  {c}".rstrip())

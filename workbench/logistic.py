@@ -21,6 +21,7 @@ dtype, blockwise, with float64 accumulation across blocks.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -31,6 +32,10 @@ _HISTORY = 10  # L-BFGS curvature pairs kept per probe
 _ARMIJO = 1e-4  # sufficient decrease constant
 _MAX_HALVINGS = 40  # backtracking steps before a probe is declared stalled
 _WHITEN_MAX_D = 1024  # above this width the d x d Newton preconditioner costs more than it saves: identity
+_PILOT = 4  # the preconditioner first estimates its shrinkage on every _PILOT-th sample row, ...
+_PILOT_NOISE = 0.9  # ... and stops there when Ledoit-Wolf's weight says the estimate is at least this much noise
+_STAGE = True  # per-probe matrices on a CPU are solved from a standardised transposed copy (see `_stage`)
+_GROUP_BYTES = 16 << 20  # per-probe matrices solved together: about half of a 32 MiB L3 (see `matrix_groups`)
 
 
 @dataclass
@@ -45,6 +50,22 @@ class LogisticSolution:
     grad_max: Tensor  # (P,) float64, max |gradient| at the returned weights
     passes: int  # full passes over the design matrix (loss + gradient evaluations), for bandwidth accounting
     flops: float  # floating-point operations in products with the design matrix, preconditioner included
+    reads: int = 0  # loss + gradient evaluations summed over probes: reads of one probe's matrix (P, N, d) case
+
+    @staticmethod
+    def cat(parts: list[LogisticSolution]) -> LogisticSolution:
+        """One solution from the solutions of consecutive groups of probes (see `matrix_groups`)."""
+        return LogisticSolution(
+            weight=torch.cat([s.weight for s in parts]),
+            bias=torch.cat([s.bias for s in parts]),
+            n_iter=torch.cat([s.n_iter for s in parts]),
+            converged=torch.cat([s.converged for s in parts]),
+            loss=torch.cat([s.loss for s in parts]),
+            grad_max=torch.cat([s.grad_max for s in parts]),
+            passes=sum(s.passes for s in parts),
+            flops=sum(s.flops for s in parts),
+            reads=sum(s.reads for s in parts),
+        )
 
 
 def block_rows(n: int, d: int, element_size: int, device: torch.device) -> int:
@@ -56,6 +77,20 @@ def block_rows(n: int, d: int, element_size: int, device: torch.device) -> int:
     return max(64, min(n, (2 << 20) // max(d * element_size, 1)))
 
 
+def matrix_groups(X: Tensor) -> list[slice]:
+    """Consecutive runs of probes to solve together when each probe has its own matrix (X is (P, N, d)).
+
+    On a CPU, probes are taken in groups whose matrices fit together in `_GROUP_BYTES` (at least one probe each):
+    a group's first read (its mean and std) brings its matrices into the last-level cache and every L-BFGS pass
+    after it reads them from there, instead of every pass of every probe streaming its matrix from DRAM as when
+    all P probes advance one iteration at a time. On an accelerator, one group (launches cost more than reads)."""
+    p = X.shape[0]
+    if X.device.type != "cpu":
+        return [slice(0, p)]
+    size = max(1, _GROUP_BYTES // max(X[0].numel() * X.element_size(), 1))
+    return [slice(a, min(p, a + size)) for a in range(0, p, size)]
+
+
 class _Design:
     """The standardised design Z = (X - mean) / std of P probes, never materialised.
 
@@ -65,18 +100,29 @@ class _Design:
     For float32 X with a column mean more than 4 standard deviations from 0, the fold would lose the gradient to
     float32 cancellation, so each block is centred and scaled in a reused buffer first (one extra pass in cache)."""
 
-    def __init__(self, X: Tensor, mean: Tensor, std: Tensor) -> None:
+    def __init__(self, X: Tensor, mean: Tensor, std: Tensor, stage: Tensor | None = None) -> None:
         self.X, self.dtype, self.shared = X, X.dtype, X.ndim == 2
         self.mean, self.std = mean, std  # (P, d) float64
         n, d = X.shape[-2:]
         self.rows = block_rows(n, d, X.element_size(), X.device)
-        self.centre = X.dtype != _F64 and bool(((mean / std).abs() > 4).any())
+        self.staged = stage is not None
+        if self.staged:  # per-probe matrices, standardised into stage as Z^T (P, d, N): see `_stage`
+            self.Zt = _stage(X, mean, std, stage)
+            # whole-matrix products: column-major row blocks run MKL's kernels at less than half the rate (lda = N),
+            # and the two reads of a cache-resident matrix cost less than the blocks' extra calls (measured)
+            self.rows = n
+        self.centre = not self.staged and X.dtype != _F64 and bool(((mean / std).abs() > 4).any())
         if self.centre:
             self.scale = (1.0 / std).to(X.dtype)
             self.shift = (-mean / std).to(X.dtype)
             self.buf = torch.empty(self.rows, d, dtype=X.dtype, device=X.device)
 
     def _blocks(self, q: int | None):
+        if self.staged:  # column-major blocks of Z: B rows, each of its d columns a contiguous run of B values
+            Z = self.Zt[q].T
+            for a in range(0, Z.shape[0], self.rows):
+                yield slice(a, min(a + self.rows, Z.shape[0])), Z[a : a + self.rows]
+            return
         X = self.X if q is None else self.X[q]
         for a in range(0, X.shape[0], self.rows):
             xb = X[a : a + self.rows]
@@ -105,7 +151,8 @@ class _Design:
         (float32 elementwise work is half the cost, and rounds no worse than the products that made the score);
         every sum over rows accumulates in float64."""
         n = signs.shape[0] if self.shared else signs.shape[1]
-        if self.centre:
+        explicit = self.centre or self.staged  # blocks are z itself: no standardisation to fold into the weights
+        if explicit:
             V, c = W, b
         else:
             V = W / self.std[probes]
@@ -136,10 +183,26 @@ class _Design:
                     r = ls.exp_().sub_(1.0).mul_(t)
                     g_v[i] += (r @ xb).to(_F64)
                     g_b[i] += r.sum(dtype=_F64)
-        if not self.centre:
+        if not explicit:
             g_v = (g_v - g_b[:, None] * self.mean[probes]) / self.std[probes]
         loss = loss / n + 0.5 * l2 * (W * W).sum(dim=1)
         return loss, g_v / n + l2 * W, g_b / n
+
+
+def _stage(X: Tensor, mean: Tensor, std: Tensor, stage: Tensor) -> Tensor:
+    """Z^T = ((X[q] - mean[q]) / std[q])^T for every probe q of X (P, N, d), written into the front of `stage`
+    (a reused flat buffer) as (P, d, N); returns that view.
+
+    Why a transposed copy: on this project's CPUs (MKL on AMD EPYC) a float32 matrix-vector product reads a
+    row-major (N, 256) matrix at ~7 GB/s but a column-major one at ~22 GB/s, near a plain sum's rate. The copy
+    costs about as much as four passes and every L-BFGS pass after it is ~2.5x cheaper; standardising it once also
+    keeps float32 cancellation out of the passes (no folded mean, no per-block centring)."""
+    p, n, d = X.shape
+    zt = stage[: p * d * n].view(p, d, n)
+    for q in range(p):
+        zt[q].copy_(X[q].T)
+        zt[q].sub_(mean[q].to(X.dtype)[:, None]).mul_((1.0 / std[q]).to(X.dtype)[:, None])
+    return zt
 
 
 def _preconditioner(design: _Design, l2: float, rows: int) -> tuple[Tensor | None, float]:
@@ -156,34 +219,57 @@ def _preconditioner(design: _Design, l2: float, rows: int) -> tuple[Tensor | Non
         return None, 0.0
     m = min(n, rows)
     idx = torch.linspace(0, n - 1, m, device=design.X.device).round().long()
+    first = torch.zeros(m, dtype=torch.bool, device=idx.device)
+    first[::_PILOT] = True  # a quarter of the sample, spread over the whole matrix like the rest
     g = 1 if design.shared else design.X.shape[0]
     hess = torch.empty(g, d, d, dtype=_F64, device=design.X.device)
+    flops = 0.0
     for q in range(g):
-        z = design.sample_rows(q, idx)  # (m, d) standardised, in X's dtype
-        cov = (z.T @ z).to(_F64) / m
-        mu = float(cov.diagonal().mean())
-        cov_sq = float((cov * cov).sum())
-        spread = cov_sq - d * mu * mu  # ||S - mu I||_F^2
-        row_sq = (z * z).sum(dim=1, dtype=_F64)
-        noise = float((row_sq * row_sq).sum()) / m**2 - cov_sq / m  # Ledoit-Wolf's estimate of the sampling error
-        alpha = min(1.0, max(0.0, noise / spread)) if spread > 0 else 1.0
+        gram, row_sq, used = None, [], 0
+        for part in (idx[first], idx[~first]):
+            if part.numel() == 0:
+                continue
+            z = design.sample_rows(q, part)  # (m_k, d) standardised, in X's dtype
+            gz = (z.T @ z).to(_F64)
+            gram = gz if gram is None else gram.add_(gz)
+            row_sq.append((z * z).sum(dim=1).to(_F64))
+            used += part.numel()
+            flops += 2.0 * part.numel() * d * d
+            alpha, cov, mu = _shrinkage(gram, torch.cat(row_sq), used)
+            if alpha >= _PILOT_NOISE:  # the pilot rows are mostly sampling noise: near-identity, more rows won't help
+                break
         hess[q] = cov.mul_((1 - alpha) / 4)
         hess[q].diagonal().add_(alpha * mu / 4 + max(l2, 1e-8))
     chol, info = torch.linalg.cholesky_ex(hess)
-    flops = 2.0 * m * d * d * g
     if bool((info != 0).any()):
         return None, flops
     return chol, flops
 
 
-def _apply_h0(chol: Tensor | None, idx: Tensor, g_w: Tensor, g_b: Tensor) -> tuple[Tensor, Tensor]:
-    """H0 (g_w, g_b) for the probes idx: the Newton-at-zero inverse Hessian (bias curvature 1/4 at p = 1/2)."""
-    if chol is None:
+def _shrinkage(gram: Tensor, row_sq: Tensor, m: int) -> tuple[float, Tensor, float]:
+    """Ledoit-Wolf weight alpha in [0, 1], sample covariance S = gram / m and its mean eigenvalue mu, from the
+    Gram matrix (d, d) of m standardised rows and their squared norms (m,)."""
+    d = gram.shape[0]
+    cov = gram / m
+    mu = float(cov.diagonal().mean())
+    cov_sq = float((cov * cov).sum())
+    spread = cov_sq - d * mu * mu  # ||S - mu I||_F^2
+    noise = float((row_sq * row_sq).sum()) / m**2 - cov_sq / m  # Ledoit-Wolf's estimate of the sampling error
+    alpha = min(1.0, max(0.0, noise / spread)) if spread > 0 else 1.0
+    return alpha, cov, mu
+
+
+def _apply_h0(h0: Tensor | None, idx: Tensor, g_w: Tensor, g_b: Tensor) -> tuple[Tensor, Tensor]:
+    """H0 (g_w, g_b) for the probes idx: the Newton-at-zero inverse Hessian h0 (G, d, d), G = 1 when shared
+    (bias curvature 1/4 at p = 1/2). A product with the explicit inverse: a batched triangular solve per
+    iteration costs several times more on a CPU at these sizes."""
+    if h0 is None:
         h_w = g_w
-    elif chol.shape[0] == 1:
-        h_w = torch.cholesky_solve(g_w.T, chol[0]).T
+    elif h0.shape[0] == 1:
+        h_w = g_w @ h0[0]  # symmetric
     else:
-        h_w = torch.cholesky_solve(g_w[..., None], chol[idx])[..., 0]
+        hq = h0 if idx.numel() == h0.shape[0] else h0[idx]  # every probe still active: no gather
+        h_w = torch.bmm(g_w[:, None, :], hq)[:, 0]
     return h_w, 4.0 * g_b
 
 
@@ -213,7 +299,7 @@ def _new_state(p: int, d: int, b0: Tensor) -> _State:
     )
 
 
-def _direction(st: _State, idx: Tensor, g: Tensor, chol: Tensor | None) -> Tensor:
+def _direction(st: _State, idx: Tensor, g: Tensor, h0: Tensor | None) -> Tensor:
     """-H g for the probes idx by the two-loop recursion over the filled history slots (g is (A, d + 1))."""
     d = g.shape[1] - 1
     q = g.clone()
@@ -224,7 +310,7 @@ def _direction(st: _State, idx: Tensor, g: Tensor, chol: Tensor | None) -> Tenso
         a = ra[:, j] * (Sa[:, j] * q).sum(dim=1)
         q -= a[:, None] * Ya[:, j]
         alphas.append(a)
-    h_w, h_b = _apply_h0(chol, idx, q[:, :d], q[:, d])
+    h_w, h_b = _apply_h0(h0, idx, q[:, :d], q[:, d])
     r = torch.cat([h_w, h_b[:, None]], dim=1) * st.gamma[idx, None]
     for j, a in zip(reversed(order), reversed(alphas), strict=True):
         beta = ra[:, j] * (Ya[:, j] * r).sum(dim=1)
@@ -232,9 +318,7 @@ def _direction(st: _State, idx: Tensor, g: Tensor, chol: Tensor | None) -> Tenso
     return -r
 
 
-def _lbfgs(
-    design: _Design, Y: Tensor, st: _State, chol: Tensor | None, *, l2: float, max_iter: int, tol: float
-) -> dict:
+def _lbfgs(design: _Design, Y: Tensor, st: _State, h0: Tensor | None, *, l2: float, max_iter: int, tol: float) -> dict:
     """Run L-BFGS from state `st` (updated in place) until every probe stops; returns per-probe diagnostics."""
     p, d = st.W.shape
     n = Y.shape[1]
@@ -242,7 +326,7 @@ def _lbfgs(
     signs = signs.T.contiguous() if design.shared else signs.contiguous()
     f, g_w, g_b = design.loss_grad(signs, st.W, st.b, torch.arange(p, device=st.W.device), l2)
     passes, pass_flops = 1, 4.0 * n * d  # scores and gradient: two multiply-adds per matrix entry per probe
-    flops = pass_flops * p
+    flops, reads = pass_flops * p, p
     noise_eps = 16 * torch.finfo(design.dtype).eps  # relative rounding of a loss summed from products in Z's dtype
     n_iter = torch.zeros(p, dtype=torch.long, device=st.W.device)
     gmax = torch.maximum(g_w.abs().amax(dim=1), g_b.abs())
@@ -253,11 +337,11 @@ def _lbfgs(
         if idx.numel() == 0:
             break
         g = torch.cat([g_w[idx], g_b[idx, None]], dim=1)
-        direction = _direction(st, idx, g, chol)
+        direction = _direction(st, idx, g, h0)
         slope = (direction * g).sum(dim=1)
         bad = slope >= 0  # not a descent direction (impossible with positive curvature; restart if it happens)
         if bad.any():
-            h_w, h_b = _apply_h0(chol, idx[bad], g_w[idx][bad], g_b[idx][bad])
+            h_w, h_b = _apply_h0(h0, idx[bad], g_w[idx][bad], g_b[idx][bad])
             direction[bad] = -torch.cat([h_w, h_b[:, None]], dim=1)
             slope = (direction * g).sum(dim=1)
             st.rho[idx[bad]] = 0.0
@@ -273,7 +357,7 @@ def _lbfgs(
             f_t, gw_t, gb_t = design.loss_grad(
                 signs, st.W[probes] + t_dir[:, :d], st.b[probes] + t_dir[:, d], probes, l2
             )
-            passes, flops = passes + 1, flops + pass_flops * todo.numel()
+            passes, flops, reads = passes + 1, flops + pass_flops * todo.numel(), reads + todo.numel()
             f_new[todo], gw_new[todo], gb_new[todo] = f_t, gw_t, gb_t
             # Armijo; or, when the decrease is below what the products' rounding can resolve, the curvature test
             # on the new gradient alone (near the optimum in float32 both losses are equal to rounding)
@@ -295,7 +379,7 @@ def _lbfgs(
         st.Yd[idx, st.slot] = y_vec
         st.rho[idx, st.slot] = torch.where(good, 1.0 / torch.where(good, sy, 1.0), 0.0)
         if good.any():
-            yh_w, yh_b = _apply_h0(chol, idx[good], y_vec[good, :d], y_vec[good, d])
+            yh_w, yh_b = _apply_h0(h0, idx[good], y_vec[good, :d], y_vec[good, d])
             yhy = (y_vec[good, :d] * yh_w).sum(dim=1) + y_vec[good, d] * yh_b
             st.gamma[idx[good]] = sy[good] / yhy.clamp_min(1e-300)
         st.slot, st.filled = (st.slot + 1) % _HISTORY, min(st.filled + 1, _HISTORY)
@@ -310,7 +394,99 @@ def _lbfgs(
         finished[keep] |= change <= 1e-12 * f[moved].abs().clamp_min(1.0)
         converged[idx[finished]] = True
         active[idx[finished]] = False
-    return {"n_iter": n_iter, "converged": converged, "loss": f, "grad_max": gmax, "passes": passes, "flops": flops}
+    return {
+        "n_iter": n_iter,
+        "converged": converged,
+        "loss": f,
+        "grad_max": gmax,
+        "passes": passes,
+        "flops": flops,
+        "reads": reads,
+    }
+
+
+def _lbfgs_one(
+    design: _Design, Y: Tensor, st: _State, h0: Tensor | None, *, l2: float, max_iter: int, tol: float
+) -> dict:
+    """`_lbfgs` for a single probe (P = 1), the same method step for step, with its bookkeeping on one (d + 1)
+    vector and Python scalars instead of (P, ...) tensors with index gathers: solving a sweep probe by probe
+    (`solve_per_matrix`) pays this loop's overhead once per probe and iteration, where the batched loop's ~60 small
+    tensor operations per iteration would cost as much as a pass over a 5,000 x 256 matrix."""
+    d = st.W.shape[1]
+    n = Y.shape[1]
+    dev = st.W.device
+    signs = (2 * Y - 1).to(design.dtype)
+    signs = signs.T.contiguous() if design.shared else signs.contiguous()  # (N, 1) or (1, N), as loss_grad reads
+    probe = torch.zeros(1, dtype=torch.long, device=dev)
+    h = torch.eye(d + 1, dtype=_F64, device=dev)  # H0 as one (d + 1) x (d + 1) matrix: weights block, bias 4
+    if h0 is not None:
+        h[:d, :d] = h0[0]
+    h[d, d] = 4.0
+
+    def evaluate(x: Tensor) -> tuple[float, Tensor]:
+        f, g_w, g_b = design.loss_grad(signs, x[None, :d], x[d : d + 1], probe, l2)
+        return float(f[0]), torch.cat([g_w[0], g_b])
+
+    x = torch.cat([st.W[0], st.b])
+    f, g = evaluate(x)
+    pass_flops = 4.0 * n * d
+    passes, flops = 1, pass_flops
+    noise_eps = 16 * torch.finfo(design.dtype).eps
+    gmax = float(g.abs().max())
+    converged, n_iter, gamma = gmax <= tol, 0, 1.0
+    pairs: list[tuple[Tensor, Tensor, float]] = []  # (s, y, rho), oldest first; rho = 0 marks a skipped pair
+    while not converged and n_iter < max_iter:
+        q = g.clone()
+        alphas = []
+        for s_k, y_k, rho in reversed(pairs):
+            a = rho * float(s_k @ q)
+            q.add_(y_k, alpha=-a)
+            alphas.append(a)
+        r = (h @ q).mul_(gamma)
+        for (s_k, y_k, rho), a in zip(pairs, reversed(alphas), strict=True):
+            r.add_(s_k, alpha=a - rho * float(y_k @ r))
+        direction = r.neg_()
+        slope = float(direction @ g)
+        if slope >= 0:  # not a descent direction: restart from H0 with the history's weights cleared
+            direction = -(h @ g)
+            slope = float(direction @ g)
+            pairs = [(s_k, y_k, 0.0) for s_k, y_k, _ in pairs]
+        step, keep = 1.0, False
+        for _ in range(_MAX_HALVINGS):
+            f_t, g_t = evaluate(x + step * direction)
+            passes, flops = passes + 1, flops + pass_flops
+            if f_t <= f + _ARMIJO * step * slope:
+                keep = True
+            elif f_t <= f + noise_eps * max(abs(f), 1.0) and abs(float(g_t @ direction)) <= 0.9 * abs(slope):
+                keep = True
+            if keep:
+                break
+            step *= 0.5
+        s_vec = step * direction
+        y_vec = g_t - g
+        sy = float(s_vec @ y_vec)
+        good = keep and sy > 1e-12 * float(s_vec.norm()) * float(y_vec.norm())
+        pairs = [*pairs, (s_vec, y_vec, 1.0 / sy if good else 0.0)][-_HISTORY:]
+        if good:
+            gamma = sy / max(float(y_vec @ (h @ y_vec)), 1e-300)
+        n_iter += 1
+        if not keep:  # no acceptable step down to 2^-40: the objective is flat to rounding here
+            converged = True
+            break
+        change = abs(f - f_t)
+        x, f, g = x + s_vec, f_t, g_t
+        gmax = float(g.abs().max())
+        converged = gmax <= tol or change <= 1e-12 * max(abs(f), 1.0)
+    st.W[0], st.b[0] = x[:d], x[d]
+    return {
+        "n_iter": torch.tensor([n_iter], device=dev),
+        "converged": torch.tensor([converged], device=dev),
+        "loss": torch.tensor([f], dtype=_F64, device=dev),
+        "grad_max": torch.tensor([gmax], dtype=_F64, device=dev),
+        "passes": passes,
+        "flops": flops,
+        "reads": passes,
+    }
 
 
 def solve_logistic(
@@ -323,6 +499,7 @@ def solve_logistic(
     max_iter: int,
     tol: float,
     sample: int | None = None,
+    stage: Tensor | None = None,
 ) -> LogisticSolution:
     """Fit P logistic probes on standardised activations z = (x - mean[p]) / std[p].
 
@@ -330,16 +507,19 @@ def solve_logistic(
     0/1 labels. Each probe minimises (1/N) sum_n BCE(y_n, w . z_n + b) + (l2 / 2) ||w||^2 and stops when
     max |gradient| <= tol, when its objective stops changing (relative 1e-12) or after max_iter iterations.
     `sample` is the number of strided rows behind the preconditioner: by default 16 d for a shared matrix (paid
-    once) and 8 d per matrix otherwise (paid per probe). Deterministic for fixed inputs.
+    once) and 8 d per matrix otherwise (paid per probe). `stage`: for a (P, N, d) X, a flat buffer of at least
+    P N d values in X's dtype to hold the standardised, transposed matrices (see `_stage`); None reads X as it is.
+    Deterministic for fixed inputs.
     """
     p, n = Y.shape
     d = X.shape[-1]
-    design = _Design(X, mean, std)
+    design = _Design(X, mean, std, stage if X.ndim == 3 else None)
     rows = sample if sample is not None else (16 if design.shared else 8) * d
     chol, flops = _preconditioner(design, l2, rows)
+    h0 = None if chol is None else torch.cholesky_inverse(chol)
     prior = Y.mean(dim=1).clamp(1e-12, 1 - 1e-12)
     st = _new_state(p, d, torch.log(prior / (1 - prior)))
-    out = _lbfgs(design, Y, st, chol, l2=l2, max_iter=max_iter, tol=tol)
+    out = (_lbfgs_one if p == 1 else _lbfgs)(design, Y, st, h0, l2=l2, max_iter=max_iter, tol=tol)
     return LogisticSolution(
         weight=st.W,
         bias=st.b,
@@ -349,4 +529,34 @@ def solve_logistic(
         grad_max=out["grad_max"],
         passes=out["passes"],
         flops=flops + out["flops"],
+        reads=out["reads"],
     )
+
+
+def solve_per_matrix(
+    X: Tensor,
+    Y: Tensor,
+    moments: Callable[[Tensor], tuple[Tensor, Tensor]],
+    *,
+    l2: float,
+    max_iter: int,
+    tol: float,
+) -> tuple[LogisticSolution, Tensor, Tensor]:
+    """`solve_logistic` for one matrix per probe (X (P, N, d)), a cache-sized group of probes at a time.
+
+    For each group (`matrix_groups`): its mean and std by `moments` (X_g (G, N, d) -> (G, d) float64 each; the
+    read that brings the group's matrices into cache), then on a CPU its standardised transposed copy in one
+    reused buffer (`_stage`), then every L-BFGS pass of the group. Returns the solution and the (P, d) mean and std.
+    """
+    groups = matrix_groups(X)
+    n, d = X.shape[1:]
+    stage = None
+    if X.device.type == "cpu" and _STAGE:
+        stage = torch.empty(max(g.stop - g.start for g in groups) * n * d, dtype=X.dtype)
+    parts, means, stds = [], [], []
+    for g in groups:
+        mean, std = moments(X[g])
+        parts.append(solve_logistic(X[g], mean, std, Y[g], l2=l2, max_iter=max_iter, tol=tol, stage=stage))
+        means.append(mean)
+        stds.append(std)
+    return LogisticSolution.cat(parts), torch.cat(means), torch.cat(stds)

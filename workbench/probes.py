@@ -329,7 +329,8 @@ def _moments(X3: Tensor) -> tuple[Tensor, Tensor]:
     """Column means and centred sums of squares of X3 (P, N, d), float64 (P, d) each, in one pass over X3.
 
     Each ~2 MB block of rows of one probe's matrix has a shift (its first row) subtracted in X's dtype, and its
-    sums and sums of squares accumulate in float64, so sum((x - mean)^2) = sum((x - k)^2) - N (mean - k)^2 keeps
+    sums and sums of squares are taken in X's dtype (torch's sum is pairwise) and added up in float64 across
+    blocks, so sum((x - mean)^2) = sum((x - k)^2) - N (mean - k)^2 keeps
     two-pass accuracy (torch's std is several times slower on CPU, a float64 mean of float32 as slow again, and a
     centred copy of X costs memory and page faults)."""
     p, n, d = X3.shape
@@ -343,8 +344,8 @@ def _moments(X3: Tensor) -> tuple[Tensor, Tensor]:
             block = X3[q, a : a + rows]
             b = buf[: block.shape[0]]
             torch.sub(block, shift[q], out=b)
-            s1[q] += b.sum(dim=0, dtype=_F64)
-            s2[q] += b.square_().sum(dim=0, dtype=_F64)
+            s1[q] += b.sum(dim=0).to(_F64)
+            s2[q] += b.square_().sum(dim=0).to(_F64)
     delta = s1 / n
     return shift.to(_F64) + delta, (s2 - n * delta * delta).clamp_min_(0.0)
 
@@ -481,13 +482,18 @@ def fit_logistic(
     (`meta["converged"]` is False only if some probe hit that limit).
     Returns a LinearProbe with weight (P, d), bias (P,) in float64; deterministic for fixed inputs.
     """
-    from workbench.logistic import solve_logistic
+    from workbench.logistic import solve_logistic, solve_per_matrix
 
     X, Y = _inputs(X, y, "logistic", keep_float32=True)
     p, n = Y.shape
     l2, max_iter, tol = float(l2), int(max_iter), float(tol)
-    mean, std = _standardisation(X, p, standardize)
-    sol = solve_logistic(X, mean, std, Y, l2=l2, max_iter=max_iter, tol=tol)
+    if X.ndim == 2:
+        mean, std = _standardisation(X, p, standardize)
+        sol = solve_logistic(X, mean, std, Y, l2=l2, max_iter=max_iter, tol=tol)
+    else:  # one matrix per probe: a cache-sized group at a time, its mean and std first
+        sol, mean, std = solve_per_matrix(
+            X, Y, lambda xg: _standardisation(xg, xg.shape[0], standardize), l2=l2, max_iter=max_iter, tol=tol
+        )
     meta = {
         "l2": l2,
         "max_iter": max_iter,
@@ -499,6 +505,7 @@ def fit_logistic(
         "grad_max": float(sol.grad_max.max()),
         "dtype": str(X.dtype).removeprefix("torch."),
         "passes": sol.passes,  # full-data loss + gradient evaluations (each over the probes still running)
+        "reads": sol.reads,  # loss + gradient evaluations summed over probes (one read of a probe's matrix each)
         "flops": sol.flops,  # in products with the design matrices, preconditioner included
     }
     return LinearProbe(sol.weight, sol.bias, "logistic", mean, std, meta)
