@@ -1,9 +1,11 @@
-"""The speed paths of the policy forward (a max-pool run in the channels-last layout), and so of rollouts, outcome
-labels and collected activations, give the same numbers as the plain paths they replace (issue #16): bit-identical,
-since a maximum does no arithmetic. The vector field's channels-last batch changes the convolutions' summation order,
-so it is checked allclose against one forward per cell, as before.
+"""The speed paths of the policy forward (a max-pool run in the channels-last layout) and of the rollout loop (each
+distinct observation forwarded once), and so rollouts, outcome labels and collected activations, give the same
+numbers as the plain paths they replace (issue #16): bit-identical, since a maximum does no arithmetic and a row's
+logits do not depend on the batch it is in. The vector field's channels-last batch changes the convolutions'
+summation order, so it is checked allclose against one forward per cell, as before.
 
-The reference is rebuilt here rather than stored: the same policy with torch's own `nn.MaxPool2d` back in place."""
+The references are rebuilt here rather than stored: the same policy with torch's own `nn.MaxPool2d` back in place,
+and a rollout loop that forwards every env at every step."""
 
 from __future__ import annotations
 
@@ -17,7 +19,11 @@ from torch import nn
 
 import workbench
 from workbench.hooks import run_with_cache
+from workbench.policy import policy_logits
+from workbench.rl import loop
+from workbench.rl.envs.maze import MazeVecEnv
 from workbench.rl.policies import ImpalaPolicy, MaxPool, PolicyConfig
+from workbench.rl.rollout import EpisodeTracker
 from workbench.rl.vector_field import vector_field, vector_field_loop
 
 torch.set_num_threads(1)
@@ -86,6 +92,46 @@ def test_training_gradients_unchanged():
 
 def _records(rec) -> dict:
     return {k: v for k, v in vars(rec).items() if isinstance(v, np.ndarray)}
+
+
+def _every_row(policy, env, obs, tracker, max_steps, seed=0):
+    """The rollout loop without its shortcuts: every env forwarded at every step."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for _ in range(max_steps):
+            probs = torch.softmax(policy_logits(policy, torch.as_tensor(obs)), dim=-1)
+            obs, _, _, _, info = env.step(torch.multinomial(probs, 1, generator=gen).squeeze(1).numpy())
+            tracker.update(info)
+            if tracker.done.all():
+                break
+    return tracker.records()
+
+
+def _maze_rollout(agent, policy, levels, play, seed):
+    env = MazeVecEnv(len(levels), split="ood", config=agent.env_config)
+    obs, _ = env.reset(options={"levels": levels})
+    return _records(play(policy, env, obs, EpisodeTracker(levels), agent.env_config.max_steps, seed))
+
+
+@pytest.mark.parametrize("key_bytes", [loop.EXACT_KEY_BYTES, 0])  # 0: every observation keyed by its digest
+def test_memo_forwards_each_observation_once_and_keeps_the_records(agent, key_bytes, monkeypatch):
+    levels = agent.world.levels("ood", 60, 9)
+    ref = _maze_rollout(agent, plain_pool(agent.policy), levels, _every_row, seed=3)
+    seen: list[np.ndarray] = []
+
+    def counting(policy, x):
+        seen.extend(x.numpy())
+        return policy_logits(policy, x)
+
+    monkeypatch.setattr(loop, "policy_logits", counting)
+    monkeypatch.setattr(loop, "EXACT_KEY_BYTES", key_bytes)
+    got = _maze_rollout(agent, agent.policy, levels, loop.play_until_done, seed=3)
+    assert ref.keys() == got.keys() and ref
+    for key in ref:
+        np.testing.assert_array_equal(ref[key], got[key], err_msg=key)
+    distinct = {row.tobytes() for row in seen}
+    assert len(distinct) == len(seen)  # no observation forwarded twice
+    assert len(seen) < got["length"].sum()  # and the memo saved forwards (stuck episodes repeat observations)
 
 
 def test_rollout_records_identical(agent):
