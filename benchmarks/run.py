@@ -60,6 +60,7 @@ FORWARD_BATCH = 64
 FIELD_SIZE = 15
 FIELD_SEEDS = 51  # search level seeds 0..50 for the first maze of side FIELD_SIZE
 PROBS_ATOL = 1e-5
+VS_PROCGEN_ENVS = 64  # issue #16's env target: native >= 20x procgen at 64 envs, per CPU second
 
 
 # ------------------------------------------------------------------------------------------------------- settings
@@ -85,23 +86,33 @@ QUICK = Settings(
 
 # --------------------------------------------------------------------------------------------------------- timing
 def interleaved(
-    cases: Sequence[Callable[[], object]], rounds: int, warmup: int = 1, inner: int = 1
+    cases: Sequence[Callable[[], object]],
+    rounds: int,
+    warmup: int = 1,
+    inner: int = 1,
+    cpu: list[list[float]] | None = None,
 ) -> list[list[float]]:
     """Seconds per call of each case in every round, measured A, B, A, B, ... so load drift hits all cases alike.
 
     Each case is first called `warmup` times untimed; then every round times `inner` back-to-back calls of each case
-    in turn. Returns one list of per-call times per case, one entry per round.
+    in turn. Returns one list of per-call times per case, one entry per round. With `cpu` (an empty list) the same
+    calls' CPU seconds of this thread are appended to it, one list per case (what a call costs on a shared machine,
+    where the wall clock also counts the time other tenants hold the core).
     """
     for case in cases:
         for _ in range(warmup):
             case()
     samples: list[list[float]] = [[] for _ in cases]
+    if cpu is not None:
+        cpu[:] = [[] for _ in cases]
     for _ in range(rounds):
-        for case, out in zip(cases, samples, strict=True):
-            start = time.perf_counter()
+        for i, (case, out) in enumerate(zip(cases, samples, strict=True)):
+            start, start_cpu = time.perf_counter(), time.thread_time()
             for _ in range(inner):
                 case()
             out.append((time.perf_counter() - start) / inner)
+            if cpu is not None:
+                cpu[i].append((time.thread_time() - start_cpu) / inner)
     return samples
 
 
@@ -145,6 +156,7 @@ class Row:
     target: Target | None = None
     details: dict | None = None
     gflops: float | None = None  # achieved GFLOP/s of our side, for compute-bound kernels (see the module doc)
+    why: str = ""  # where the time goes and which bound stops it (printed under the table), from this run's profile
 
     @property
     def passed(self) -> bool | None:
@@ -168,6 +180,8 @@ def fmt_value(value: float | None, unit: str) -> str:
         return f"{value:,.0f} rows/s"
     if unit == "s/call":
         return f"{value * 1e3:.2f} ms/call"
+    if unit == "GFLOP/s":
+        return f"{value:.1f} GFLOP/s"
     return f"{value:g} {unit}"
 
 
@@ -177,19 +191,25 @@ PEAK_SIZE = 2048
 
 def matmul_peak_gflops(size: int = PEAK_SIZE, repeats: int = 7) -> dict:
     """This machine's dense float32 matmul rate under the current torch thread count: the best of `repeats` timed
-    `torch.mm` calls on (size x size) @ (size x size) after one warm-up, 2 size^3 FLOPs each."""
+    `torch.mm` calls on (size x size) @ (size x size) after one warm-up, 2 size^3 FLOPs each. On one torch thread
+    `gflops` divides by the CPU seconds of the process (the core's rate while it ran this process; on a shared,
+    loaded machine the wall clock also counts other tenants and can halve the figure); with more threads, by wall
+    seconds (process CPU time would add the threads up). `wall_gflops` is always per wall second."""
     gen = torch.Generator().manual_seed(0)
     a, b = torch.randn(size, size, generator=gen), torch.randn(size, size, generator=gen)
     out = torch.empty(size, size)
     torch.mm(a, b, out=out)
-    times = []
+    times, cpu = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         torch.mm(a, b, out=out)
         times.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
     flops = 2.0 * size**3
-    return {"size": size, "repeats": repeats, "best_s": min(times), "gflops": flops / min(times) / 1e9,
-            "median_gflops": flops / statistics.median(times) / 1e9}  # fmt: skip
+    clock = cpu if torch.get_num_threads() == 1 else times
+    return {"size": size, "repeats": repeats, "best_s": min(clock), "gflops": flops / min(clock) / 1e9,
+            "median_gflops": flops / statistics.median(clock) / 1e9, "wall_gflops": flops / min(times) / 1e9,
+            "clock": "process CPU seconds" if clock is cpu else "wall seconds"}  # fmt: skip
 
 
 def forward_flops(model: torch.nn.Module, x: torch.Tensor) -> float:
@@ -349,7 +369,64 @@ def field_level(env_config: MazeConfig) -> MazeLevels:
     return levels.select(hits[:1])
 
 
-def bench_field(policy: ImpalaPolicy, env_config: MazeConfig, settings: Settings) -> Row:
+def one_thread() -> bool:
+    """Whether torch runs on one thread: then a call's CPU seconds are its cost on a shared machine (the wall clock
+    also counts other tenants); with more threads this thread's CPU time misses the workers', so wall time is used."""
+    return torch.get_num_threads() == 1
+
+
+def conv_profile(model: torch.nn.Module, x: torch.Tensor, repeats: int = 5) -> list[dict]:
+    """Per Conv2d layer of one forward on `x`: median seconds (CPU seconds of this thread on one torch thread, else
+    wall; timed by pre/post forward hooks), FLOPs and GFLOP/s, in forward order. Where a compute-bound forward
+    spends its time, layer by layer."""
+    clock = time.thread_time if one_thread() else time.perf_counter
+    layers = [(n, m) for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)]
+    times: dict[str, list[float]] = {n: [] for n, _ in layers}
+    flops: dict[str, float] = {}
+    started: dict[str, float] = {}
+
+    def pre(name: str):
+        def hook(_module: torch.nn.Module, _inputs: tuple) -> None:
+            started[name] = clock()
+
+        return hook
+
+    def post(name: str):
+        def hook(module: torch.nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
+            times[name].append(clock() - started[name])
+            k = module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
+            flops[name] = 2.0 * output.numel() * k
+
+        return hook
+
+    handles = [m.register_forward_pre_hook(pre(n)) for n, m in layers]
+    handles += [m.register_forward_hook(post(n)) for n, m in layers]
+    try:
+        with torch.no_grad():
+            model(x)  # warm-up
+            for t in times.values():
+                t.clear()
+            for _ in range(repeats):
+                model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    out = []
+    for name, module in layers:
+        sec = statistics.median(times[name])
+        shape = f"{module.in_channels}->{module.out_channels}"
+        out.append(
+            {"layer": name, "channels": shape, "s": sec, "flops": flops[name], "gflops": flops[name] / sec / 1e9}
+        )
+    return out
+
+
+def bench_field(policy: ImpalaPolicy, env_config: MazeConfig, settings: Settings, peak_gflops: float) -> Row:
+    """Vector field batched vs one forward per cell, wall and CPU time, with where the batched call's time goes.
+
+    On one torch thread the target is judged on CPU seconds of this thread (on a shared machine the wall clock also
+    counts the time other tenants hold the core), with the wall ratio in the name and the details; with more
+    threads, on wall time (see `one_thread`)."""
     level = field_level(env_config)
     batched, looped = vector_field(policy, level), vector_field_loop(policy, level)
     if not np.array_equal(batched.cells, looped.cells):
@@ -357,29 +434,83 @@ def bench_field(policy: ImpalaPolicy, env_config: MazeConfig, settings: Settings
     max_diff = float(np.abs(batched.probs - looped.probs).max())
     if not np.allclose(batched.probs, looped.probs, atol=PROBS_ATOL):
         raise AssertionError(f"vector_field and vector_field_loop disagree: max |dp| = {max_diff:.2e}")
+    cpu: list[list[float]] = []
     t_batched, t_looped = interleaved(
         [lambda: vector_field(policy, level), lambda: vector_field_loop(policy, level)],
         settings.field_rounds,
         warmup=settings.warmup,
+        cpu=cpu,
     )
     s_batched, s_looped = summary(t_batched), summary(t_looped)
+    c_batched, c_looped = summary(cpu[0]), summary(cpu[1])
+    if not one_thread():
+        c_batched, c_looped = s_batched, s_looped
+    clock_name = "CPU time" if one_thread() else "wall time"
     seed, cells = int(level.seeds[0]), len(batched.cells)
+    wall_ratio = s_looped["median_s"] / s_batched["median_s"]
+    cpu_ratio = c_looped["median_s"] / c_batched["median_s"]
+
+    # Where the time goes: the batched forward's FLOPs and rate, its conv layers, and the per-cell call's forward.
+    grid = level.select(np.zeros(cells, dtype=np.int64)).with_mouse(batched.cells)
+    obs = torch.as_tensor(grid.observe()).contiguous(memory_format=torch.channels_last)
+    flops = forward_flops(policy, obs)
+    gflops = flops / c_batched["median_s"] / 1e9
+    convs = conv_profile(policy, obs)
+    conv_s = sum(c["s"] for c in convs)
+    groups: dict[str, dict[str, float]] = {}
+    for c in convs:
+        g = groups.setdefault(c["channels"], {"s": 0.0, "flops": 0.0})
+        g["s"] += c["s"]
+        g["flops"] += c["flops"]
+    one = torch.as_tensor(level.with_mouse(batched.cells[:1]).observe())
+    with torch.no_grad():
+        (t_one,) = interleaved([lambda: policy(one)], settings.forward_rounds, settings.warmup, inner=cells, cpu=cpu)
+    one_s = statistics.median(cpu[0] if one_thread() else t_one)
+    per_cell = c_looped["median_s"] / cells
+    ceiling = c_looped["median_s"] / (flops / (peak_gflops * 1e9))
+    need = 10.0 * flops / c_looped["median_s"] / 1e9
+    layer_text = "; ".join(
+        f"{k} channels {g['s'] / conv_s:.0%} of conv time at {g['flops'] / g['s'] / 1e9:.0f} GFLOP/s"
+        for k, g in sorted(groups.items(), key=lambda kv: -kv[1]["s"])
+    )
+    why = (
+        f"batched call {c_batched['median_s'] * 1e3:.1f} ms ({clock_name}): one forward of {cells} observations, "
+        f"{flops / 1e9:.2f} GFLOP at {gflops:.1f} GFLOP/s = {gflops / peak_gflops:.0%} of the {peak_gflops:.1f} "
+        f"GFLOP/s matmul peak; convolutions {conv_s * 1e3:.1f} ms ({layer_text}). Per-cell reference: "
+        f"{per_cell * 1e3:.3f} ms per cell, of which the batch-1 forward {one_s * 1e3:.3f} ms "
+        f"({one_s / per_cell:.0%}). "
+        f"10x needs the batched forward at {need:.1f} GFLOP/s ({need / peak_gflops:.0%} of peak); at 100% of peak "
+        f"the ratio would be {ceiling:.1f}x. Bound: the convolutions (compute), slowest per FLOP at the fewest "
+        "channels."
+    )
     return Row(
-        f"vector field {FIELD_SIZE}x{FIELD_SIZE} (seed {seed}, {cells} cells)",
+        f"vector field {FIELD_SIZE}x{FIELD_SIZE} (seed {seed}, {cells} cells); wall: {s_batched['median_s'] * 1e3:.1f} "
+        f"vs {s_looped['median_s'] * 1e3:.1f} ms = {wall_ratio:.2f}x",
         "s/call",
-        s_batched["median_s"],
-        peer=s_looped["median_s"],
+        c_batched["median_s"],
+        peer=c_looped["median_s"],
         peer_label="one forward per cell",
-        ratio=s_looped["median_s"] / s_batched["median_s"],
-        ratio_label="loop / batched",
+        ratio=cpu_ratio,
+        ratio_label=f"loop / batched, {clock_name}",
         target=Target(">=", 10.0),
         details={
             "batched": s_batched,
             "looped": s_looped,
+            "batched_cpu": c_batched,
+            "looped_cpu": c_looped,
+            "wall_ratio": wall_ratio,
+            "cpu_ratio": cpu_ratio,
             "level_seed": seed,
             "cells": cells,
             "max_abs_prob_diff": max_diff,
+            "forward_flops": flops,
+            "conv_layers": convs,
+            "batch1_forward_cpu_s": one_s,
+            "ratio_at_peak": ceiling,
+            "gflops_needed_for_10x": need,
         },
+        gflops=gflops,
+        why=why,
     )
 
 
@@ -414,6 +545,29 @@ def table_cells(row: Row, peak_gflops: float | None = None) -> tuple[str, ...]:
     return (row.name, ours, peer if row.peer is not None else "-", ratio, target, verdict, flops)
 
 
+def why_lines(rows: list[Row]) -> list[str]:
+    """Under the table: for each row with a target, where its time goes and which bound stops it (from this run)."""
+    out = []
+    for row in rows:
+        if row.why:
+            verdict = {True: "met", False: "NOT MET", None: "no target"}[row.passed]
+            out += ["", f"{row.name} [target {row.target or '-'}: {verdict}]"]
+            out += [f"    {line.strip()}" for line in row.why.splitlines() if line.strip()]
+    return out
+
+
+def peak_row(peak: dict) -> Row:
+    """The machine's own limit as a row: the dense float32 matmul rate every GFLOP/s column is a fraction of."""
+    return Row(
+        name=f"machine: dense float32 matmul peak (torch.mm {peak['size']}x{peak['size']}, best of {peak['repeats']} "
+        f"per {peak['clock']}; median {peak['median_gflops']:.1f}, best per wall second {peak['wall_gflops']:.1f})",
+        unit="GFLOP/s",
+        ours=peak["gflops"],
+        details=peak,
+        gflops=peak["gflops"],
+    )
+
+
 def print_markdown(rows: list[Row], info: dict, notes: list[str]) -> None:
     print("machine: " + ", ".join(f"{k}={v}" for k, v in info.items()))
     for note in notes:
@@ -423,6 +577,8 @@ def print_markdown(rows: list[Row], info: dict, notes: list[str]) -> None:
     print("|" + "|".join("---" for _ in HEADERS) + "|")
     for row in rows:
         print("| " + " | ".join(table_cells(row, info.get("matmul_peak_gflops"))) + " |")
+    for line in why_lines(rows):
+        print(line)
 
 
 def print_rich(rows: list[Row], info: dict, notes: list[str]) -> None:
@@ -445,11 +601,37 @@ def print_rich(rows: list[Row], info: dict, notes: list[str]) -> None:
     for note in notes:
         console.print(note, highlight=False)
     console.print(table)
+    for line in why_lines(rows):
+        console.print(line, highlight=False, markup=False)
 
 
-def bench_collect(quick: bool) -> list[Row]:
-    """Labelled-dataset collection throughput (rows/s) with a one-hook cache: start states and full rollouts."""
+COLLECT_START_BASELINE = 18.0  # rows/s: start-state collection when issue #16 was filed (its "18 rows/s")
+
+
+def _profiled_seconds(stats, names: dict[str, tuple[str, str]]) -> dict[str, float]:
+    """Cumulative seconds of functions in a cProfile run, by (file suffix, function name)."""
+    out = dict.fromkeys(names, 0.0)
+    for (path, _line, func), (_cc, _nc, _tt, ct, _callers) in stats.stats.items():
+        for key, (suffix, name) in names.items():
+            if func == name and path.endswith(suffix):
+                out[key] += ct
+    return out
+
+
+def bench_collect(quick: bool, peak_gflops: float) -> list[Row]:
+    """Labelled-dataset collection throughput with a one-hook cache: start states (with outcome labels, against the
+    issue's >= 10x-of-18-rows/s target) and full rollouts. The start-state run is profiled (cProfile, a few hundred
+    calls into heavy numpy/torch ops, so its overhead is small) to say where the time goes: the outcome rollouts
+    (one batched rollout of all levels, forwarding only live envs), the ground-truth labels, the activation forward
+    and dataset assembly. On one torch thread, times and the target are per CPU second of the process (on a shared
+    machine the wall clock also counts other tenants), with the wall rate in the name; with more threads, per wall
+    second (see `one_thread`)."""
+    import cProfile
+    import pstats
+
     from workbench.activations import collect_maze
+    from workbench.policy import policy_logits
+    from workbench.rl import loop
 
     agent = load_agent_or_none()
     if agent is None:
@@ -457,14 +639,86 @@ def bench_collect(quick: bool) -> list[Row]:
     hook = "embedder.block2.res1.resadd_out"
     rows = []
     for states, episodes in (("start", 200 if quick else 2000), ("rollout", 20 if quick else 200)):
-        start = time.perf_counter()
-        ds = collect_maze(agent, [hook], split="ood", episodes=episodes, seed=0, states=states, progress=False)
-        elapsed = time.perf_counter() - start
+        timer = time.process_time if one_thread() else time.perf_counter
+        profiler = cProfile.Profile(timer) if states == "start" else None
+        start, start_cpu = time.perf_counter(), time.process_time()
+        forwarded = 0  # rows the rollout loop hands to the policy (distinct observations; the rest reuse logits)
+
+        def counting(policy: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+            nonlocal forwarded
+            forwarded += x.shape[0]
+            return policy_logits(policy, x)
+
+        if profiler:
+            profiler.enable()
+        loop.policy_logits = counting
+        try:
+            ds = collect_maze(agent, [hook], split="ood", episodes=episodes, seed=0, states=states, progress=False)
+        finally:
+            loop.policy_logits = policy_logits
+            if profiler:
+                profiler.disable()
+        elapsed, cpu = time.perf_counter() - start, time.process_time() - start_cpu
+        cost = cpu if one_thread() else elapsed  # seconds the target is judged on (see `one_thread`)
+        per = "CPU" if one_thread() else "wall"
+        name = f"collect {states} states, 1 hook ({len(ds):,} rows incl. labels and outcomes)"
+        if states == "rollout":
+            rows.append(
+                Row(name=f"{name}; {len(ds) / elapsed:,.0f} rows per wall s", unit="rows/s", ours=len(ds) / cost)
+            )
+            continue
+        parts = _profiled_seconds(
+            pstats.Stats(profiler),
+            {
+                "outcome rollouts": ("rl/loop.py", "play_until_done"),
+                "labels": ("rl/collect.py", "__init__"),  # _MazeLabeller: BFS distance maps, decision squares
+                "activation forward": ("rl/collect.py", "_collect_start"),
+            },
+        )
+        parts["dataset assembly and the rest"] = max(cost - sum(parts.values()), 0.0)
+        steps = int(ds.label("outcome_length").sum())  # (env, step) rows of the outcome rollouts
+        obs = torch.as_tensor(agent.world.levels("ood", 1, 0).observe())
+        row_flops = forward_flops(agent.policy, obs)
+        roll_s = parts["outcome rollouts"]
+        roll_gflops = forwarded * row_flops / roll_s / 1e9 if roll_s > 0 else 0.0
+        floor_s = forwarded * row_flops / (peak_gflops * 1e9)
+        target_rate = 10 * COLLECT_START_BASELINE
+        biggest = max(parts, key=parts.__getitem__)
+        why = (
+            f"{elapsed:.1f} s wall, {cpu:.1f} s CPU: "
+            + ", ".join(f"{k} {v:.1f} s ({v / cost:.0%})" for k, v in parts.items())
+            + f". The outcome rollouts take {steps:,} (env, step) rows ({steps / len(ds):.1f} per level; episodes run "
+            f"to the cap of {agent.env_config.max_steps} steps when the policy is stuck) and forward {forwarded:,} of "
+            f"them, the distinct observations ({forwarded / max(steps, 1):.0%}; a repeat reuses its logits), at "
+            f"{row_flops / 1e6:.1f} MFLOP each: {roll_gflops:.1f} GFLOP/s = {roll_gflops / peak_gflops:.0%} of the "
+            f"{peak_gflops:.1f} GFLOP/s peak. At 100% of peak they alone would take {floor_s:.1f} s. "
+            f"{target_rate:.0f} rows/s needs {len(ds) / target_rate:.1f} s in all. Largest part: {biggest} "
+            f"({parts[biggest] / cost:.0%})."
+        )
         rows.append(
             Row(
-                name=f"collect {states} states, 1 hook ({len(ds):,} rows incl. labels and outcomes)",
+                name=f"{name}; {len(ds) / elapsed:,.0f} rows per wall s",
                 unit="rows/s",
-                ours=len(ds) / elapsed,
+                ours=len(ds) / cost,
+                peer=COLLECT_START_BASELINE,
+                peer_label="issue #16's starting figure (not re-measured)",
+                ratio=len(ds) / cost / COLLECT_START_BASELINE,
+                ratio_label=f"rows per {per} s / 18",
+                target=Target(">=", 10.0),
+                details={
+                    "rows": len(ds),
+                    "wall_s": elapsed,
+                    "cpu_s": cpu,
+                    "rows_per_wall_s": len(ds) / elapsed,
+                    "profile_cpu_s": parts,
+                    "rollout_rows": steps,
+                    "forwarded_rows": forwarded,
+                    "forward_flops_per_row": row_flops,
+                    "rollout_gflops": roll_gflops,
+                    "rollout_floor_at_peak_s": floor_s,
+                },
+                gflops=roll_gflops,
+                why=why,
             )
         )
     return rows
@@ -477,7 +731,7 @@ def load_agent_or_none():
     return load_agent("maze-cheese-corner") if "maze-cheese-corner" in available("agents") else None
 
 
-def probe_row(r: dict) -> Row:
+def probe_row(r: dict, peak_gflops: float) -> Row:
     """One logistic-probe comparison (bench_probes.py) as a table row: time per fit of all P probes, ratio =
     sklearn / ours, held-out |dAUROC| and iteration counts in the name, achieved GFLOP/s of our fit."""
     from bench_probes import describe
@@ -497,6 +751,17 @@ def probe_row(r: dict) -> Row:
         target=Target(">=", 10.0),
         details=r,
         gflops=r["gflops_ours"],
+        why=(
+            f"ours {r['passes_ours']} passes over the data (median {r['ours_median_n_iter']:.0f} L-BFGS iterations "
+            f"per probe), sklearn median {r['sklearn_median_n_iter']:.0f} iterations; {r['gflops_ours']:.1f} GFLOP/s "
+            f"= {r['gflops_ours'] / peak_gflops:.0%} of the matmul peak. Bound (bench_probes.py's account): "
+            + (
+                "compute, one matrix product per pass serves every probe."
+                if r["case"] == "shared"
+                else "memory bandwidth, each probe reads its own N x d matrix once per pass (sklearn reads a "
+                "float64 copy about twice per iteration)."
+            )
+        ),
     )
 
 
@@ -558,6 +823,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows: list[Row] = []
     progress(f"dense float32 matmul peak ({PEAK_SIZE} x {PEAK_SIZE}, {args.threads} thread(s))")
     peak = matmul_peak_gflops()
+    rows.append(peak_row(peak))
     source = "not loaded (core section not run)"
     if want("core"):
         progress("maze env throughput")
@@ -566,9 +832,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         progress("hooked forward overhead")
         rows.append(bench_forward(policy, env_config, settings))
         progress("vector field")
-        rows.append(bench_field(policy, env_config, settings))
+        rows.append(bench_field(policy, env_config, settings, peak["gflops"]))
         progress("dataset collection throughput")
-        rows += bench_collect(args.quick)
+        rows += bench_collect(args.quick, peak["gflops"])
     app_result = None
     if want("app", args.skip_app):
         progress("Maze lab latency: cheese move -> new vector field (AppTest page rerun, API call)")
@@ -582,7 +848,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from bench_probes import bench_all
 
         probe_result = bench_all(n=args.probe_n, p=args.probe_p, quick=args.quick, threads=args.threads)
-        rows += [probe_row(r) for r in probe_result]
+        rows += [probe_row(r, peak["gflops"]) for r in probe_result]
     if want("sae", args.skip_sae):
         progress("SAE training: our shards vs SAELens's ActivationsStore (bench_sae.py)")
         from bench_sae import BATCH, run_sides, table_rows
@@ -595,9 +861,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         from bench_patching import bench_patching
 
         patching_result = bench_patching(quick=args.quick, threads=args.threads)
+        from bench_patching import describe_bound
+
         for r in patching_result["rows"]:
             target = r.pop("target", None)
-            rows.append(Row(**r, target=Target(*target) if target else None))
+            row = Row(**r, target=Target(*target) if target else None)
+            if isinstance(row.details, dict) and "bound" in row.details:
+                row.why = describe_bound(row.details)
+            rows.append(row)
     if want("coinrun"):
         progress("native CoinRun env throughput (bench_coinrun.py)")
         from bench_coinrun import coinrun_rows
@@ -612,6 +883,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 rows.append(Row(**{**r, "target": Target(*r["target"])}))
         except ImportError as e:  # procgen is an optional extra (numpy<2)
             progress(f"procgen section skipped: {e}")
+        progress(f"native maze and CoinRun vs procgen at {VS_PROCGEN_ENVS} envs, per CPU second (bench_coinrun.py)")
+        try:
+            from bench_coinrun import vs_procgen_rows
+
+            size = {"rounds": 2, "steps": 50, "procgen_steps": 10} if args.quick else {}
+            for r in vs_procgen_rows(n_envs=VS_PROCGEN_ENVS, **size):
+                rows.append(Row(**{**r, "target": Target(*r["target"])}))
+        except ImportError as e:
+            progress(f"procgen per-CPU-second rows skipped: {e}")
         progress("procgen vector field 13x13 and 23x23: ours vs procgen-tools' method (bench_procgen_field.py)")
         try:
             import procgen  # noqa: F401
@@ -648,7 +928,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"policy: {source}",
         f"mode: {'quick' if args.quick else 'full'}, total {elapsed:.1f}s",
         f"peak: torch.mm float32 {PEAK_SIZE}x{PEAK_SIZE}, best of {peak['repeats']}: {peak['gflops']:.1f} GFLOP/s "
-        f"(median {peak['median_gflops']:.1f}); 'of peak' = achieved / best",
+        f"per {peak['clock']} (median {peak['median_gflops']:.1f}; per wall second {peak['wall_gflops']:.1f}); "
+        "'of peak' = achieved / best",
     ]
     use_rich = not args.markdown
     if use_rich:
