@@ -15,12 +15,12 @@ demo: $(STAMP)
 	$(VENV)/bin/workbench demo
 
 test: $(STAMP) browser
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --maxprocesses 4 --dist loadfile
 
 # Unit and pipeline tiers only (tests/conftest.py assigns the tiers): no shipped artifacts, browser, notebooks or
 # slow tests. `make test` still runs everything.
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "(unit or pipeline) and not slow"
+	$(PY) -m pytest -q -n auto --maxprocesses 4 --dist loadfile -m "(unit or pipeline) and not slow"
 
 # The app's browser test (tests/test_app_browser.py) drives Debian's chromium through chromedriver; install both
 # (once, quietly, with apt-get) when either is missing.

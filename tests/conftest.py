@@ -28,7 +28,12 @@ from workbench.rl.policies import ImpalaPolicy, PolicyConfig
 # One torch thread unless WORKBENCH_THREADS says otherwise (the CLI's convention): the tests' tensors are tiny, so a
 # second thread only adds synchronisation, and on a busy 2-core machine its spin-waits made a tiny policy forward
 # 10-15x slower (330-540 ms against 30-35 ms per batch-64 forward at load average 16, measured).
-torch.set_num_threads(max(1, int(os.environ.get("WORKBENCH_THREADS", "1"))))
+# The same for every process a test starts (CLI subprocesses, notebook kernels, spawn and Ray workers), through the
+# environment they inherit: a notebook kernel on torch's default two threads ran the quickstart 30x slower under
+# `make test`'s two xdist workers (660 s against 21 s alone, measured).
+os.environ.setdefault("WORKBENCH_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", os.environ["WORKBENCH_THREADS"])
+torch.set_num_threads(max(1, int(os.environ["WORKBENCH_THREADS"])))
 
 TIERS = ("unit", "pipeline", "shipped", "browser")
 UNIT_FILES = {
@@ -81,6 +86,18 @@ SHIPPED_FIXTURES = {
     "test_deploy_cue_lm": {"lm"},
 }
 SLOW_FILES = {"test_batteries_shipped", "test_demo", "test_notebooks", "test_trust_wheel"}
+# the files that take longest (minutes, on an idle 2-core machine), longest first
+FIRST = (
+    "test_notebooks",
+    "test_batteries_shipped",
+    "test_demo",
+    "test_keys_chests",
+    "test_shipped_organisms",
+    "test_deploy_cue_lm",
+    "test_colour_shape",
+    "test_sweep",
+    "test_trust_wheel",
+)
 SLOW_TESTS = {
     "test_sweep": {"test_records_identical_under_process_and_ray"},  # starts a local Ray cluster
     "test_shipped_organisms": {"test_demo_runs_end_to_end_small"},
@@ -108,6 +125,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(tier_of(item))
         if module in SLOW_FILES or name in SLOW_TESTS.get(module, ()):
             item.add_marker("slow")
+    # longest files first: `make test` runs two xdist workers with --dist loadfile, which hand out files in this
+    # order, so the long files start at once instead of leaving one worker alone with them at the end
+    items.sort(key=lambda it: FIRST.index(it.path.stem) if it.path.stem in FIRST else len(FIRST))
 
 
 TINY_POLICY = PolicyConfig(channels=(4, 8, 8), pool=(False, True, True), hidden=16)
