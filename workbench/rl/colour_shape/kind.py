@@ -125,7 +125,7 @@ ENV = EnvKind(
 
 def _probe_measure(check: Any, agent: Any) -> dict:
     """Battery `probe` checks (method `spatial`, target `colour_cell` or `shape_cell`) through `location_probes`."""
-    from workbench.battery import measurement
+    from workbench.battery_measure import measurement
     from workbench.rl.colour_shape.probes import location_probes
 
     rows = location_probes(
@@ -144,7 +144,7 @@ def _intervention_measure(check: Any, agent: Any) -> dict:
     """Battery `intervention` checks (vector `colour` or `shape`) through `steering.steer`: `effect` is the change in
     colour_first with its paired bootstrap interval, `control_effect` the equal-norm random direction's; per
     condition and rate key, `baseline.K` / `steered.K` / `control.K` and `effect.K`."""
-    from workbench.battery import measurement
+    from workbench.battery_measure import measurement
     from workbench.rl.colour_shape.rollout import RATE_KEYS
     from workbench.rl.colour_shape.steering import steer
 

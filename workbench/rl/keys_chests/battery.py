@@ -27,7 +27,7 @@ CHOICES = {"target": BINARY + CONTINUOUS, "vector": VECTORS, "method": tuple(MET
 
 
 def _summary(summary: dict, prefix: str = "") -> dict[str, dict]:
-    from workbench.battery import measurement
+    from workbench.battery_measure import measurement
 
     n = summary["n"]
     out = {f"{prefix}{k}": measurement(summary["rates"][k], summary["ci95"][k], n) for k in RATE_KEYS}
@@ -43,7 +43,7 @@ def behaviour(check: Any, agent: Any) -> dict[str, dict]:
 
 
 def probe(check: Any, agent: Any) -> dict[str, dict]:
-    from workbench.battery import measurement
+    from workbench.battery_measure import measurement
     from workbench.errors import WorkbenchError
     from workbench.rl.keys_chests.probes import activations
 
@@ -72,7 +72,7 @@ def probe(check: Any, agent: Any) -> dict[str, dict]:
 
 
 def intervention(check: Any, agent: Any) -> dict[str, dict]:
-    from workbench.battery import measurement
+    from workbench.battery_measure import measurement
     from workbench.rl.keys_chests.rollout import levels_for
     from workbench.rl.keys_chests.steering import compare, key_direction
 
