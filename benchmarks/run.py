@@ -840,7 +840,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         progress("Maze lab latency: cheese move -> new vector field (AppTest page rerun, API call)")
         from bench_app import bench_app_latency
 
-        app_result = bench_app_latency(quick=args.quick, threads=args.threads)
+        main_module = sys.modules["__main__"]
+        try:
+            app_result = bench_app_latency(quick=args.quick, threads=args.threads)
+        finally:  # AppTest runs pages as __main__; a later spawn pool (the sweep section) would re-run the page
+            sys.modules["__main__"] = main_module
         rows.append(app_row(app_result))
     probe_result = None
     if want("probes", args.skip_probes):
