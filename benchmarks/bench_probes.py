@@ -24,11 +24,13 @@ any fit agrees. Correctness: the held-out AUROC of every probe must agree within
 script exits 1 if it does not.
 
 What bounds each case: (a) is compute-bound (one matrix product per pass serves every probe), so the ratio grows
-with P and with sklearn's iteration count. (b) is memory-bound on both sides: each probe must read its own matrix,
-once for its mean and std and once per L-BFGS pass (~7 on white data, ~9 on correlated), where sklearn reads a
-float64 copy twice per evaluation (~8 on white data, ~60 on correlated). On white data that byte count caps the
-ratio near 2x whatever the solver, so the 10x target is out of reach there without reading each matrix less than
-about once; on correlated activations the preconditioner's saved iterations carry it further.
+with P and with sklearn's iteration count. (b) is bound by the rate of the matrix-vector products, not by DRAM:
+each probe reads its own matrix once for its mean and std, copies it transposed and standardised (ATen's
+transposing copy, ~1-3 GB/s), then makes ~8 passes (white) or ~11 (correlated) over that cache-resident
+column-major copy, where MKL's GEMVs run at ~15-25 GB/s (~3-7 GB/s on the row-major original); sklearn makes
+about twice as many products per iteration on a float64 copy (~8 iterations white, ~60 correlated). The run
+prints the machine's rates for the same matrix (plain read from DRAM and from cache, the products in both layouts,
+the transposing copy) and one probe's time split into those steps, so the bound is visible next to the ratio.
 
 Timing: `rounds` interleaved rounds (ours, sklearn, sklearn, ours, ...) after one untimed warm-up fit each; the
 median per call is reported. Achieved GFLOP/s counts the products with the design matrices that our fit did
@@ -264,23 +266,29 @@ def memory_limits(X: torch.Tensor, reps: int = 5) -> dict:
 
 def per_probe_profile(X: np.ndarray, y: np.ndarray, l2: float = 1e-2, tol: float = 1e-6, probes: int = 5) -> dict:
     """Where one probe's time goes in case (b): the first `probes` probes fitted one at a time through the
-    solver's own steps, each step timed (ms per probe, medians): mean/std, the standardised transposed copy,
-    the preconditioner, and the L-BFGS passes (with their count), plus the rest of L-BFGS (Python and small
-    algebra) as the remainder."""
+    solver's own steps, each step timed (ms per probe, medians): the transposing copy with the column moments
+    taken off it (on a CPU; else the moments alone), standardising it in place, the preconditioner, and the
+    L-BFGS passes (with their count), plus the rest of L-BFGS (Python and small algebra) as the remainder."""
     from workbench import logistic
     from workbench.probes import _inputs, _standardisation
 
     X_t, Y = _inputs(torch.from_numpy(X[:probes]), torch.from_numpy(y[:probes]), "logistic", keep_float32=True)
     n, d = X_t.shape[1:]
     stage = torch.empty(n * d, dtype=X_t.dtype)
-    rows: dict[str, list[float]] = {k: [] for k in ("moments", "stage", "preconditioner", "lbfgs", "passes")}
+    rows: dict[str, list[float]] = {k: [] for k in ("copy", "standardise", "preconditioner", "lbfgs", "passes")}
     evals = []
     for q in range(probes):
         xq, yq = X_t[q : q + 1], Y[q : q + 1]
         t0 = time.perf_counter()
-        mean, std = _standardisation(xq, 1, True)
-        t1 = time.perf_counter()
-        design = logistic._Design(xq, mean, std, stage if logistic._STAGE else None)
+        if logistic._STAGE:  # as `solve_per_matrix` does on a CPU
+            zt, mean, sum_sq = logistic._transpose_moments(xq, stage)
+            t1 = time.perf_counter()
+            mean, std = _standardisation(xq, 1, True, (mean, sum_sq))
+            design = logistic._Design(xq, mean, std, zt=logistic._standardise_staged(zt, xq, mean, std))
+        else:
+            mean, std = _standardisation(xq, 1, True)
+            t1 = time.perf_counter()
+            design = logistic._Design(xq, mean, std)
         t2 = time.perf_counter()
         chol, _ = logistic._preconditioner(design, l2, 8 * d)
         h0 = None if chol is None else torch.cholesky_inverse(chol)
@@ -357,8 +365,8 @@ def _print_table(results: list[dict]) -> None:
             rows.append(
                 (
                     "  ours, one probe (ms)",
-                    f"{sum(pr[k] for k in ('moments', 'stage', 'preconditioner', 'passes', 'lbfgs_rest')):.1f}",
-                    f"mean/std {pr['moments']:.1f}, staged copy {pr['stage']:.1f}, preconditioner "
+                    f"{sum(pr[k] for k in ('copy', 'standardise', 'preconditioner', 'passes', 'lbfgs_rest')):.1f}",
+                    f"transposing copy + moments {pr['copy']:.1f}, standardise {pr['standardise']:.1f}, preconditioner "
                     f"{pr['preconditioner']:.1f}, {pr['evaluations']:.0f} passes x {pr['ms_per_pass']:.2f} = "
                     f"{pr['passes']:.1f}, rest of L-BFGS {pr['lbfgs_rest']:.1f}",
                 )

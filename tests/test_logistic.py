@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import workbench.logistic as logistic
-from workbench.probes import _standardisation, fit_logistic
+from workbench.probes import _check_finite_first, _standardisation, fit_logistic
 
 L2 = 1e-2
 
@@ -124,3 +124,36 @@ def test_solutions_concatenate_in_probe_order() -> None:
     torch.testing.assert_close(cat.weight, whole.weight, atol=1e-8, rtol=0)
     assert cat.n_iter.shape == (3,) and cat.reads == sum(p.reads for p in parts)
     assert cat.flops == sum(p.flops for p in parts)
+
+
+def test_moments_taken_off_the_transposing_copy_match_the_row_pass() -> None:
+    from workbench.probes import _moments
+
+    X, _ = sweep(2, 700, 9, seed=7, offset=300.0)
+    X = X.float()
+    stage = torch.empty(2 * 700 * 9 + 3)
+    zt, mean, sum_sq = logistic._transpose_moments(X, stage)
+    ref_mean, ref_sq = _moments(X)
+    exact = X.double()
+    torch.testing.assert_close(mean, exact.mean(dim=1), atol=0, rtol=1e-6)
+    torch.testing.assert_close(mean, ref_mean, atol=0, rtol=1e-6)
+    torch.testing.assert_close(sum_sq, ((exact - exact.mean(dim=1, keepdim=True)) ** 2).sum(dim=1), atol=0, rtol=1e-4)
+    torch.testing.assert_close(sum_sq, ref_sq, atol=0, rtol=1e-4)
+    std = (sum_sq / 700).sqrt()
+    z = logistic._standardise_staged(zt, X, mean, std)
+    torch.testing.assert_close(z.double(), ((exact - mean[:, None]) / std[:, None]).transpose(1, 2), atol=1e-4, rtol=0)
+
+
+def test_nan_in_a_late_probe_is_refused_before_any_fit(monkeypatch: pytest.MonkeyPatch) -> None:
+    from workbench.errors import WorkbenchError
+
+    X, Y = sweep(3, 200, 5, seed=8)
+    X[2, 17, 3] = float("nan")
+    calls = []
+    monkeypatch.setattr(logistic, "solve_logistic", lambda *a, **k: calls.append(1))
+    with pytest.raises(WorkbenchError, match="nan or inf"):
+        fit_logistic(X.float(), Y)
+    assert calls == []
+    big = torch.zeros(2, 4, 3)
+    big[1, :2, 0] = 3e38  # finite values whose float32 sum overflows: not refused by the check itself
+    _check_finite_first(big)

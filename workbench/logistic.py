@@ -5,18 +5,21 @@ Why a solver of our own: a probe study fits hundreds of small logistic regressio
 float64. What makes a batch fast differs by case:
 - many label sets on one matrix X (N, d): every probe's scores are one matrix product X @ W^T, so a pass over X
   serves all P probes (compute-bound: one read of X per pass instead of P);
-- one matrix per probe (layers x positions): nothing is shared, so the cost is passes over each matrix. Each pass
-  computes the loss and the gradient together on cache-sized row blocks, float32 activations are read as float32
-  (half the bytes of float64), and every probe stops as soon as its own gradient is small (no probe waits for the
-  slowest). This case is memory-bound for both sides; see benchmarks/bench_probes.py for what that allows.
+- one matrix per probe (layers x positions): nothing is shared, so the cost is passes over each matrix. Probes
+  are solved a cache-sized group at a time (`solve_per_matrix`): the group's mean and std, then a standardised
+  column-major copy of its matrices (MKL's float32 matrix-vector products run ~3x faster on it than on the
+  row-major activations on this project's AMD CPUs), then every L-BFGS pass from that cache-resident copy, with a
+  single-probe loop whose bookkeeping is Python scalars. float32 activations stay float32 (half the bytes of
+  float64), and every probe stops as soon as its own gradient is small. See benchmarks/bench_probes.py for what
+  bounds it (the products' rate, not DRAM bandwidth).
 
 The method is L-BFGS per probe (its own history, step and stopping test) with two things sklearn's lacks: the
 initial inverse Hessian is the Newton matrix at w = 0, (S / 4 + l2 I)^-1 with S the covariance of the standardised
-features on a strided row sample, Ledoit-Wolf shrunk (so correlated activations cost about as many iterations as
-independent ones); and the bias starts at the log-odds of the labels. The line search is Armijo backtracking from a
-unit step; the objective is convex, so every accepted step gives a valid curvature pair. All small algebra
-(weights, histories, losses, gradient sums) is float64; the products with X and the elementwise loss run in X's
-dtype, blockwise, with float64 accumulation across blocks.
+features on a strided row sample (only a quarter of it when that pilot is mostly noise), Ledoit-Wolf shrunk (so
+correlated activations cost about as many iterations as independent ones); and the bias starts at the log-odds of
+the labels. The line search is Armijo backtracking from a unit step; the objective is convex, so every accepted
+step gives a valid curvature pair. All small algebra (weights, histories, losses, gradient sums) is float64; the
+products with X and the elementwise loss run in X's dtype, blockwise, with float64 accumulation across blocks.
 """
 
 from __future__ import annotations
@@ -100,14 +103,16 @@ class _Design:
     For float32 X with a column mean more than 4 standard deviations from 0, the fold would lose the gradient to
     float32 cancellation, so each block is centred and scaled in a reused buffer first (one extra pass in cache)."""
 
-    def __init__(self, X: Tensor, mean: Tensor, std: Tensor, stage: Tensor | None = None) -> None:
+    def __init__(
+        self, X: Tensor, mean: Tensor, std: Tensor, stage: Tensor | None = None, zt: Tensor | None = None
+    ) -> None:
         self.X, self.dtype, self.shared = X, X.dtype, X.ndim == 2
         self.mean, self.std = mean, std  # (P, d) float64
         n, d = X.shape[-2:]
         self.rows = block_rows(n, d, X.element_size(), X.device)
-        self.staged = stage is not None
-        if self.staged:  # per-probe matrices, standardised into stage as Z^T (P, d, N): see `_stage`
-            self.Zt = _stage(X, mean, std, stage)
+        self.staged = stage is not None or zt is not None
+        if self.staged:  # per-probe matrices, standardised as Z^T (P, d, N): given, or written into stage
+            self.Zt = zt if zt is not None else _stage(X, mean, std, stage)
             # whole-matrix products: column-major row blocks run MKL's kernels at less than half the rate (lda = N),
             # and the two reads of a cache-resident matrix cost less than the blocks' extra calls (measured)
             self.rows = n
@@ -202,6 +207,30 @@ def _stage(X: Tensor, mean: Tensor, std: Tensor, stage: Tensor) -> Tensor:
     for q in range(p):
         zt[q].copy_(X[q].T)
         zt[q].sub_(mean[q].to(X.dtype)[:, None]).mul_((1.0 / std[q]).to(X.dtype)[:, None])
+    return zt
+
+
+def _transpose_moments(X: Tensor, stage: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """(X[q] - X[q, 0])^T for every probe q of X (P, N, d), written into the front of `stage` as (P, d, N), and
+    the column means and centred sums of squares (P, d) float64 read off that copy while it is in cache: the
+    transposing copy is then the only read of X from memory (`_moments` does the same on row blocks). Finish with
+    `_standardise_staged`."""
+    p, n, d = X.shape
+    zt = stage[: p * d * n].view(p, d, n)
+    s1 = torch.empty(p, d, dtype=_F64, device=X.device)
+    s2 = torch.empty_like(s1)
+    for q in range(p):
+        zt[q].copy_(X[q].T).sub_(X[q, 0][:, None])
+        s1[q] = zt[q].sum(dim=1)  # pairwise float32 sums along contiguous rows of N values
+        s2[q] = torch.linalg.vector_norm(zt[q], dim=1).square()
+    delta = s1 / n
+    return zt, X[:, 0].to(_F64) + delta, (s2 - n * delta * delta).clamp_min_(0.0)
+
+
+def _standardise_staged(zt: Tensor, X: Tensor, mean: Tensor, std: Tensor) -> Tensor:
+    """Turn `_transpose_moments`' shifted copy into Z^T = ((X[q] - mean[q]) / std[q])^T, in place."""
+    for q in range(zt.shape[0]):
+        zt[q].sub_((mean[q] - X[q, 0].to(_F64)).to(zt.dtype)[:, None]).mul_((1.0 / std[q]).to(zt.dtype)[:, None])
     return zt
 
 
@@ -500,6 +529,7 @@ def solve_logistic(
     tol: float,
     sample: int | None = None,
     stage: Tensor | None = None,
+    zt: Tensor | None = None,
 ) -> LogisticSolution:
     """Fit P logistic probes on standardised activations z = (x - mean[p]) / std[p].
 
@@ -509,11 +539,12 @@ def solve_logistic(
     `sample` is the number of strided rows behind the preconditioner: by default 16 d for a shared matrix (paid
     once) and 8 d per matrix otherwise (paid per probe). `stage`: for a (P, N, d) X, a flat buffer of at least
     P N d values in X's dtype to hold the standardised, transposed matrices (see `_stage`); None reads X as it is.
+    `zt`: those matrices already staged, (P, d, N).
     Deterministic for fixed inputs.
     """
     p, n = Y.shape
     d = X.shape[-1]
-    design = _Design(X, mean, std, stage if X.ndim == 3 else None)
+    design = _Design(X, mean, std, stage if X.ndim == 3 else None, zt)
     rows = sample if sample is not None else (16 if design.shared else 8) * d
     chol, flops = _preconditioner(design, l2, rows)
     h0 = None if chol is None else torch.cholesky_inverse(chol)
@@ -536,7 +567,7 @@ def solve_logistic(
 def solve_per_matrix(
     X: Tensor,
     Y: Tensor,
-    moments: Callable[[Tensor], tuple[Tensor, Tensor]],
+    standardise: Callable[[Tensor, tuple[Tensor, Tensor] | None], tuple[Tensor, Tensor]],
     *,
     l2: float,
     max_iter: int,
@@ -544,9 +575,11 @@ def solve_per_matrix(
 ) -> tuple[LogisticSolution, Tensor, Tensor]:
     """`solve_logistic` for one matrix per probe (X (P, N, d)), a cache-sized group of probes at a time.
 
-    For each group (`matrix_groups`): its mean and std by `moments` (X_g (G, N, d) -> (G, d) float64 each; the
-    read that brings the group's matrices into cache), then on a CPU its standardised transposed copy in one
-    reused buffer (`_stage`), then every L-BFGS pass of the group. Returns the solution and the (P, d) mean and std.
+    `standardise(X_g, moments)` gives a group's (G, d) float64 mean and std, from its column means and centred
+    sums of squares when `moments` has them, else by reading X_g. On a CPU each group is read from memory once: a
+    transposing copy into one reused buffer with the moments taken off it (`_transpose_moments`), standardised in
+    place, then every L-BFGS pass of the group from that cache-resident copy. Elsewhere the group's mean and std,
+    then its fit on X as it is. Returns the solution and the (P, d) mean and std.
     """
     groups = matrix_groups(X)
     n, d = X.shape[1:]
@@ -555,8 +588,14 @@ def solve_per_matrix(
         stage = torch.empty(max(g.stop - g.start for g in groups) * n * d, dtype=X.dtype)
     parts, means, stds = [], [], []
     for g in groups:
-        mean, std = moments(X[g])
-        parts.append(solve_logistic(X[g], mean, std, Y[g], l2=l2, max_iter=max_iter, tol=tol, stage=stage))
+        xg, zt = X[g], None
+        if stage is None:
+            mean, std = standardise(xg, None)
+        else:
+            zt, mean, sum_sq = _transpose_moments(xg, stage)
+            mean, std = standardise(xg, (mean, sum_sq))
+            _standardise_staged(zt, xg, mean, std)
+        parts.append(solve_logistic(xg, mean, std, Y[g], l2=l2, max_iter=max_iter, tol=tol, zt=zt))
         means.append(mean)
         stds.append(std)
     return LogisticSolution.cat(parts), torch.cat(means), torch.cat(stds)
