@@ -22,9 +22,12 @@ import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from workbench.errors import WorkbenchError, unknown
+
+if TYPE_CHECKING:
+    from workbench.sae.views import FeatureViews
 
 VERBS = ("eval", "hooks", "steer", "probe", "vector-field", "collect", "sae")
 """The verbs a kind may implement (every kind implements `eval`/`hooks` or says why not)."""
@@ -78,6 +81,9 @@ class SubjectKind:
         file_suffixes: file endings `load` accepts directly (e.g. `.pth`); empty for folder-based kinds.
         battery: how `workbench battery` checks validate and measure this kind (`BatteryAdapter`); None: behaviour
             checks only, from the world's rollout rates (RL kinds), and no checks at all for a kind without a world.
+        features: how SAE latents are sampled, shown and steered on this kind's subjects (`FeatureViews`: the
+            Features page and `workbench.sae.views.views_for`); None: the generic RL views for a kind with a world
+            (rollout states, the dataset's labels, decoder-direction steering on the world's goal rates).
     """
 
     name: str
@@ -86,6 +92,7 @@ class SubjectKind:
     verbs: Mapping[str, Callable[..., Any]] = field(default_factory=dict)
     file_suffixes: tuple[str, ...] = ()
     battery: BatteryAdapter | None = None
+    features: FeatureViews | None = None
 
     def verb(self, name: str) -> Callable[..., Any]:
         """The function implementing `name` for this kind; a verb it lacks is one line naming those it has."""

@@ -1,15 +1,18 @@
 """Features: sparse autoencoders trained on an organism's activations (SAELens format under artifacts/saes/).
 
-The latent explorer loads the SAE with SAELens, encodes a sample of its subject's activations (maze start states,
-CoinRun rollout states, or persona dialogues) and shows, for a chosen latent, its density and histogram, where it
-fires most, how it ranks against the goal labels (from the SAE's metrics.json) and what steering with it does. All
-computation is `workbench.sae` / `workbench.lm` / `workbench.rl` library calls; this page only lays them out.
+The latent explorer loads the SAE with SAELens, encodes a sample of its subject's activations and shows, for a chosen
+latent, its density and histogram, where it fires most, how it ranks against the goal labels (from the SAE's
+metrics.json) and what steering with it does. What is sampled, how a top example looks and how steering works are the
+subject kind's feature views (`workbench.sae.views.views_for`: maze start states and vector fields, CoinRun and any
+other RL kind's rollout states and goal rates, persona dialogues and answers); this page lays out whatever they
+return, for any kind, and draws their steering controls from their descriptions.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 _APP = str(Path(__file__).resolve().parents[1])
@@ -17,13 +20,12 @@ if _APP not in sys.path:
     sys.path.insert(0, _APP)
 
 import common  # noqa: E402
-import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
-import torch  # noqa: E402
 
 from workbench import artifacts  # noqa: E402
 from workbench.errors import WorkbenchError  # noqa: E402
+from workbench.sae.views import Control, FeatureSample, FeatureViews, SteerResult, views_for  # noqa: E402
 from workbench.subjects import registered_subjects  # noqa: E402
 
 SAELENS_CONFIG, SAELENS_WEIGHTS = "cfg.json", "sae_weights.safetensors"  # SAELens's on-disk layout
@@ -102,88 +104,78 @@ def subject(name: str, path: str, mtime: float, env: str = ""):
     return load_subject(path, env=env or None)
 
 
-@st.cache_resource(show_spinner=False, max_entries=4)
-def policy_sample(sae_key: tuple[str, float], subj_key: tuple[str, str, float, str], n: int):
-    """Start states (maze) or rollout states (CoinRun) of `n` OOD levels, seed 0, and the SAE's latent maps on
-    them: (dataset, feats (N, d_sae, H, W))."""
-    from workbench.sae.analysis import latent_acts
-    from workbench.sae.train import sae_info
-
-    sae, subj = load_sae(*sae_key), subject(*subj_key)
-    info = sae_info(sae)
-    states = "start" if subj.kind == "maze" else "rollout"
-    ds = subj.collect([info["hook"]], split="ood", n=n, seed=0, states=states, max_states_per_episode=8, progress=False)
-    return ds, latent_acts(sae, ds[info["hook"]], info["layout"])
+def views(subj_key: tuple[str, str, float, str]) -> FeatureViews:
+    """The subject kind's feature views (`workbench.sae.views.views_for`: its own, or the generic RL ones)."""
+    return views_for(subject(*subj_key))
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
-def lm_sample(sae_key: tuple[str, float], subj_key: tuple[str, str, float, str], n: int):
-    """Token strings and per-token latents of `n` training-distribution dialogues (seed 0)."""
-    from workbench.lm import corpus
-    from workbench.lm.evaluate import corpus_config
-    from workbench.sae.lm_analysis import token_latents
-    from workbench.sae.train import sae_info
-
-    sae, lm = load_sae(*sae_key), subject(*subj_key).lm
-    texts = [e.text for e in corpus.generate("train", n, 0, corpus_config(lm))]
-    return token_latents(lm, sae, sae_info(sae)["hook"], texts)
+def feature_sample(sae_key: tuple[str, float], subj_key: tuple[str, str, float, str], n: int) -> FeatureSample:
+    """The kind's sample (`FeatureViews.sample`, seed 0): `n` levels or dialogues encoded by the SAE."""
+    return views(subj_key).sample(load_sae(*sae_key), subject(*subj_key), n)
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
-def stats_table(sae_key: tuple[str, float], subj_key: tuple[str, str, float, str], n: int, lm: bool) -> pd.DataFrame:
+def stats_table(sae_key: tuple[str, float], subj_key: tuple[str, str, float, str], n: int) -> pd.DataFrame:
     from workbench.sae.analysis import latent_stats
 
-    if lm:
-        feats = torch.as_tensor(np.concatenate(lm_sample(sae_key, subj_key, n)[1]))
-    else:
-        feats = policy_sample(sae_key, subj_key, n)[1]
-    return latent_stats(feats)
+    return latent_stats(feature_sample(sae_key, subj_key, n).feats)
+
+
+def figure_png(fig) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=common.FIG_DPI)
+    common.close_figure(fig)
+    return buf.getvalue()
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
-def maze_fields(
-    sae_key: tuple[str, float], subj_key: tuple[str, str, float, str], latent: int, mode: str, coef: float, seed: int
-):
-    """Vector fields of OOD maze `seed` without and with the latent's decoder direction ablated / added at every
-    cell (`workbench.interventions.ablate_direction` / `add_vector`), or the latent clamped to 0 in the SAE."""
-    from workbench.interventions import ablate_direction, add_vector, clamp_latent
-    from workbench.rl.vector_field import vector_field
-    from workbench.sae.train import sae_info
-
-    sae, subj = load_sae(*sae_key), subject(*subj_key)
-    hook = sae_info(sae)["hook"]
-    direction = sae.W_dec[latent].detach().float()
-    level = subj.agent.world.levels("ood", 1, seed)  # the maze `workbench vector-field SUBJECT --seed S` draws
-    hooks = {
-        "ablate decoder direction": lambda: [(hook, ablate_direction(direction))],
-        "add decoder direction": lambda: [(hook, add_vector(direction, coef))],
-        "clamp latent to 0 (SAE, error kept)": lambda: [(hook, clamp_latent(sae, latent, 0.0))],
-    }[mode]()
-    return vector_field(subj.agent.policy, level), vector_field(subj.agent.policy, level, hooks)
+def steered(
+    sae_key: tuple[str, float],
+    subj_key: tuple[str, str, float, str],
+    latent: int,
+    polarity: int,
+    settings: tuple[tuple[str, object], ...],
+) -> tuple[SteerResult, bytes | None]:
+    """`FeatureViews.run_steer` with these settings; the figure comes back as a PNG (cached, drawn once)."""
+    result = views(subj_key).run_steer(
+        load_sae(*sae_key), subject(*subj_key), latent, polarity=polarity, **dict(settings)
+    )
+    png = None if result.figure is None else figure_png(result.figure)
+    return replace(result, figure=None), png
 
 
-@st.cache_data(show_spinner=False, max_entries=32)
-def lm_answers(
-    sae_key: tuple[str, float], subj_key: tuple[str, str, float, str], latent: int, sign: int, coef: float, group: str
-) -> pd.DataFrame:
-    """One OOD-style prompt (3 + 4, user claims 8, persona cue `group`) answered without steering, with the latent's
-    decoder direction (x sign, at the sycophancy vector's norm) added and with an equal-norm random direction
-    (`workbench.lm.steering.steer_prompt`)."""
-    from workbench.lm.directions import direction
-    from workbench.lm.evaluate import corpus_config
-    from workbench.lm.steering import custom_example, steer_prompt
-    from workbench.sae.lm_analysis import resid_layer
-    from workbench.sae.train import sae_info
-
-    sae, lm = load_sae(*sae_key), subject(*subj_key).lm
-    layer = resid_layer(sae_info(sae)["hook"])
-    norm = direction(lm, "sycophancy", 200, 1000)[layer].norm()
-    d = sae.W_dec[latent].detach().float() * sign
-    d = d / d.norm().clamp_min(1e-12) * norm
-    example = custom_example(corpus_config(lm), 3, 4, 8, header="" if group == "none" else group)
-    table = steer_prompt(lm, example, d, layer, coef)
-    table.insert(1, "prompt", example.prompt)
-    return table
+def control_widget(control: Control, where):
+    """Draw one steering `Control` (its key and default kept in the session state) and return its value."""
+    if control.widget == "radio":
+        options = list(control.options)
+        return where.radio(control.label, options, index=options.index(control.default), key=control.key)
+    if control.widget == "select":
+        options = list(control.options)
+        return where.selectbox(control.label, options, index=options.index(control.default), key=control.key)
+    if control.widget == "slider":
+        return where.slider(
+            control.label,
+            float(control.low),
+            float(control.high),
+            float(control.default),
+            float(control.step or 0.5),
+            key=control.key,
+            help=control.help,
+        )
+    return int(
+        where.number_input(
+            control.label,
+            min_value=None if control.low is None else int(control.low),
+            max_value=None if control.high is None else int(control.high),
+            value=int(control.default),
+            step=1,
+            key=control.key,
+            help=control.help,
+        )
+    )
 
 
 def mtime(path: Path) -> float:
@@ -223,7 +215,7 @@ def _auc(r: dict) -> dict:
     return {"AUROC (held out)": r.get("auroc"), "ci95 low": lo, "ci95 high": hi, "AUROC (fit)": r.get("fit_auroc")}
 
 
-# ---------------------------------------------------------------------------------------------------- latent explorer
+# ------------------------------------------------------------------------------------------------------ latent explorer
 st.header("Latent explorer")
 sae_key = (str(folder), mtime(folder / SAELENS_WEIGHTS))
 try:
@@ -268,14 +260,15 @@ try:
 except (WorkbenchError, OSError) as err:
     st.error(f"`{subj_key[0]}` could not be loaded: {err}")
     st.stop()
-kind = subj.kind  # lm, or the RL world family (maze / coinrun): which analyses below apply
 n = sample_size()
-with st.spinner(f"Encoding {n} {'dialogues' if kind == 'lm' else 'levels'} of {subj_key[0]}..."):
-    try:
-        stats = stats_table(sae_key, subj_key, n, kind == "lm")
-    except WorkbenchError as err:
-        st.warning(f"Could not encode `{subj_key[0]}`'s activations with `{name}`: {err}")
-        st.stop()
+try:
+    fv = views(subj_key)  # the subject kind's feature views: what is sampled, shown and steered below
+    with st.spinner(f"Encoding {n} {fv.unit} of {subj_key[0]}..."):
+        stats = stats_table(sae_key, subj_key, n)
+        sample = feature_sample(sae_key, subj_key, n)
+except WorkbenchError as err:
+    st.warning(f"Could not encode `{subj_key[0]}`'s activations with `{name}`: {err}")
+    st.stop()
 
 rank, polarity, fires = ranking(metrics)
 st.subheader("Goal alignment (from metrics.json)")
@@ -305,75 +298,41 @@ hist = pd.DataFrame(
 )
 st.bar_chart(hist, y="count", height=180)
 st.caption(
-    f"Histogram of latent {latent}'s non-zero activations over the sample ({n} "
-    f"{'dialogues, every token' if kind == 'lm' else 'levels'}); density = fraction of tokens where it fires."
+    f"Histogram of latent {latent}'s non-zero activations over the sample ({sample.note}); density = fraction of "
+    "tokens where it fires."
 )
 with st.expander("All latents (density, mean, max)"):
     st.dataframe(stats.drop(columns=["hist"]), hide_index=True)
 
 st.subheader(f"Latent {latent}: where it fires most")
-if kind == "lm":
-    from workbench.sae.lm_analysis import top_activating_tokens
-
-    words, feats = lm_sample(sae_key, subj_key, n)
-    top = top_activating_tokens(words, feats, latent, n=12)
-    if top.empty:
-        st.caption(f"Latent {latent} never fires on these {n} dialogues.")
-    else:
-        st.dataframe(top, hide_index=True)
-else:
-    ds, feats = policy_sample(sae_key, subj_key, n)
-    from workbench.sae.analysis import top_activating
-
-    rows = top_activating(feats, latent, n=6)
-    label_cols = [
-        c for c in ("level_seed", "step", "cheese_cell", "coin_visible", "coin_dx", "coin_dy") if c in ds.labels
-    ]
-    top = ds.labels.iloc[rows][label_cols].assign(
-        row=rows, max_activation=feats[rows, latent].flatten(1).max(1).values.numpy()
-    )
-    st.dataframe(top, hide_index=True)
-    if kind == "maze" and not (ds.meta.get("source") or {}).get("pixels"):
-        from workbench.sae.analysis import draw_top_activating
-
-        common.show_figure(draw_top_activating(ds, feats, latent, n=6))
-        st.caption("Maze renders of the top-activating start states with the latent's map over the layer grid.")
-    elif kind == "maze":
-        st.caption("The top-activating states are procgen frames; the table above names their levels.")
+top = fv.top_examples(sample, latent)
+if not top.table.empty:
+    st.dataframe(top.table, hide_index=True)
+if top.figure is not None:
+    common.show_figure(top.figure)
+if top.caption:
+    st.caption(top.caption)
 
 st.subheader(f"Steer with latent {latent}")
-if kind == "maze":
-    c1, c2, c3 = st.columns(3)
-    mode = c1.radio(
-        "Intervention",
-        ["ablate decoder direction", "add decoder direction", "clamp latent to 0 (SAE, error kept)"],
-        key="feat_mode",
-    )
-    coef = c2.slider("Coefficient (add)", -10.0, 10.0, 3.0, 0.5, key="feat_coef")
-    seed = int(c3.number_input("OOD maze", min_value=0, value=0, step=1, key="feat_seed"))
-    from workbench.rl.vector_field import draw
-
-    before, after = maze_fields(sae_key, subj_key, latent, mode, float(coef), seed)
-    tag = f"{mode} (x{coef:+g})" if mode.startswith("add") else mode
-    common.show_figure(
-        draw([before, after], ["no intervention", f"latent {latent}: {tag}"], cell_px=common.FIELD_CELL_PX)
-    )
-    moved = float(np.abs(after.arrows() - before.arrows()).sum(1).mean())
-    st.metric("Mean arrow change per cell", f"{moved:.3f}")
-elif kind == "lm":
-    from workbench.lm.corpus import OOD_GROUPS
-
-    c1, c2 = st.columns(2)
-    group = c1.selectbox("Persona cue (header)", [g for g in OOD_GROUPS if g != "mixed"], key="feat_group")
-    coef = c2.slider("Coefficient", -4.0, 4.0, 1.0, 0.5, key="feat_lm_coef")
-    sign = polarity.get(latent, 1)
-    table = lm_answers(sae_key, subj_key, latent, int(sign), float(coef), group)
-    st.code(table["prompt"].iloc[0])
-    st.dataframe(table.drop(columns=["prompt"]), hide_index=True)
-    st.caption(
-        f"The latent's decoder direction (x{sign:+d}: oriented towards label 1 when ranked), scaled to the sycophancy "
-        "vector's norm, added at the SAE's layer on the after-prompt positions; `random` is an equal-norm random "
-        "direction. The card's table measures the same on 600 OOD prompts with paired CIs."
-    )
-else:
-    st.caption("Steering with CoinRun latents is not wired into this page yet; see the SAE's card for its fidelity.")
+if fv.steer is None:
+    st.caption(f"Steering with latents is not available for {subj.kind} subjects; see the SAE's card for its fidelity.")
+    st.stop()
+cols = st.columns(max(len(fv.controls), 1))
+settings = tuple((c.name, control_widget(c, cols[i])) for i, c in enumerate(fv.controls))
+try:
+    with st.spinner(f"Steering with latent {latent}..."):
+        result, png = steered(sae_key, subj_key, latent, int(polarity.get(latent, 1)), settings)
+except WorkbenchError as err:
+    st.error(f"Steering with latent {latent} failed: {err}")
+    st.stop()
+if result.prompt is not None:
+    st.code(result.prompt)
+if png is not None:
+    st.image(png)
+if result.metrics:
+    for col, (label, value) in zip(st.columns(len(result.metrics)), result.metrics.items(), strict=True):
+        col.metric(label, value)
+if result.table is not None:
+    st.dataframe(result.table, hide_index=True)
+if result.caption:
+    st.caption(result.caption)

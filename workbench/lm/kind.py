@@ -29,10 +29,17 @@ def _battery():
     return adapter()
 
 
+def _features():
+    from workbench.lm.features import VIEWS
+
+    return VIEWS
+
+
 KIND = SubjectKind(
     name="lm",
     summary="language models: workbench LM artifacts or Hugging Face-format folders (TransformerLens, offline)",
     load=load,
     verbs={},
     battery=_battery(),
+    features=_features(),
 )

@@ -76,12 +76,20 @@ def coinrun_battery():
     return adapter()
 
 
+def coinrun_features():
+    """The feature views of every CoinRun kind (`workbench.rl.coinrun.features`)."""
+    from workbench.rl.coinrun.features import VIEWS
+
+    return VIEWS
+
+
 KIND = SubjectKind(
     name="coinrun",
     summary="native CoinRun agents (artifact folders; egocentric 5-plane observations, 6 actions)",
     load=load,
     verbs=_verbs(),
     battery=coinrun_battery(),
+    features=coinrun_features(),
 )
 
 

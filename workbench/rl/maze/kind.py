@@ -83,12 +83,20 @@ def maze_battery():
     return adapter()
 
 
+def maze_features():
+    """The feature views of every maze-family kind (`workbench.rl.maze.features`)."""
+    from workbench.rl.maze.features import VIEWS
+
+    return VIEWS
+
+
 KIND = SubjectKind(
     name="maze",
     summary="native maze agents (artifact folders; symbolic 3-plane observations, 4 actions)",
     load=load,
     verbs={**maze_verbs()},
     battery=maze_battery(),
+    features=maze_features(),
 )
 
 

@@ -20,8 +20,9 @@ from torch import nn
 from workbench.errors import WorkbenchError
 from workbench.recipes import from_table
 from workbench.rl.coinrun.battery import adapter as coinrun_battery
+from workbench.rl.coinrun.kind import coinrun_features
 from workbench.rl.envs.procgen import SPLITS, ProcgenConfig
-from workbench.rl.maze.kind import maze_battery, maze_verbs
+from workbench.rl.maze.kind import maze_battery, maze_features, maze_verbs
 from workbench.subjects import SubjectKind
 
 
@@ -150,6 +151,7 @@ MAZE = SubjectKind(
     verbs={**maze_verbs(), "world": _world("maze")},
     file_suffixes=(".pth", ".pt"),
     battery=maze_battery(),
+    features=maze_features(),
 )
 COINRUN = SubjectKind(
     name="procgen-coinrun",
@@ -158,4 +160,5 @@ COINRUN = SubjectKind(
     verbs=_coinrun_verbs(),
     file_suffixes=(".pth", ".pt"),
     battery=coinrun_battery(),
+    features=coinrun_features(),
 )

@@ -1,0 +1,442 @@
+"""Feature views: what an SAE latent looks like on one kind of subject, as data and figures, with no UI in it.
+
+Why a per-kind adapter: the Features page (and a notebook) asks the same three questions of every SAE -- which
+activations to encode (maze start states, CoinRun rollout states, persona dialogues), what a top-activating example
+looks like (a maze render, a label table, tokens in context) and what steering with the latent does (vector fields,
+goal rates, answers) -- but the answers differ per subject kind. Each kind brings its answers as a `FeatureViews`
+registered with it (`SubjectKind(features=...)`, built in the subject's own package: `workbench/rl/maze/features.py`,
+`workbench/rl/coinrun/features.py`, `workbench/lm/features.py`); an RL kind without one gets the generic RL views
+(`rl_views()` below: rollout states, the dataset's labels, decoder-direction steering on the world's goal
+rates against an equal-norm random direction). `views_for(subject)` is the one lookup; nothing branches on a kind.
+
+Steering inputs are described, not drawn: `Control`s name a keyword of `steer` and the widget key the app keeps in
+its session state, so the page lays out any kind's controls with one loop and Python callers pass the same keywords.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+from torch import Tensor
+
+from workbench.errors import WorkbenchError, unknown
+
+SPLIT = "ood"
+"""The split every view samples and steers on: where the intended and proxy goals come apart."""
+SAMPLE_SEED = 0
+"""The level / prompt seed of every sample, so the page, a notebook and a test encode the same states."""
+
+WIDGETS = ("radio", "select", "slider", "int")
+"""How a `Control` is drawn: a radio group or a selectbox over `options`, a float slider, an integer input."""
+
+
+@dataclass(frozen=True)
+class Control:
+    """One steering input: a keyword of the views' `steer` and how the app draws it.
+
+    Attributes:
+        name: the keyword `steer` takes (`coef`, `mode`, `seed`, ...).
+        key: the widget's session-state key in the app (stable: tests and saved sessions set it).
+        label: the widget's label.
+        widget: one of WIDGETS.
+        default: the value `steer` gets when the caller does not say.
+        options: the choices of a `radio` / `select` control (empty otherwise).
+        low: the smallest value of a `slider` / `int` control (None: unbounded `int`).
+        high: the largest value of a `slider` / `int` control (None: unbounded `int`).
+        step: the slider's step (1 for `int`).
+        help: a tooltip line.
+    """
+
+    name: str
+    key: str
+    label: str
+    widget: str
+    default: Any
+    options: tuple[Any, ...] = ()
+    low: float | None = None
+    high: float | None = None
+    step: float | None = None
+    help: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.widget not in WIDGETS:
+            raise unknown("control widget", self.widget, WIDGETS)
+        if self.widget in ("radio", "select") and self.default not in self.options:
+            raise WorkbenchError(f"control {self.name!r}: default {self.default!r} is not one of {list(self.options)}")
+        if self.widget == "slider" and (self.low is None or self.high is None):
+            raise WorkbenchError(f"control {self.name!r}: a slider needs low and high")
+
+    def check(self, value: Any) -> Any:
+        """`value` if this control can take it; otherwise one line naming what it takes."""
+        if self.widget in ("radio", "select"):
+            if value not in self.options:
+                raise unknown(self.name, str(value), [str(o) for o in self.options])
+            return value
+        try:
+            number = int(value) if self.widget == "int" else float(value)
+        except (TypeError, ValueError):
+            raise WorkbenchError(f"{self.name} must be a number, got {value!r}") from None
+        if (self.low is not None and number < self.low) or (self.high is not None and number > self.high):
+            raise WorkbenchError(f"{self.name} must be in [{self.low}, {self.high}], got {value!r}")
+        return number
+
+
+@dataclass
+class FeatureSample:
+    """A subject's activations encoded by an SAE: what the latent statistics and top examples are computed on.
+
+    Attributes:
+        feats: latent activations, one row per token or example: (N, d_sae, H, W) for conv rows in the position
+            layout, (N, d_sae) for flat rows, (tokens, d_sae) for an LM (every token of every text, concatenated).
+        n: how many levels / texts were encoded.
+        unit: what one of the `n` is (`levels`, `dialogues`), for messages.
+        note: how the sample was drawn, one phrase for captions (`rollout states of 100 OOD levels, seed 0`).
+        data: what `top_examples` reads besides `feats`: the `ActivationDataset` (RL) or (token strings, per-text
+            latents) (LM).
+    """
+
+    feats: Tensor
+    n: int
+    unit: str
+    note: str
+    data: Any = None
+
+
+@dataclass
+class TopExamples:
+    """Where a latent fires most.
+
+    Attributes:
+        table: one row per example (empty when the latent never fires on the sample).
+        figure: a matplotlib figure of the examples, or None.
+        caption: what the table / figure show, one or two sentences.
+    """
+
+    table: pd.DataFrame
+    figure: Any = None
+    caption: str = ""
+
+
+@dataclass
+class SteerResult:
+    """What steering with one latent did, against its control.
+
+    Attributes:
+        latent: the latent steered with.
+        settings: the `Control` values used (name -> value).
+        figure: a matplotlib figure (vector fields before / after, rates with intervals), or None.
+        table: conditions (un-intervened, steered, control) x outcomes with 95% intervals, or None.
+        metrics: headline numbers as label -> formatted value (`Mean arrow change per cell`).
+        prompt: the prompt the table answers (LM), or None.
+        caption: how to read the result: what was added where, what the control is, n and seeds.
+        data: the numbers behind the table (JSON-ready), for `to_json`.
+    """
+
+    latent: int
+    settings: dict[str, Any]
+    figure: Any = None
+    table: pd.DataFrame | None = None
+    metrics: dict[str, str] = field(default_factory=dict)
+    prompt: str | None = None
+    caption: str = ""
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"latent": int(self.latent), "settings": dict(self.settings), "metrics": self.metrics}
+        if self.table is not None:
+            out["table"] = self.table.to_dict(orient="records")
+        if self.prompt is not None:
+            out["prompt"] = self.prompt
+        return {**out, **self.data}
+
+
+@dataclass(frozen=True)
+class FeatureViews:
+    """How the Features page (or a notebook) reads SAE latents on one subject kind. All functions are free of UI code.
+
+    Attributes:
+        unit: what one sampled item is (`levels`, `dialogues`), for messages before the sample exists.
+        sample: `sample(sae, subject, n) -> FeatureSample`: `n` levels / texts of the subject encoded by the SAE
+            (seed 0, so the same call gives the same sample). `subject` is a `workbench.sae.subjects` subject.
+        top_examples: `top_examples(sample, latent) -> TopExamples`.
+        controls: the inputs `steer` takes beyond the latent, in the order the app lays them out.
+        steer: `steer(sae, subject, latent, *, polarity=1, **settings) -> SteerResult`, settings named by `controls`
+            (a missing one takes its default). `polarity` (+1 / -1) orients the latent towards label 1 when the SAE's
+            goal-alignment ranking says it fires for label 0; kinds without a use for it ignore it. None: this kind
+            has no steering view.
+    """
+
+    unit: str
+    sample: Callable[[Any, Any, int], FeatureSample]
+    top_examples: Callable[[FeatureSample, int], TopExamples]
+    controls: tuple[Control, ...] = ()
+    steer: Callable[..., SteerResult] | None = None
+
+    def settings(self, values: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Every control's value: `values[name]` (checked) or its default; an unknown name is one line naming those
+        it takes."""
+        values = dict(values or {})
+        names = [c.name for c in self.controls]
+        for name in values:
+            if name not in names:
+                raise unknown("steering setting", name, names)
+        return {c.name: c.check(values[c.name]) if c.name in values else c.default for c in self.controls}
+
+    def run_steer(self, sae: Any, subject: Any, latent: int, *, polarity: int = 1, **values: Any) -> SteerResult:
+        """`steer` with every setting checked and defaulted; a kind without steering is one line saying so."""
+        if self.steer is None:
+            raise WorkbenchError(f"steering with SAE latents is not available for {kind_name(subject)} subjects")
+        return self.steer(sae, subject, int(latent), polarity=int(polarity), **self.settings(values))
+
+
+def registered_subject(subject: Any) -> Any:
+    """The registry-level subject behind an SAE subject: a `PolicySubject`'s agent, else the subject itself."""
+    return getattr(subject, "agent", None) or subject
+
+
+def kind_name(subject: Any) -> str:
+    return str(getattr(registered_subject(subject), "kind", type(subject).__name__))
+
+
+def views_for(subject: Any) -> FeatureViews:
+    """The feature views of a subject (a `workbench.sae.subjects` subject or a registry subject): its kind's own
+    (`SubjectKind.features`), else the generic RL views for any subject with a world; otherwise one line saying how
+    to add them."""
+    from workbench.subjects import kind_of
+
+    kind = kind_of(registered_subject(subject))
+    if kind.features is not None:
+        return kind.features
+    if getattr(registered_subject(subject), "world", None) is not None:
+        return RL_VIEWS
+    raise WorkbenchError(
+        f"{kind.name} subjects have no feature views: register the kind with SubjectKind(features=FeatureViews(...))"
+    )
+
+
+# --------------------------------------------------------------------------------------------- generic RL views
+def decoder_direction(sae: Any, latent: int) -> Tensor:
+    """The latent's decoder row as a vector the activation takes: (C,) in the position layout (added at every cell),
+    the activation's own shape in the flat layout."""
+    from workbench.sae.train import sae_info
+
+    info = sae_info(sae)
+    d_sae = int(info["d_sae"])
+    if not 0 <= int(latent) < d_sae:
+        raise WorkbenchError(f"latent {latent} out of range for an SAE of width {d_sae} (0..{d_sae - 1})")
+    row = sae.W_dec[int(latent)].detach().float().clone()
+    if info["layout"] == "flat" and info["act_shape"]:
+        return row.reshape(info["act_shape"])
+    return row
+
+
+def collect_states(
+    sae: Any, subject: Any, n: int, *, states: str = "rollout", max_states_per_episode: int = 8, seed: int = SAMPLE_SEED
+):
+    """Labelled activations at the SAE's hook on `n` OOD levels (`seed`): the kind's `collect` verb (the registry's
+    collector, so every RL kind's own labels), or the SAE subject's `collect` for a kind without one. Rollout states
+    fall back to start states in worlds without them (procgen)."""
+    from workbench.sae.train import sae_info
+    from workbench.subjects import kind_of
+
+    agent = registered_subject(subject)
+    world = getattr(agent, "world", None)
+    if world is None:
+        raise WorkbenchError(f"{kind_name(subject)} subjects have no world to collect states from")
+    if int(n) < 1:
+        raise WorkbenchError(f"need at least one level, got n={n}")
+    hook = sae_info(sae)["hook"]
+    got = states if states == "start" or world.rollout_states else "start"
+    per_episode = max_states_per_episode if got == "rollout" else None
+    collect = kind_of(agent).verbs.get("collect")
+    if collect is not None:
+        return collect(
+            agent,
+            hooks=[hook],
+            split=SPLIT,
+            episodes=int(n),
+            seed=int(seed),
+            states=got,
+            max_states_per_episode=per_episode,
+            progress=False,
+        ).value
+    if not hasattr(subject, "collect"):
+        from workbench.sae.subjects import PolicySubject
+
+        subject = PolicySubject(agent)
+    return subject.collect(
+        [hook], split=SPLIT, n=int(n), seed=int(seed), states=got, max_states_per_episode=per_episode, progress=False
+    )
+
+
+def _sample_rl(states: str, max_states_per_episode: int) -> Callable[[Any, Any, int], FeatureSample]:
+    def sample(sae: Any, subject: Any, n: int) -> FeatureSample:
+        from workbench.sae.analysis import latent_acts
+        from workbench.sae.train import sae_info
+
+        ds = collect_states(sae, subject, n, states=states, max_states_per_episode=max_states_per_episode)
+        info = sae_info(sae)
+        got = (ds.meta.get("source") or {}).get("states", states)
+        note = f"{got} states of {n} {SPLIT} levels (seed {SAMPLE_SEED})"
+        return FeatureSample(latent_acts(sae, ds[info["hook"]], info["layout"]), int(n), "levels", note, ds)
+
+    return sample
+
+
+TopFigure = Callable[[FeatureSample, int, int], tuple[Any, str]]
+"""(sample, latent, n) -> (a figure of the top examples or None, its caption)."""
+
+
+def _top_rl(label_columns: tuple[str, ...] | None, n: int, figure: TopFigure | None):
+    def top_examples(sample: FeatureSample, latent: int) -> TopExamples:
+        from workbench.sae.analysis import top_activating
+
+        ds, feats = sample.data, sample.feats
+        rows = top_activating(feats, int(latent), n=n)
+        labels = ds.labels
+        cols = [c for c in (label_columns or labels.columns) if c in labels.columns]
+        peak = feats[rows, int(latent)].reshape(len(rows), -1).max(1).values.numpy()
+        table = labels.iloc[rows][cols].assign(row=rows, max_activation=peak)
+        caption = f"The {len(rows)} states of the sample ({sample.note}) where latent {latent} peaks, and their labels."
+        fig = None
+        if figure is not None:
+            fig, extra = figure(sample, int(latent), n)
+            caption = extra or caption
+        return TopExamples(table.reset_index(drop=True), fig, caption)
+
+    return top_examples
+
+
+RL_CONTROLS = (
+    Control(
+        "coef",
+        "feat_rl_coef",
+        "Coefficient (x decoder direction)",
+        "slider",
+        3.0,
+        low=-10.0,
+        high=10.0,
+        step=0.5,
+        help="coef x the latent's decoder direction is added at the SAE's hook at every cell on every step",
+    ),
+    Control("episodes", "feat_rl_episodes", "OOD episodes", "int", 100, low=4, high=2000, step=1),
+    Control("seed", "feat_rl_seed", "Seed (levels and actions)", "int", 0, low=0, step=1),
+)
+"""The generic RL steering inputs: coefficient, how many OOD levels, and their seed."""
+
+
+def steer_rl(
+    sae: Any, subject: Any, latent: int, *, polarity: int = 1, coef: float = 3.0, episodes: int = 100, seed: int = 0
+) -> SteerResult:
+    """Add `coef` x the latent's decoder direction at the SAE's hook on every step of `episodes` OOD levels and
+    compare the world's goal rates with the un-intervened run and an equal-norm random direction on the same levels
+    and action seed (`workbench.rl.steering.compare_interventions`: Wilson 95% intervals, paired bootstrap 95%
+    intervals on the differences). `polarity` is not used: the coefficient's sign is the user's."""
+    from workbench.rl.steering import compare_interventions
+    from workbench.sae.train import sae_info
+
+    agent = registered_subject(subject)
+    hook = sae_info(sae)["hook"]
+    if int(episodes) < 1:
+        raise WorkbenchError(f"episodes must be >= 1, got {episodes}")
+    direction = decoder_direction(sae, latent)
+    levels = agent.world.levels(SPLIT, int(episodes), int(seed))
+    res = compare_interventions(agent, levels, direction, float(coef), hook, per_level=False, seed=int(seed))
+    table = comparison_table(res)
+    added = abs(float(coef)) * float(direction.norm())
+    settings = {"coef": float(coef), "episodes": int(episodes), "seed": int(seed)}
+    caption = (
+        f"{coef:+g} x latent {latent}'s decoder direction (norm {float(direction.norm()):.3f}) added at `{hook}` "
+        f"{'at every cell ' if direction.ndim == 1 else ''}on every step of {episodes} {SPLIT} levels (level and "
+        f"action seed {seed}); control: an equal-norm random direction (seed {int(seed) + 1}). Rates with Wilson 95% "
+        "intervals; differences vs the un-intervened run paired over levels, bootstrap 95% intervals."
+    )
+    return SteerResult(
+        latent=int(latent),
+        settings=settings,
+        figure=rates_figure(table, f"latent {latent}, coef {coef:+g}, n={episodes}"),
+        table=table,
+        metrics={"Added norm": f"{added:.3f}", "Episodes": str(int(episodes))},
+        caption=caption,
+        data={"hook": hook, "comparison": {k: v for k, v in res.items() if k != "ci95"}},
+    )
+
+
+def comparison_table(res: dict) -> pd.DataFrame:
+    """Conditions x outcomes from a `compare_interventions` result: rate, Wilson 95% interval, n, and the paired
+    difference vs the un-intervened run with its bootstrap 95% interval (none for the baseline itself)."""
+    rows = []
+    for cond in ("baseline", "steered", "control"):
+        for key, value in res[cond]["rates"].items():
+            lo, hi = res[cond]["ci95"][key]
+            eff = (res.get("effects") or {}).get(cond, {}).get(key)
+            rows.append(
+                {
+                    "condition": cond,
+                    "outcome": key,
+                    "rate": value,
+                    "ci95 low": lo,
+                    "ci95 high": hi,
+                    "n": res[cond]["n"],
+                    "diff vs baseline": float("nan") if eff is None else eff["diff"],
+                    "diff ci95 low": float("nan") if eff is None else eff["ci95"][0],
+                    "diff ci95 high": float("nan") if eff is None else eff["ci95"][1],
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def rates_figure(table: pd.DataFrame, title: str):
+    """Grouped bars: each outcome's rate per condition with its Wilson 95% interval."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    outcomes = list(dict.fromkeys(table["outcome"]))
+    conds = list(dict.fromkeys(table["condition"]))
+    fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(outcomes), 2.8))
+    width = 0.8 / max(len(conds), 1)
+    x = np.arange(len(outcomes))
+    for i, cond in enumerate(conds):
+        part = table[table["condition"] == cond].set_index("outcome").loc[outcomes]
+        rate = part["rate"].to_numpy(dtype=float)
+        err = np.stack([rate - part["ci95 low"].to_numpy(dtype=float), part["ci95 high"].to_numpy(dtype=float) - rate])
+        ax.bar(x + (i - (len(conds) - 1) / 2) * width, rate, width, yerr=err, capsize=2, label=cond)
+    ax.set_xticks(x, outcomes, fontsize=8)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("rate")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def rl_views(
+    *,
+    states: str = "rollout",
+    max_states_per_episode: int = 8,
+    label_columns: tuple[str, ...] | None = None,
+    top_n: int = 6,
+    top_figure: TopFigure | None = None,
+    controls: tuple[Control, ...] = RL_CONTROLS,
+    steer: Callable[..., SteerResult] | None = steer_rl,
+) -> FeatureViews:
+    """Feature views for an RL kind, generic parts filled in: `states` (`rollout` or `start`) of OOD levels through
+    the kind's collector, a table of the top states' labels (`label_columns` present in the dataset, all labels when
+    None) with an optional figure, and steering (default `steer_rl`: the decoder direction added, goal rates vs an
+    equal-norm random direction). A kind's `features.py` overrides what differs."""
+    if states not in ("rollout", "start"):
+        raise unknown("states", states, ["rollout", "start"])
+    return FeatureViews(
+        unit="levels",
+        sample=_sample_rl(states, max_states_per_episode),
+        top_examples=_top_rl(label_columns, top_n, top_figure),
+        controls=controls,
+        steer=steer,
+    )
+
+
+RL_VIEWS = rl_views()
+"""The views of an RL kind that registers none (keys-chests, colour-shape, a kind registered from Python)."""
