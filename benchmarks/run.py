@@ -209,7 +209,7 @@ def matmul_peak_gflops(size: int = PEAK_SIZE, repeats: int = 7) -> dict:
     clock = cpu if torch.get_num_threads() == 1 else times
     return {"size": size, "repeats": repeats, "best_s": min(clock), "gflops": flops / min(clock) / 1e9,
             "median_gflops": flops / statistics.median(clock) / 1e9, "wall_gflops": flops / min(times) / 1e9,
-            "clock": "process CPU seconds" if clock is cpu else "wall seconds"}  # fmt: skip
+            "clock": "process CPU second" if clock is cpu else "wall second"}  # fmt: skip
 
 
 def forward_flops(model: torch.nn.Module, x: torch.Tensor) -> float:

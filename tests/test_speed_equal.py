@@ -143,13 +143,23 @@ def test_rollout_records_identical(agent):
         np.testing.assert_array_equal(ref[key], got[key], err_msg=key)
 
 
-def test_start_collection_labels_and_activations_identical(agent):
+def test_start_collection_labels_and_activations_identical(agent, monkeypatch):
     from workbench.activations import collect_maze
+    from workbench.rl import rollout
 
     hooks = ["embedder.block2.res1.resadd_out", "embedder.block3.maxpool"]
     fast = collect_maze(agent, hooks, episodes=48, seed=6, states="start", batch_size=20, progress=False)
+    # the reference: torch's max-pool, and outcome rollouts that forward every env at every step
+    calls: list[int] = []
+
+    def every_row(policy, env, obs, tracker, max_steps, seed=0, *_):
+        calls.append(len(obs))
+        return _every_row(policy, env, obs, tracker, max_steps, seed)
+
+    monkeypatch.setattr(rollout, "play_until_done", every_row)
     slow_agent = dataclasses.replace(agent, policy=plain_pool(agent.policy))
     slow = collect_maze(slow_agent, hooks, episodes=48, seed=6, states="start", batch_size=20, progress=False)
+    assert calls == [48]  # the reference loop really ran
     assert len(fast) == len(slow) == 48
     assert fast.labels.equals(slow.labels)
     assert fast.labels["outcome_length"].nunique() > 1  # real outcome rollouts of different lengths
