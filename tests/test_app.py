@@ -437,6 +437,51 @@ def test_features_explorer_on_a_language_model(
     assert answers1["logit_diff"].iloc[1] != pytest.approx(answers["logit_diff"].iloc[1], abs=1e-6)
 
 
+def test_features_explorer_steers_a_coinrun_latent(app_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An SAE on a tiny CoinRun agent: the page samples its rollout states, names the top states by their coin labels
+    and steers with the latent through the generic RL comparison (goal rates of the un-intervened, steered and
+    random-direction runs on the same OOD levels); coefficient 0 is the un-intervened run."""
+    from workbench.sae.subjects import load_subject
+    from workbench.sae.train import SAESpec, train_sae
+
+    monkeypatch.setenv("WORKBENCH_APP_SAE_SAMPLE", "6")
+    make_tiny_coinrun_agent(app_env / "agents" / "coinrun-coin-at-exit", "# tiny coinrun card\n", eval_metrics(0.3))
+    hook = "embedder.block2.res1.resadd_out"
+    ds = load_subject("coinrun-coin-at-exit").collect([hook], n=8, seed=1, max_states_per_episode=8, progress=False)
+    train_sae(
+        ds,
+        hook,
+        SAESpec(width=16, k=2, tokens=4096, batch_size=256),
+        out=app_env / "saes" / "coinrun-coin-at-exit",
+        metadata={"model_name": "coinrun-coin-at-exit"},
+        progress=False,
+    )
+
+    def steering(at: AppTest):
+        (table,) = [d.value for d in at.dataframe if "condition" in d.value]
+        return table.set_index(["condition", "outcome"])
+
+    at = page("pages/5_Features.py", feat_latent=0, feat_rl_episodes=12)
+    assert not at.exception and not at.warning and not at.error, [w.value for w in [*at.warning, *at.error]]
+    assert not any("not wired" in c.value for c in at.caption)
+    (top,) = [d.value for d in at.dataframe if "max_activation" in d.value]
+    assert {"coin_visible", "coin_dx", "coin_dy"} <= set(top.columns)
+    table = steering(at)
+    assert set(table.index.get_level_values(0)) == {"baseline", "steered", "control"}
+    assert {"coin", "exit", "exit_without_coin", "timeout"} == set(table.index.get_level_values(1))
+    assert (table["n"] == 12).all()
+    shown = {m.label: m.value for m in at.metric}
+    assert shown["Episodes"] == "12" and float(shown["Added norm"]) > 0
+    assert any("equal-norm random direction" in c.value for c in at.caption) and len(at.get("image")) >= 1
+
+    at.slider(key="feat_rl_coef").set_value(0.0).run()
+    assert not at.exception and not at.error
+    zero = steering(at)
+    assert zero.loc["steered", "rate"].tolist() == zero.loc["baseline", "rate"].tolist()
+    assert zero.loc["baseline", "rate"].tolist() == table.loc["baseline", "rate"].tolist()
+    assert {m.label: m.value for m in at.metric}["Added norm"] == "0.000"
+
+
 # ------------------------------------------------------------------------------------------ CoinRun lab
 def coinrun_tables(at: AppTest) -> tuple:
     """The CoinRun lab's per-step probe read-outs, its one-level steering table and its batch-rate table."""
