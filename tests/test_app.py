@@ -472,6 +472,7 @@ def test_features_explorer_steers_a_coinrun_latent(app_env: Path, monkeypatch: p
     assert (table["n"] == 12).all()
     shown = {m.label: m.value for m in at.metric}
     assert shown["Episodes"] == "12" and float(shown["Added norm"]) > 0
+    assert float(shown["Activation norm (per cell, start states)"]) > 0
     assert any("equal-norm random direction" in c.value for c in at.caption) and len(at.get("image")) >= 1
 
     at.slider(key="feat_rl_coef").set_value(0.0).run()

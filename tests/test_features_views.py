@@ -109,11 +109,11 @@ def test_coinrun_views_on_the_shipped_coinrun_sae() -> None:
     assert {"coin_visible", "coin_dx", "coin_dy", "max_activation"} <= set(top.table.columns) and top.figure is None
 
     outcomes = tuple(subject.agent.world.rate_keys)
-    result = views.run_steer(sae, subject, 0, coef=6.0, episodes=24, seed=0)
+    result = views.run_steer(sae, subject, 0, coef=2.0, episodes=24, seed=0)
     check_rates_table(result.table, outcomes, 24)
     assert result.figure is not None and result.metrics["Episodes"] == "24"
     json = result.to_json()
-    assert json["settings"] == {"coef": 6.0, "episodes": 24, "seed": 0} and len(json["table"]) == 3 * len(outcomes)
+    assert json["settings"] == {"coef": 2.0, "episodes": 24, "seed": 0} and len(json["table"]) == 3 * len(outcomes)
     zero = views.run_steer(sae, subject, 0, coef=0.0, episodes=24, seed=0).table.set_index(["condition", "outcome"])
     np.testing.assert_array_equal(zero.loc["steered", "rate"].to_numpy(), zero.loc["baseline", "rate"].to_numpy())
     base = result.table.set_index(["condition", "outcome"]).loc["baseline", "rate"].to_numpy()
@@ -188,11 +188,12 @@ def test_generic_rl_views_on_a_kind_without_its_own(keys_chests) -> None:
 
     result = views.run_steer(sae, agent, latent, episodes=10)  # a registry subject works as well
     check_rates_table(result.table, tuple(agent.world.rate_keys), 10)
-    assert result.settings == {"coef": 3.0, "episodes": 10, "seed": 0}  # the controls' defaults
+    assert result.settings == {"coef": 1.0, "episodes": 10, "seed": 0}  # the controls' defaults
+    assert result.to_json()["activation_norm"] > 0 and result.metrics["Added norm"] == "1.000"  # unit decoder rows
     assert "equal-norm random direction" in result.caption and result.to_json()["hook"] == HOOK
     zero = views.run_steer(sae, agent, latent, coef=0.0, episodes=10).table.set_index(["condition", "outcome"])
     np.testing.assert_array_equal(zero.loc["steered", "rate"].to_numpy(), zero.loc["baseline", "rate"].to_numpy())
-    big = views.run_steer(sae, agent, latent, coef=-10.0, episodes=10)
+    big = views.run_steer(sae, agent, latent, coef=-5.0, episodes=10)
     diffs = big.table[big.table["condition"] != "baseline"]["diff vs baseline"].to_numpy()
     assert np.isfinite(diffs).all()
 

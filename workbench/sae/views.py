@@ -316,11 +316,12 @@ RL_CONTROLS = (
         "feat_rl_coef",
         "Coefficient (x decoder direction)",
         "slider",
-        3.0,
-        low=-10.0,
-        high=10.0,
-        step=0.5,
-        help="coef x the latent's decoder direction is added at the SAE's hook at every cell on every step",
+        1.0,
+        low=-5.0,
+        high=5.0,
+        step=0.25,
+        help="coef x the latent's decoder direction is added at the SAE's hook at every cell on every step; compare "
+        "|coef| x its norm with the activation norm shown next to the result",
     ),
     Control("episodes", "feat_rl_episodes", "OOD episodes", "int", 100, low=4, high=2000, step=1),
     Control("seed", "feat_rl_seed", "Seed (levels and actions)", "int", 0, low=0, step=1),
@@ -328,8 +329,21 @@ RL_CONTROLS = (
 """The generic RL steering inputs: coefficient, how many OOD levels, and their seed."""
 
 
+def activation_norm(agent: Any, levels: Any, hook: str, per_cell: bool) -> float:
+    """Mean norm of the activation at `hook` on the levels' start states, per cell (the channel vector) or per
+    example: the scale a steering vector at that hook is judged against."""
+    import torch
+
+    from workbench.hooks import run_with_cache
+
+    with torch.no_grad():
+        _, cache = run_with_cache(agent.policy, torch.as_tensor(agent.world.observe(levels)), names_filter=hook)
+    act = cache[hook].float()
+    return float(act.norm(dim=1).mean() if per_cell and act.ndim == 4 else act.flatten(1).norm(dim=1).mean())
+
+
 def steer_rl(
-    sae: Any, subject: Any, latent: int, *, polarity: int = 1, coef: float = 3.0, episodes: int = 100, seed: int = 0
+    sae: Any, subject: Any, latent: int, *, polarity: int = 1, coef: float = 1.0, episodes: int = 100, seed: int = 0
 ) -> SteerResult:
     """Add `coef` x the latent's decoder direction at the SAE's hook on every step of `episodes` OOD levels and
     compare the world's goal rates with the un-intervened run and an equal-norm random direction on the same levels
@@ -347,6 +361,7 @@ def steer_rl(
     res = compare_interventions(agent, levels, direction, float(coef), hook, per_level=False, seed=int(seed))
     table = comparison_table(res)
     added = abs(float(coef)) * float(direction.norm())
+    scale = activation_norm(agent, levels, hook, per_cell=direction.ndim == 1)
     settings = {"coef": float(coef), "episodes": int(episodes), "seed": int(seed)}
     caption = (
         f"{coef:+g} x latent {latent}'s decoder direction (norm {float(direction.norm()):.3f}) added at `{hook}` "
@@ -359,9 +374,13 @@ def steer_rl(
         settings=settings,
         figure=rates_figure(table, f"latent {latent}, coef {coef:+g}, n={episodes}"),
         table=table,
-        metrics={"Added norm": f"{added:.3f}", "Episodes": str(int(episodes))},
+        metrics={
+            "Added norm": f"{added:.3f}",
+            f"Activation norm ({'per cell, ' if direction.ndim == 1 else ''}start states)": f"{scale:.3f}",
+            "Episodes": str(int(episodes)),
+        },
         caption=caption,
-        data={"hook": hook, "comparison": {k: v for k, v in res.items() if k != "ci95"}},
+        data={"hook": hook, "activation_norm": scale, "comparison": {k: v for k, v in res.items() if k != "ci95"}},
     )
 
 
