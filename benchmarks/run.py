@@ -358,6 +358,47 @@ def bench_forward(policy: ImpalaPolicy, env_config: MazeConfig, settings: Settin
     )
 
 
+def bench_pool(policy: ImpalaPolicy, env_config: MazeConfig, settings: Settings) -> Row:
+    """The policy forward on a channels-first batch (as rollouts and collection run it) with its max-pools run in the
+    channels-last layout (`workbench.rl.policies.MaxPool`) vs the same policy with torch's `nn.MaxPool2d` back in
+    place; the logits and values must be bit-identical (checked). Per-call CPU seconds on one thread, else wall."""
+    import copy
+
+    from workbench.rl.policies import MaxPool
+
+    ref = copy.deepcopy(policy)
+    for module in ref.modules():
+        for name, child in module.named_children():
+            if isinstance(child, MaxPool):
+                setattr(module, name, torch.nn.MaxPool2d(child.kernel_size, child.stride, child.padding))
+    obs = torch.as_tensor(observe(generate_levels(np.arange(FORWARD_BATCH), "ood", env_config)))
+    cpu: list[list[float]] = []
+    with torch.no_grad():
+        ours, theirs = policy(obs), ref(obs)
+        if not all(torch.equal(a, b) for a, b in zip(ours, theirs, strict=True)):
+            raise AssertionError("the channels-last max-pool changed the policy's outputs")
+        walls = interleaved(
+            [lambda: policy(obs), lambda: ref(obs)],
+            settings.forward_rounds,
+            warmup=settings.warmup,
+            inner=settings.forward_inner,
+            cpu=cpu,
+        )
+    fast, plain = (summary(c) for c in (cpu if one_thread() else walls))
+    flops = forward_flops(policy, obs)
+    return Row(
+        f"policy forward, batch {FORWARD_BATCH}, channels-first: channels-last max-pool (outputs bit-identical)",
+        "s/call",
+        fast["median_s"],
+        peer=plain["median_s"],
+        peer_label="torch nn.MaxPool2d",
+        ratio=plain["median_s"] / fast["median_s"],
+        ratio_label=f"before / after, {'CPU' if one_thread() else 'wall'} time",
+        details={"ours": fast, "torch_pool": plain, "inner": settings.forward_inner, "forward_flops": flops},
+        gflops=flops / fast["median_s"] / 1e9,
+    )
+
+
 # --------------------------------------------------------------------------------------------------- 3. vector field
 def field_level(env_config: MazeConfig) -> MazeLevels:
     """The first level among seeds 0..FIELD_SEEDS-1 whose maze side is FIELD_SIZE."""
@@ -831,6 +872,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         policy, env_config, source = load_policy()
         progress("hooked forward overhead")
         rows.append(bench_forward(policy, env_config, settings))
+        rows.append(bench_pool(policy, env_config, settings))
         progress("vector field")
         rows.append(bench_field(policy, env_config, settings, peak["gflops"]))
         progress("dataset collection throughput")

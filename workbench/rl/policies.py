@@ -45,11 +45,11 @@ class MaxPool(nn.MaxPool2d):
     """`nn.MaxPool2d` that pools a channels-first batch in the channels-last layout and hands it back channels-first.
 
     Why: torch's CPU max-pool on a contiguous (B, C, H, W) batch is several times slower than on the same values laid
-    out channels-last (measured: 4.4 vs 0.6 ms for (127, 16, 15, 15) on one thread), and it was about a third of a
-    rollout's forward time. A maximum does no arithmetic, so the output is bit-identical whatever the layout; the
-    result is returned in the input's layout, so hooks and later layers see exactly what they saw before. Only
-    without autograd: with gradients the two kernels may break a tie in a window differently and route the gradient
-    to another input, so training keeps torch's own path (and PPO resumes stay bit-identical)."""
+    out channels-last, and it was the largest cost after the convolutions in a rollout's forward (benchmarks/run.py,
+    core section, times the forward both ways). A maximum does no arithmetic, so the output is bit-identical whatever
+    the layout; the result is returned in the input's layout, so hooks and later layers see exactly what they saw
+    before. Only without autograd: with gradients the two kernels may break a tie in a window differently and route
+    the gradient to another input, so training keeps torch's own path (and PPO resumes stay bit-identical)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         plain = (
