@@ -53,7 +53,7 @@ def sample(sae: Any, subject: Any, n: int) -> FeatureSample:
     lm = _lm(subject)
     texts = [e.text for e in corpus.generate("train", int(n), SAMPLE_SEED, corpus_config(lm))]
     words, feats = token_latents(lm, sae, sae_info(sae)["hook"], texts)
-    note = f"every token of {n} training-distribution dialogues (seed {SAMPLE_SEED})"
+    note = f"every token of {n} training-distribution dialogues, seed {SAMPLE_SEED}"
     return FeatureSample(torch.as_tensor(np.concatenate(feats)), int(n), "dialogues", note, (words, feats))
 
 

@@ -280,7 +280,7 @@ def _sample_rl(states: str, max_states_per_episode: int) -> Callable[[Any, Any, 
         ds = collect_states(sae, subject, n, states=states, max_states_per_episode=max_states_per_episode)
         info = sae_info(sae)
         got = (ds.meta.get("source") or {}).get("states", states)
-        note = f"{got} states of {n} {SPLIT} levels (seed {SAMPLE_SEED})"
+        note = f"{got} states of {n} {SPLIT} levels, seed {SAMPLE_SEED}"
         return FeatureSample(latent_acts(sae, ds[info["hook"]], info["layout"]), int(n), "levels", note, ds)
 
     return sample
