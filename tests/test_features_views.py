@@ -253,3 +253,23 @@ def test_the_features_page_names_no_kind() -> None:
 
     text = (Path(__file__).resolve().parent.parent / "app" / "pages" / "5_Features.py").read_text()
     assert not re.search(r"""kind\s*[!=]=|==\s*["'](maze|coinrun|lm)["']""", text)
+
+
+def test_policy_subject_collects_through_its_kind(keys_chests, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`PolicySubject.collect` (what `workbench sae train` reads) goes through the kind's `collect` verb: keys-chests
+    gets its own labels (it failed inside the maze collector before), and a kind without the verb is one line."""
+    from dataclasses import replace
+
+    import workbench.subjects as subjects
+    from workbench.errors import WorkbenchError
+    from workbench.sae.subjects import PolicySubject
+
+    agent, _ = keys_chests
+    ds = PolicySubject(agent).collect(HOOK, split="ood", n=3, seed=2, progress=False)
+    assert {"has_key", "keys_left"} <= set(ds.labels.columns) and len(ds) > 3
+    kind = subjects.get_kind("keys-chests")
+    verbs = {k: v for k, v in kind.verbs.items() if k != "collect"}
+    monkeypatch.setitem(subjects._KINDS, "no-collect-kind", replace(kind, name="no-collect-kind", verbs=verbs))
+    monkeypatch.setattr(agent, "kind", "no-collect-kind")
+    with pytest.raises(WorkbenchError, match="`collect` is not available for no-collect-kind"):
+        PolicySubject(agent).collect(HOOK, n=2)

@@ -86,16 +86,17 @@ class PolicySubject:
         out: str | Path | None = None,
         progress: bool = True,
     ):
-        """Labelled activations at `hooks` over `n` levels (`collect_maze` / `collect_coinrun`); rollout states by
-        default, so the SAE sees the states the policy actually visits."""
-        from workbench.rl import collect as collectors
+        """Labelled activations at `hooks` over `n` levels, through the subject kind's `collect` verb (maze:
+        `collect_maze`, CoinRun: `collect_coinrun`, keys-chests, colour-shape, any registered kind: its own); rollout
+        states by default, so the SAE sees the states the policy actually visits. A kind without a `collect` verb
+        is one line naming the verbs it has."""
+        from workbench.subjects import verb
 
-        collect = collectors.collect_coinrun if self.kind == "coinrun" else collectors.collect_maze
         if states == "rollout" and not self.agent.world.rollout_states:
             states = "start"  # procgen levels give start states only
-        return collect(
+        return verb(self.agent, "collect")(
             self.agent,
-            hooks,
+            hooks=[hooks] if isinstance(hooks, str) else list(hooks),
             split=split,
             episodes=n,
             seed=seed,
@@ -103,7 +104,7 @@ class PolicySubject:
             max_states_per_episode=max_states_per_episode if states == "rollout" else None,
             out=out,
             progress=progress,
-        )
+        ).value
 
     def _mean_activation(self, levels, hook: str, split: str, seed: int) -> Tensor:
         if self.kind == "maze":
