@@ -87,7 +87,7 @@ class _MazeLabeller:
         # A removed cheese (NO_CHEESE) has no free target cell, so its distances are -1 everywhere.
         self.d_cheese = distances_to(levels, levels.cheese).astype(np.int32)
         self.d_corner = distances_to(levels, self.corner).astype(np.int32)
-        self.decision = decision_squares(levels)
+        self.decision = decision_squares(levels, (self.d_cheese, self.d_corner))
 
     def rows(self, idx: np.ndarray, step: int, mouse: np.ndarray) -> dict[str, np.ndarray]:
         k = idx.size

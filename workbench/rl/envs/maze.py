@@ -558,15 +558,20 @@ def greedy_actions(dist: np.ndarray, cells: np.ndarray) -> np.ndarray:
     return np.where(here == 0, -1, best)
 
 
-def decision_squares(levels: MazeLevels) -> np.ndarray:
+def decision_squares(levels: MazeLevels, distances: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """(N, 2) the decision square of each maze, or (-1, -1) where there is none.
 
     The decision square is the first cell on the mouse's path where the way to the cheese and the way to the
     top-right corner part (Turner et al. 2023). In a perfect maze both paths are unique; if one goal lies on the way
-    to the other there is no decision to make and the maze is excluded from decision-square metrics."""
+    to the other there is no decision to make and the maze is excluded from decision-square metrics.
+    `distances`: the (N, W, W) distance maps to the cheese and to the corner (`distances_to`) when the caller has
+    them already (only levels with a cheese read the first), so the two searches are not run twice."""
     n = len(levels)
-    d_cheese = distances_to(levels, np.where(levels.has_cheese()[:, None], levels.cheese, levels.corner()))
-    d_corner = distances_to(levels, levels.corner())
+    if distances is None:
+        d_cheese = distances_to(levels, np.where(levels.has_cheese()[:, None], levels.cheese, levels.corner()))
+        d_corner = distances_to(levels, levels.corner())
+    else:
+        d_cheese, d_corner = distances
     pos = levels.mouse.copy()
     result = np.full((n, 2), -1, dtype=np.int64)
     active = levels.has_cheese().copy()
