@@ -218,6 +218,56 @@ def test_views_follow_the_registry(keys_chests, monkeypatch: pytest.MonkeyPatch)
         views_for(Bare())
 
 
+def test_a_kind_registered_from_python_brings_its_own_card_analyses(
+    keys_chests, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """`workbench sae train` reaches a kind's card analyses through its views: metrics, card sections and files of
+    a kind registered from Python land in its SAE folder; the same agent under a kind without them gets none."""
+    import json
+
+    from workbench import subjects
+    from workbench.sae.artifact import build_sae_artifact
+    from workbench.sae.train import SAESpec
+    from workbench.sae.views import CardAnalyses
+
+    monkeypatch.setattr(subjects, "_KINDS", dict(subjects._KINDS))  # test kinds and subjects vanish with the test
+    monkeypatch.setattr(subjects, "_SUBJECTS", dict(subjects._SUBJECTS))
+    agent, _ = keys_chests
+    calls = []
+
+    def card(sae, subject, hook, *, align_episodes, steer_episodes, seed, progress):
+        calls.append((subject.name, hook, align_episodes, steer_episodes, seed, progress))
+        d_sae = int(sae.W_dec.shape[0])
+        return CardAnalyses(
+            metrics={"room_latents": {"d_sae": d_sae}},
+            sections=(f"## Rooms\n\nThe card-test analysis saw {d_sae} latents.",),
+            files={"rooms.txt": "rooms\n"},
+        )
+
+    register_kind(replace(get_kind("keys-chests"), name="card-test-kind", features=replace(RL_VIEWS, card=card)))
+    subjects.register_subject("card-test-agent", lambda: replace(agent, kind="card-test-kind"))
+    subjects.register_subject("card-test-plain", lambda: agent)
+    spec = SAESpec(width=8, k=2, tokens=256 * 2, batch_size=256)
+    sizes = dict(episodes=4, eval_episodes=2, fidelity_episodes=2, align_episodes=6, steer_episodes=3, seed=5)
+    own = build_sae_artifact(
+        "card-test-agent", HOOK, spec, out=tmp_path / "own", progress=False, work=tmp_path / "w", **sizes
+    )
+    assert calls == [("tiny-keys-chests", HOOK, 6, 3, 5, False)]
+    metrics = json.loads((own / "metrics.json").read_text())
+    card_md = (own / "card.md").read_text()
+    assert metrics["room_latents"] == {"d_sae": 8} and (own / "rooms.txt").read_text() == "rooms\n"
+    assert "## Rooms\n\nThe card-test analysis saw 8 latents." in card_md
+    assert card_md.index("## Downstream fidelity") < card_md.index("## Rooms")
+    plain = build_sae_artifact(
+        "card-test-plain", HOOK, spec, out=tmp_path / "plain", progress=False, work=tmp_path / "w2", **sizes
+    )
+    assert len(calls) == 1 and "## Rooms" not in (plain / "card.md").read_text()
+    assert "room_latents" not in json.loads((plain / "metrics.json").read_text())
+    assert not (plain / "rooms.txt").exists()
+    ood = metrics["fidelity"]["ood"]
+    assert ood["score"] == ood["goal_keys"][0]  # no score in the views: the first goal rate
+
+
 def test_controls_are_checked_before_anything_runs() -> None:
     from workbench.rl.maze.features import VIEWS
 

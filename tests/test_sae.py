@@ -336,7 +336,12 @@ def test_policy_subject_fidelity_alignment_and_steering_on_tiny_maze(registry: P
     assert fid["original"]["cheese"]["n"] == 8 and "diff_vs_original" in fid["spliced"]
     fit = subject.collect([hook], n=24, seed=1, states="start", progress=False)
     test = subject.collect([hook], n=16, seed=2, states="start", progress=False)
-    ga = goal_alignment(sae, fit, test, hook, n_top=3, n_boot=50)
+    ga = goal_alignment(sae, fit, test, hook, n_top=3, n_boot=50, kind="maze")
+    assert ga["label"].startswith("cheese at this position")
+    with pytest.raises(WorkbenchError, match="needs where the goal is"):
+        goal_alignment(sae, fit, test, hook)
+    with pytest.raises(WorkbenchError, match="keys-chests subjects have no goal cells.*coinrun.*maze"):
+        goal_alignment(sae, fit, test, hook, kind="keys-chests")
     assert len(ga["latents"]) == 3 and 0.0 <= ga["probe"]["auroc"] <= 1.0
     assert ga["directions"]["sae_decoder"].shape == (sae.cfg.d_in,)
     res = steering_comparison(subject.agent, sae, hook, ga["best_latent"], {"probe": ga["directions"]["probe"]}, 8)

@@ -139,7 +139,8 @@ def test_top_activating_tokens_orders_and_marks_context(tiny_lm, tiny_sae) -> No
 
 
 def test_card_has_lm_alignment_and_steering_sections(tiny_lm, tiny_sae) -> None:
-    from workbench.sae.artifact import card_text, lm_analyses
+    from workbench.lm.features import VIEWS, lm_analyses
+    from workbench.sae.artifact import card_text
     from workbench.sae.metrics import reconstruction_metrics
     from workbench.sae.subjects import lm_subject
     from workbench.sae.train import sae_info
@@ -158,15 +159,18 @@ def test_card_has_lm_alignment_and_steering_sections(tiny_lm, tiny_sae) -> None:
         "fidelity": subject.fidelity(tiny_sae, HOOK, episodes=8),
         **lm_analyses(tiny_lm, tiny_sae, HOOK, align_prompts=40, steer_prompts=12, seed=0),
     }
-    card = card_text("toy", sae_info(tiny_sae), m, "cmd")
-    for heading in ("## Why this hook", "## Goal alignment: latents vs persona", "## Steering with persona latent"):
-        assert heading in card
+    assert "## Why this hook" not in card_text("toy", sae_info(tiny_sae), m, "cmd")  # sections come from the kind
+    extra = VIEWS.card(tiny_sae, subject, HOOK, align_episodes=40, steer_episodes=12, seed=0, progress=False)
+    assert extra.metrics["lm_steering_table"] == m["lm_steering_table"]  # the same analyses, the same numbers
+    card = card_text("toy", sae_info(tiny_sae), m, "cmd", sections=extra.sections)
+    headings = ("## Why this hook", "## Goal alignment: latents vs persona", "## Steering with persona latent")
+    assert [card.index(h) for h in headings] == sorted(card.index(h) for h in headings)
     assert "sequence position of the residual stream" in card and "CE recovered =" in card
 
 
 # ------------------------------------------------------------------------------------------------------- CoinRun
 def test_coin_cell_labels_map_the_egocentric_coin_onto_the_layer_grid() -> None:
-    from workbench.sae.analysis import coin_cell_labels
+    from workbench.rl.coinrun.features import coin_cell_labels
 
     labels = pd.DataFrame(
         {"coin_visible": [True, True, False], "coin_dx": [0, 6, 1], "coin_dy": [0, -6, 1]}  # centre, top right, gone

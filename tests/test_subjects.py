@@ -185,8 +185,12 @@ def test_no_env_kind_branches_outside_subject_packages():
     import re
 
     root = Path(workbench.__file__).parent
-    allowed = ("rl/maze/", "rl/coinrun/", "rl/procgen/", "rl/envs/", "lm/", "sae/")
-    pattern = re.compile(r"""(env_kind|\.kind)\s*[!=]=\s*["'](maze|coinrun|procgen-maze|procgen-coinrun)["']""")
+    allowed = ("rl/maze/", "rl/coinrun/", "rl/procgen/", "rl/envs/", "lm/")
+    names = "maze|coinrun|procgen-maze|procgen-coinrun|lm"
+    # `agent.env_kind == "maze"`, `self.kind != "coinrun"`, `m.get("subject_kind") == "lm"`, `kind == 'lm'`
+    pattern = re.compile(rf"""kind\b["')\]]*\s*[!=]=\s*["']({names})["']""")
+    for line in ('if self.kind == "maze":', "a.env_kind != 'coinrun'", 'm.get("subject_kind") == "lm"', "kind == 'lm'"):
+        assert pattern.search(line), line
     hits = []
     for path in root.rglob("*.py"):
         rel = path.relative_to(root).as_posix()

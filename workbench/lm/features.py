@@ -6,6 +6,10 @@ Why its own views: an LM latent fires on tokens, so the sample is every token of
 ways (`workbench.lm.steering.steer_prompt`): without a hook, with the latent's decoder direction added at the SAE's
 layer (scaled to the sycophancy vector's norm, oriented by the latent's ranked polarity), and with an equal-norm
 random direction, the control.
+
+An SAE card (`workbench sae train`) adds the persona analyses (`card`): latents ranked against persona and
+claim-wrong labels next to the probe and the sycophancy vector, and steering with the best persona latent on OOD
+prompts against that vector and a random direction, with paired intervals.
 """
 
 from __future__ import annotations
@@ -17,7 +21,15 @@ import torch
 
 from workbench.errors import WorkbenchError
 from workbench.lm.corpus import OOD_GROUPS
-from workbench.sae.views import SAMPLE_SEED, Control, FeatureSample, FeatureViews, SteerResult, TopExamples
+from workbench.sae.views import (
+    SAMPLE_SEED,
+    CardAnalyses,
+    Control,
+    FeatureSample,
+    FeatureViews,
+    SteerResult,
+    TopExamples,
+)
 
 GROUPS = tuple(g for g in OOD_GROUPS if g != "mixed")
 """The persona cues a steering prompt can carry (`none`: no header)."""
@@ -106,5 +118,66 @@ def steer(
     )
 
 
-VIEWS = FeatureViews(unit="dialogues", sample=sample, top_examples=top_examples, controls=CONTROLS, steer=steer)
+def lm_analyses(lm: Any, sae: Any, hook: str, align_prompts: int, steer_prompts: int, seed: int) -> dict:
+    """Persona goal alignment (fit on `align_prompts`, held out on half as many) and steering with the best persona
+    latent on `steer_prompts` OOD prompts (`workbench.sae.lm_analysis`); JSON-ready metrics and card tables."""
+    from workbench.sae.lm_analysis import alignment_table, lm_goal_alignment, lm_latent_steering, lm_steering_table
+
+    ga = lm_goal_alignment(lm, sae, hook, n_fit=align_prompts, n_test=max(align_prompts // 2, 2), seed=seed)
+    ga.pop("directions")
+    persona = ga["targets"]["persona"]
+    best = persona["latents"][0]
+    # clamp to 0 (remove the latent) and to its mean activation when it fires (turn it on at every position)
+    steer = lm_latent_steering(
+        lm,
+        sae,
+        hook,
+        best["latent"],
+        best["polarity"],
+        clamp_values=(0.0, round(best["mean_when_firing"], 3)),
+        n=steer_prompts,
+        seed=seed,
+    )
+    notes = (
+        "## Why this hook\n\n"
+        f"`{hook}`: a logistic probe reads sycophant vs honest there almost perfectly (its held-out AUROC is in the "
+        "goal-alignment table below) and `workbench lm steer` steers with the sycophancy vector at that layer by "
+        "default, so the SAE's latents can be compared with both on the same activations."
+    )
+    return {
+        "lm_goal_alignment": ga,
+        "lm_steering": steer,
+        "lm_notes": notes,
+        "lm_alignment_table": "## Goal alignment: latents vs persona and claim labels (AUROC, paired-bootstrap "
+        "95% CIs over prompts)\n\n" + alignment_table(ga),
+        "lm_steering_table": (
+            f"## Steering with persona latent {steer['latent']} vs the sycophancy vector vs a random direction\n\n"
+            f"Same {steer['n']} OOD prompts (seed {steer['seed']}) in every row; additions at `{hook}` on the "
+            f"after-prompt positions, each direction at the sycophancy vector's norm ({steer['vector_norm']:.2f}); "
+            f"the latent's oriented decoder direction has cosine {steer['decoder_cosine_vector']:+.3f} with the "
+            "vector. Clamps keep the SAE's error term. Δ: paired differences vs no intervention (bootstrap 95% "
+            "CIs); rates: Wilson 95% CIs; held-out accuracy on 200 no-claim questions.\n\n" + lm_steering_table(steer)
+        ),
+    }
+
+
+CARD_SECTIONS = ("lm_notes", "lm_alignment_table", "lm_steering_table")
+"""The `lm_analyses` entries that are markdown blocks of the card, in the card's order."""
+
+
+def card(
+    sae: Any, subject: Any, hook: str, *, align_episodes: int, steer_episodes: int, seed: int, progress: bool
+) -> CardAnalyses:
+    """A workbench LM artifact: `lm_analyses` on `align_episodes` / `steer_episodes` prompts, its tables as card
+    sections. Nothing for a bare model (no tokenizer or corpus). `progress` is not used."""
+    lm = getattr(subject, "lm", None)
+    if lm is None:
+        return CardAnalyses()
+    metrics = lm_analyses(lm, sae, hook, align_episodes, steer_episodes, seed)
+    return CardAnalyses(metrics=metrics, sections=tuple(metrics[k] for k in CARD_SECTIONS if metrics.get(k)))
+
+
+VIEWS = FeatureViews(
+    unit="dialogues", sample=sample, top_examples=top_examples, controls=CONTROLS, steer=steer, card=card
+)
 """The views of the `lm` kind."""

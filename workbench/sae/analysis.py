@@ -1,7 +1,8 @@
 """What the latents are: densities, top-activating examples, goal alignment, and steering with latents.
 
-Goal alignment (maze): each SAE token is one spatial position of one observation, so "is the cheese here?" is a
-per-token label (the cheese's cell mapped onto the layer's grid, `workbench.probes.layer_cell_index`). A latent's
+Goal alignment: each SAE token is one spatial position of one observation, so "is the goal here?" is a per-token
+label (the cheese's cell in the maze, the coin's cell of the egocentric view in CoinRun, mapped onto the layer's grid
+by the kind's own `GoalCells` in its `features.py`: this module names no kind). A latent's
 activation at a token is a score for that label, and its AUROC says how well the latent alone finds the cheese.
 Latents are ranked on a fit set and the best is re-measured on a held-out set (no selection on the test set).
 Baselines on the same tokens and labels: the spatial 1x1 logistic probe (`fit_spatial_probe`: a per-cell logit),
@@ -28,8 +29,9 @@ from torch import Tensor
 from workbench.errors import WorkbenchError
 from workbench.interventions import ablate_direction, add_vector, clamp_latent, random_like
 from workbench.metrics import auroc, bootstrap_ci, bootstrap_ci_paired, paired_diff_ci, rate
-from workbench.probes import fit_spatial_probe, layer_cell_index
+from workbench.probes import fit_spatial_probe
 from workbench.sae.data import to_tokens
+from workbench.sae.views import GoalCells
 
 
 # ---------------------------------------------------------------------------------------------------- latent maps
@@ -80,44 +82,6 @@ def top_activating(feats: Tensor, latent: int, n: int = 8) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------------ goal alignment
-def cheese_cell_labels(ds, grid: tuple[int, int]) -> np.ndarray:
-    """(N, H*W) bool: True at the layer cell holding the cheese (rows without cheese are all False)."""
-    h, w = grid
-    if h != w:
-        raise WorkbenchError(f"cheese labels need a square layer grid, got {grid}")
-    source = ds.meta.get("source") or {}
-    world = int(source.get("world_size") or source.get("env_config", {}).get("world_size", 15))
-    cells = ds.label("cheese_cell").astype(np.int64)
-    idx = layer_cell_index(np.maximum(cells, 0), world, h, bool(source.get("pixels", False)))
-    labels = np.zeros((len(ds), h * w), dtype=bool)
-    labels[np.arange(len(ds)), idx] = cells >= 0
-    return labels
-
-
-def coin_cell_labels(ds, grid: tuple[int, int]) -> np.ndarray:
-    """(N, H*W) bool, CoinRun: True at the layer cell that covers the coin in the agent's egocentric window (rows
-    whose coin is gone or out of view are all False). The window is (2 * view + 1) cells wide, centred on the agent,
-    so the coin sits at window cell (view + coin_dy, view + coin_dx)."""
-    h, w = grid
-    if h != w:
-        raise WorkbenchError(f"coin labels need a square layer grid, got {grid}")
-    view = int((ds.meta.get("source") or {}).get("env_config", {}).get("view", 6))
-    size = 2 * view + 1
-    visible = ds.label("coin_visible").astype(bool)
-    r = np.clip(view + ds.label("coin_dy").astype(np.int64), 0, size - 1)
-    c = np.clip(view + ds.label("coin_dx").astype(np.int64), 0, size - 1)
-    idx = layer_cell_index(r * size + c, size, h)
-    labels = np.zeros((len(ds), h * w), dtype=bool)
-    labels[np.arange(len(ds)), idx] = visible
-    return labels
-
-
-CELL_LABELS = {
-    "maze": (cheese_cell_labels, "cheese at this position (layer grid)"),
-    "coinrun": (coin_cell_labels, "coin at this position of the egocentric view (layer grid)"),
-}
-
-
 def _best(scores: np.ndarray, y: np.ndarray) -> tuple[int, np.ndarray]:
     """AUROC of every column of `scores` (tokens, k) against y; returns (argmax, aurocs)."""
     a = np.array([auroc(y, scores[:, j]) for j in range(scores.shape[1])])
@@ -125,18 +89,32 @@ def _best(scores: np.ndarray, y: np.ndarray) -> tuple[int, np.ndarray]:
 
 
 def goal_alignment(
-    sae, ds_fit, ds_test, hook: str, n_top: int = 5, seed: int = 0, n_boot: int = 500, kind: str = "maze"
+    sae,
+    ds_fit,
+    ds_test,
+    hook: str,
+    n_top: int = 5,
+    seed: int = 0,
+    n_boot: int = 500,
+    kind: str | None = None,
+    *,
+    goal: GoalCells | None = None,
 ) -> dict:
-    """Rank latents by AUROC for "the goal (cheese / coin: `kind`, see CELL_LABELS) is at this position" on
-    `ds_fit`, re-measure the best on `ds_test`, and compare with the spatial probe, the diff-of-means direction and a
-    shuffled-label control latent on the same test tokens. Bootstrap CIs resample tokens (positions of the same
-    observation are not independent, so they are narrow).
-    """
-    if kind not in CELL_LABELS:
-        from workbench.errors import unknown
+    """Rank latents by AUROC for "the goal is at this position" on `ds_fit`, re-measure the best on `ds_test`, and
+    compare with the spatial probe, the diff-of-means direction and a shuffled-label control latent on the same test
+    tokens. Bootstrap CIs resample tokens (positions of the same observation are not independent, so they are narrow).
 
-        raise unknown("goal label kind", kind, CELL_LABELS)
-    cell_labels, label_text = CELL_LABELS[kind]
+    Where the goal is comes from `goal` (a `GoalCells`: per-row layer-cell labels and their card text), or from the
+    registered kind `kind`'s feature views (`FeatureViews.goal_cells`: the maze's cheese cell, CoinRun's coin in the
+    egocentric view). One of the two is required.
+    """
+    from workbench.sae.views import goal_cells_of
+
+    if goal is None:
+        if kind is None:
+            raise WorkbenchError("goal_alignment needs where the goal is: pass kind='<subject kind>' or goal=GoalCells")
+        goal = goal_cells_of(kind)
+    cell_labels, label_text = goal.labels, goal.text
     a_fit, a_test = ds_fit[hook], ds_test[hook]
     if a_fit.ndim != 4:
         raise WorkbenchError(

@@ -1,14 +1,18 @@
 """Build a shipped SAE: collect -> train -> evaluate -> analyse -> one folder under artifacts/saes/NAME with its card.
 
 The folder is a SAELens SAE folder (`cfg.json`, `sae_weights.safetensors`: `sae_lens.SAE.load_from_disk` reads it)
-plus `card.md` (the evaluation, for people), `metrics.json` (the same numbers, for tests) and, for maze subjects,
-`top_latent.png` (the cheese latent's top-activating observations). Every number in the card comes from this run.
+plus `card.md` (the evaluation, for people), `metrics.json` (the same numbers, for tests) and whatever files the
+subject's kind adds (the maze: `top_latent.png`, the cheese latent's top-activating observations). Every number in
+the card comes from this run.
+
+Reconstruction and fidelity are the same for every subject; what else a card holds is the kind's own analyses,
+reached through its feature views (`FeatureViews.card` in the kind's `features.py`), so this module names no kind.
 """
 
 from __future__ import annotations
 
 import json
-import tempfile
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,6 +27,7 @@ from workbench.sae.data import ShardTokens
 from workbench.sae.metrics import reconstruction_metrics
 from workbench.sae.subjects import load_subject
 from workbench.sae.train import SAESpec, sae_info, save_sae, train_sae
+from workbench.sae.views import find_views
 
 
 def _jsonable(x: Any) -> Any:
@@ -57,8 +62,9 @@ def _dci(d: dict) -> str:
     return f"{d['diff']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]"
 
 
-def card_text(name: str, info: dict, m: dict, command: str) -> str:
-    """The card: what the SAE is, how it was trained, and its evaluation with intervals."""
+def card_text(name: str, info: dict, m: dict, command: str, *, sections: Sequence[str] = ()) -> str:
+    """The card: what the SAE is, how it was trained, and its evaluation with intervals; `sections` are the kind's
+    own markdown blocks (`CardAnalyses.sections`), placed after the goal-alignment table."""
     rec, spec = m["reconstruction"], info["spec"]
     lines = [
         f"# SAE `{name}`",
@@ -81,7 +87,7 @@ def card_text(name: str, info: dict, m: dict, command: str) -> str:
         f"{m['train_data']['tokens']} tokens). Spec: " + ", ".join(f"{k}={v}" for k, v in spec.items()) + ".",
         "",
         "## Reconstruction (held-out "
-        + ("prompts, every position)" if m.get("subject_kind") == "lm" else "rollout states)"),
+        + ("prompts, every position)" if "prompts" in (m.get("fidelity") or {}) else "rollout states)"),
         "",
         "| tokens | L0 | explained variance | MSE | dead latents | dense latents (> 10% of tokens) |",
         "|---|---|---|---|---|---|",
@@ -161,12 +167,8 @@ def card_text(name: str, info: dict, m: dict, command: str) -> str:
                 "chosen on labels shuffled across observations (which keeps only where the goal tends to be), so it "
                 "reads the likely position, not the goal itself.",
             ]
-    st = m.get("steering_table")
-    if st:
-        lines += ["", "## Steering with the cheese latent vs the cheese vector and the probe", "", st]
-    for key in ("lm_notes", "lm_alignment_table", "lm_steering_table"):
-        if m.get(key):
-            lines += ["", m[key]]
+    for section in sections:
+        lines += ["", section]
     reading = (
         "CE recovered = (CE zero-ablated - CE spliced) / (CE zero-ablated - CE original)."
         if first and "ce_recovered" in first
@@ -184,49 +186,6 @@ def card_text(name: str, info: dict, m: dict, command: str) -> str:
 
 def _aci(r: dict) -> str:
     return f"{r['auroc']:.3f} [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}]"
-
-
-def lm_analyses(lm, sae, hook: str, align_prompts: int, steer_prompts: int, seed: int) -> dict:
-    """Persona goal alignment (fit on `align_prompts`, held out on half as many) and steering with the best persona
-    latent on `steer_prompts` OOD prompts (`workbench.sae.lm_analysis`); JSON-ready metrics and card tables."""
-    from workbench.sae.lm_analysis import alignment_table, lm_goal_alignment, lm_latent_steering, lm_steering_table
-
-    ga = lm_goal_alignment(lm, sae, hook, n_fit=align_prompts, n_test=max(align_prompts // 2, 2), seed=seed)
-    ga.pop("directions")
-    persona = ga["targets"]["persona"]
-    best = persona["latents"][0]
-    # clamp to 0 (remove the latent) and to its mean activation when it fires (turn it on at every position)
-    steer = lm_latent_steering(
-        lm,
-        sae,
-        hook,
-        best["latent"],
-        best["polarity"],
-        clamp_values=(0.0, round(best["mean_when_firing"], 3)),
-        n=steer_prompts,
-        seed=seed,
-    )
-    notes = (
-        "## Why this hook\n\n"
-        f"`{hook}`: a logistic probe reads sycophant vs honest there almost perfectly (its held-out AUROC is in the "
-        "goal-alignment table below) and `workbench lm steer` steers with the sycophancy vector at that layer by "
-        "default, so the SAE's latents can be compared with both on the same activations."
-    )
-    return {
-        "lm_goal_alignment": ga,
-        "lm_steering": steer,
-        "lm_notes": notes,
-        "lm_alignment_table": "## Goal alignment: latents vs persona and claim labels (AUROC, paired-bootstrap "
-        "95% CIs over prompts)\n\n" + alignment_table(ga),
-        "lm_steering_table": (
-            f"## Steering with persona latent {steer['latent']} vs the sycophancy vector vs a random direction\n\n"
-            f"Same {steer['n']} OOD prompts (seed {steer['seed']}) in every row; additions at `{hook}` on the "
-            f"after-prompt positions, each direction at the sycophancy vector's norm ({steer['vector_norm']:.2f}); "
-            f"the latent's oriented decoder direction has cosine {steer['decoder_cosine_vector']:+.3f} with the "
-            "vector. Clamps keep the SAE's error term. Δ: paired differences vs no intervention (bootstrap 95% "
-            "CIs); rates: Wilson 95% CIs; held-out accuracy on 200 no-claim questions.\n\n" + lm_steering_table(steer)
-        ),
-    }
 
 
 def build_sae_artifact(
@@ -299,56 +258,24 @@ def build_sae_artifact(
     metrics["subject_kind"] = subject.kind
     metrics["fidelity"] = subject.fidelity(sae, hook, episodes=fidelity_episodes, seed=seed)
     files: dict[str, str | bytes] = {}
-    if subject.kind == "lm" and getattr(subject, "lm", None) is not None:
-        metrics.update(lm_analyses(subject.lm, sae, hook, align_episodes, steer_episodes, seed))
-    if subject.kind == "maze" and len(ds.shapes[hook]) == 3 and spec.layout == "position":
-        from workbench.sae.analysis import (
-            draw_top_activating,
-            goal_alignment,
-            latent_acts,
-            steering_comparison,
-            steering_table,
-        )
-
-        fit = subject.collect([hook], n=align_episodes, seed=seed + 300, states="start", progress=progress)
-        test = subject.collect(
-            [hook], n=max(align_episodes // 2, 1), seed=seed + 400, states="start", progress=progress
-        )
-        ga = goal_alignment(sae, fit, test, hook, seed=seed)
-        directions = ga.pop("directions")
-        metrics["goal_alignment"] = ga
-        latent = ga["best_latent"]
-        steer = steering_comparison(
-            subject.agent,
+    sections: tuple[str, ...] = ()
+    views = find_views(subject)
+    if views is not None and views.card is not None:  # the kind's own analyses (goal alignment, steering, ...)
+        extra = views.card(
             sae,
+            subject,
             hook,
-            latent,
-            {
-                "SAE decoder": directions["sae_decoder"],
-                "probe": directions["probe"],
-                "diff-of-means": directions["diff_of_means"],
-            },
-            episodes=steer_episodes,
+            align_episodes=align_episodes,
+            steer_episodes=steer_episodes,
             seed=seed,
+            progress=progress,
         )
-        metrics["steering"] = steer
-        metrics["steering_table"] = steering_table(steer)
-        if not (test.meta.get("source") or {}).get("pixels"):  # the figure redraws native mazes from their labels
-            with tempfile.TemporaryDirectory() as tmp:
-                png = Path(tmp) / "top_latent.png"
-                draw_top_activating(test, latent_acts(sae, test[hook]), latent, n=6, path=png)
-                files["top_latent.png"] = png.read_bytes()
-    if subject.kind == "coinrun" and len(ds.shapes[hook]) == 3 and spec.layout == "position":
-        from workbench.sae.analysis import goal_alignment
-
-        # rollout states: at the start the coin is mostly out of view; the same cap per episode as training data
-        fit = subject.collect([hook], n=align_episodes, seed=seed + 300, progress=progress)
-        test = subject.collect([hook], n=max(align_episodes // 2, 1), seed=seed + 400, progress=progress)
-        ga = goal_alignment(sae, fit, test, hook, seed=seed, kind="coinrun")
-        ga.pop("directions")
-        metrics["goal_alignment"] = ga
+        metrics.update(extra.metrics)
+        files.update(extra.files)
+        sections = tuple(extra.sections)
     info = sae_info(sae)
-    files["card.md"] = card_text(name, info, metrics, command or f"workbench sae train {subject_name} --hook {hook}")
+    command = command or f"workbench sae train {subject_name} --hook {hook}"
+    files["card.md"] = card_text(name, info, metrics, command, sections=sections)
     files["metrics.json"] = json.dumps(_jsonable(metrics), indent=2) + "\n"
     save_sae(sae, folder, files)
     return folder

@@ -5,10 +5,10 @@ conv policy rolling out in a maze or from an LM reading dialogues. A subject say
 a labelled `ActivationDataset` at them, and how to measure downstream fidelity with an SAE spliced in. Adding an
 organism (CoinRun, another LM) is one class with those three methods plus a line in `load_subject`.
 
-- `PolicySubject` (alias `MazeSubject`; maze and CoinRun agents): `collect` = `collect_maze` / `collect_coinrun`
-  (rollout states by default, so the SAE sees the states the policy visits); fidelity = goal rates (and the maze's
-  discounted return) on train and ood levels, original vs spliced vs mean-ablated, same levels and action seed,
-  with Wilson / paired-bootstrap CIs.
+- `PolicySubject` (alias `MazeSubject`; every RL agent): `collect` = the kind's collect verb (rollout states by
+  default, so the SAE sees the states the policy visits); fidelity = goal rates and the kind's scalar score (its
+  feature views' `score`: the maze's discounted return; else the first goal rate) on train and ood levels, original
+  vs spliced vs mean-ablated, same levels and action seed, with Wilson / paired-bootstrap CIs.
 - `LMSubject`: `collect` = `collect_prompts(..., positions="all")` on prompts from a prompt source; fidelity =
   next-token cross-entropy original vs spliced vs zero-ablated, and the fraction of CE recovered.
 """
@@ -106,29 +106,28 @@ class PolicySubject:
             progress=progress,
         ).value
 
-    def _mean_activation(self, levels, hook: str, split: str, seed: int) -> Tensor:
-        if self.kind == "maze":
-            from workbench.rl.steering import activations_at
-
-            return activations_at(self.agent, levels, hook).mean(0, keepdim=True)
-        ds = self.collect([hook], split=split, n=min(len(levels), 100), seed=seed, states="start", progress=False)
-        return ds[hook].mean(0, keepdim=True)
-
     def fidelity(
         self, sae, hook: str, splits: Sequence[str] = ("train", "ood"), episodes: int = 500, seed: int = 0
     ) -> dict:
         """Per split: every goal rate the env records (maze: cheese, corner_first, timeout; CoinRun: coin, exit, ...)
-        and, for the maze, the discounted return, for the original policy, the policy with the SAE's reconstruction
-        spliced in at `hook`, and the policy with `hook` mean-ablated (mean over start states of the split), all on
-        the same levels and action seed; paired differences vs the original with bootstrap CIs; and the fraction
-        recovered = (spliced - ablated) / (original - ablated) of the return (maze) or the first goal rate."""
+        and the kind's scalar score, for the original policy, the policy with the SAE's reconstruction spliced in at
+        `hook`, and the policy with `hook` mean-ablated (mean over start states of the split), all on the same levels
+        and action seed; paired differences vs the original with bootstrap CIs; and the fraction recovered =
+        (spliced - ablated) / (original - ablated) of the score. Score and ablation mean come from the kind's
+        feature views (`FeatureViews.score`, `.ablation_mean`: the maze's discounted return over its levels' start
+        states); a kind without them scores its first goal rate against the collector's start-state mean."""
+        from workbench.sae.views import find_views, first_goal_score, start_state_mean
+
         self.check_hook(hook)
+        views = find_views(self)
+        score = (views and views.score) or first_goal_score
+        ablation_mean = (views and views.ablation_mean) or start_state_mean
         world, policy = self.agent.world, self.agent.policy
         gamma = float((self.agent.config or {}).get("ppo", {}).get("gamma", 0.99))
         out: dict = {"episodes": int(episodes), "seed": int(seed), "gamma": gamma}
         for split in splits:
             levels = world.levels(split, int(episodes), seed)
-            mean = self._mean_activation(levels, hook, split, seed)
+            mean = ablation_mean(self, levels, hook, split=split, seed=seed)
             conds = {
                 "original": [],
                 "spliced": [(hook, sae_splice(sae))],
@@ -137,13 +136,9 @@ class PolicySubject:
             recs = {name: world.run(policy, levels, seed=seed, fwd_hooks=h) for name, h in conds.items()}
             flags = {name: r.flags() for name, r in recs.items()}
             keys = list(flags["original"])
-            scores: dict[str, np.ndarray] = {}
-            for name, r in recs.items():
-                if hasattr(r, "cheese_reached"):
-                    scores[name] = np.where(r.cheese_reached, gamma ** (r.length - 1.0), 0.0)
-                else:
-                    scores[name] = flags[name][keys[0]].astype(np.float64)
-            row: dict = {"goal_keys": keys, "score": "return" if self.kind == "maze" else keys[0]}
+            scored = {name: score(r, gamma) for name, r in recs.items()}
+            scores: dict[str, np.ndarray] = {name: np.asarray(v, dtype=np.float64) for name, (_, v) in scored.items()}
+            row: dict = {"goal_keys": keys, "score": scored["original"][0]}
             for name in recs:
                 row[name] = {k: rate(flags[name][k]) for k in keys}
                 sc = scores[name]

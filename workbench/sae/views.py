@@ -9,6 +9,12 @@ registered with it (`SubjectKind(features=...)`, built in the subject's own pack
 (`rl_views()` below: rollout states, the dataset's labels, decoder-direction steering on the world's goal
 rates against an equal-norm random direction). `views_for(subject)` is the one lookup; nothing branches on a kind.
 
+The same views carry what the SAE builder (`workbench sae train`) needs from a kind, so `workbench/sae/` names no
+kind: the card analyses beyond reconstruction and fidelity (`card`: the maze's cheese alignment and steering
+comparison, CoinRun's coin alignment, the LM's persona tables), the per-token goal labels of goal alignment
+(`goal_cells`), and fidelity's scalar score and mean-ablation activation (`score`, `ablation_mean`; the generic
+choice when None).
+
 Steering inputs are described, not drawn: `Control`s name a keyword of `steer` and the widget key the app keeps in
 its session state, so the page lays out any kind's controls with one loop and Python callers pass the same keywords.
 """
@@ -154,6 +160,44 @@ class SteerResult:
 
 
 @dataclass(frozen=True)
+class GoalCells:
+    """Per-token goal labels on a conv hook: where the goal is on the layer grid, for `goal_alignment`.
+
+    Attributes:
+        labels: `labels(ds, (H, W)) -> (N, H*W) bool`: True at the layer cell holding the goal in each dataset row
+            (rows without the goal in view are all False).
+        text: what a positive token means, for the card (`cheese at this position (layer grid)`).
+    """
+
+    labels: Callable[[Any, tuple[int, int]], Any]
+    text: str
+
+
+@dataclass
+class CardAnalyses:
+    """A kind's own analyses for an SAE's card, computed by `FeatureViews.card`.
+
+    Attributes:
+        metrics: entries merged into the SAE's metrics.json (`goal_alignment` is drawn by the card's generic goal
+            table; anything else is kept for tests and the app).
+        sections: markdown blocks appended to card.md after the goal table, in order.
+        files: extra files written into the SAE folder (name -> text or bytes, e.g. a `top_latent.png`).
+    """
+
+    metrics: dict[str, Any] = field(default_factory=dict)
+    sections: tuple[str, ...] = ()
+    files: dict[str, str | bytes] = field(default_factory=dict)
+
+
+CardFn = Callable[..., CardAnalyses]
+"""`card(sae, subject, hook, *, align_episodes, steer_episodes, seed, progress) -> CardAnalyses`: `subject` is the
+`workbench.sae.subjects` subject the SAE was trained on; `align_episodes` levels / prompts to rank latents on (half as
+many held out), `steer_episodes` OOD levels / prompts for a steering comparison, `seed` the run's seed, `progress`
+whether collections show progress bars. Returns an empty `CardAnalyses` where an analysis does not apply (e.g. a
+flat-layout SAE on a conv hook)."""
+
+
+@dataclass(frozen=True)
 class FeatureViews:
     """How the Features page (or a notebook) reads SAE latents on one subject kind. All functions are free of UI code.
 
@@ -167,6 +211,16 @@ class FeatureViews:
             (a missing one takes its default). `polarity` (+1 / -1) orients the latent towards label 1 when the SAE's
             goal-alignment ranking says it fires for label 0; kinds without a use for it ignore it. None: this kind
             has no steering view.
+        card: the kind's own analyses for `workbench sae train`'s card (`CardFn`); None: reconstruction and
+            fidelity only.
+        goal_cells: the per-token goal labels `goal_alignment(kind=...)` uses for this kind; None: it has none.
+        score: `score(records, gamma) -> (name, (episodes,) float array)`: the scalar per episode whose fraction
+            recovered SAE fidelity reports (the maze: `return`, the discounted return of reaching the cheese); None:
+            `first_goal_score`, the first goal flag of the world's records, named by it.
+        ablation_mean: `ablation_mean(subject, levels, hook, *, split, seed) -> (1, ...)`: the activation fidelity's
+            mean-ablated policy sees on `levels` of `split` (the native maze: the mean over exactly those levels'
+            start states); None: `start_state_mean`, the mean over the start states the kind's collector records on
+            the first 100 of the split's levels.
     """
 
     unit: str
@@ -174,6 +228,10 @@ class FeatureViews:
     top_examples: Callable[[FeatureSample, int], TopExamples]
     controls: tuple[Control, ...] = ()
     steer: Callable[..., SteerResult] | None = None
+    card: CardFn | None = None
+    goal_cells: GoalCells | None = None
+    score: Callable[[Any, float], tuple[str, Any]] | None = None
+    ablation_mean: Callable[..., Tensor] | None = None
 
     def settings(self, values: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Every control's value: `values[name]` (checked) or its default; an unknown name is one line naming those
@@ -201,10 +259,8 @@ def kind_name(subject: Any) -> str:
     return str(getattr(registered_subject(subject), "kind", type(subject).__name__))
 
 
-def views_for(subject: Any) -> FeatureViews:
-    """The feature views of a subject (a `workbench.sae.subjects` subject or a registry subject): its kind's own
-    (`SubjectKind.features`), else the generic RL views for any subject with a world; otherwise one line saying how
-    to add them."""
+def find_views(subject: Any) -> FeatureViews | None:
+    """`views_for(subject)`, or None for a kind with neither its own views nor a world."""
     from workbench.subjects import kind_of
 
     kind = kind_of(registered_subject(subject))
@@ -212,6 +268,34 @@ def views_for(subject: Any) -> FeatureViews:
         return kind.features
     if getattr(registered_subject(subject), "world", None) is not None:
         return RL_VIEWS
+    return None
+
+
+def goal_cells_of(kind: str) -> GoalCells:
+    """The goal labels of registered kind `kind` (its views' `goal_cells`); a kind without any is one line naming
+    the kinds that have them."""
+    from workbench.subjects import get_kind, kinds
+
+    views = get_kind(kind).features
+    if views is None or views.goal_cells is None:
+        have = [k for k in kinds() if (get_kind(k).features or RL_VIEWS).goal_cells is not None]
+        raise WorkbenchError(
+            f"{kind} subjects have no goal cells for goal alignment (kinds with them: {', '.join(have) or 'none'}); "
+            "pass goal=GoalCells(labels, text) or register the kind with FeatureViews(goal_cells=...)"
+        )
+    return views.goal_cells
+
+
+def views_for(subject: Any) -> FeatureViews:
+    """The feature views of a subject (a `workbench.sae.subjects` subject or a registry subject): its kind's own
+    (`SubjectKind.features`), else the generic RL views for any subject with a world; otherwise one line saying how
+    to add them."""
+    from workbench.subjects import kind_of
+
+    views = find_views(subject)
+    if views is not None:
+        return views
+    kind = kind_of(registered_subject(subject))
     raise WorkbenchError(
         f"{kind.name} subjects have no feature views: register the kind with SubjectKind(features=FeatureViews(...))"
     )
@@ -441,11 +525,16 @@ def rl_views(
     top_figure: TopFigure | None = None,
     controls: tuple[Control, ...] = RL_CONTROLS,
     steer: Callable[..., SteerResult] | None = steer_rl,
+    card: CardFn | None = None,
+    goal_cells: GoalCells | None = None,
+    score: Callable[[Any, float], tuple[str, Any]] | None = None,
+    ablation_mean: Callable[..., Tensor] | None = None,
 ) -> FeatureViews:
     """Feature views for an RL kind, generic parts filled in: `states` (`rollout` or `start`) of OOD levels through
     the kind's collector, a table of the top states' labels (`label_columns` present in the dataset, all labels when
     None) with an optional figure, and steering (default `steer_rl`: the decoder direction added, goal rates vs an
-    equal-norm random direction). A kind's `features.py` overrides what differs."""
+    equal-norm random direction). A kind's `features.py` overrides what differs, and brings its card analyses,
+    goal cells and fidelity score where it has them (`FeatureViews`)."""
     if states not in ("rollout", "start"):
         raise unknown("states", states, ["rollout", "start"])
     return FeatureViews(
@@ -454,7 +543,54 @@ def rl_views(
         top_examples=_top_rl(label_columns, top_n, top_figure),
         controls=controls,
         steer=steer,
+        card=card,
+        goal_cells=goal_cells,
+        score=score,
+        ablation_mean=ablation_mean,
     )
+
+
+def align_goal_cells(
+    sae: Any,
+    subject: Any,
+    hook: str,
+    goal: GoalCells,
+    *,
+    states: str,
+    align_episodes: int,
+    seed: int,
+    progress: bool,
+) -> tuple[dict, Any, Any] | None:
+    """Goal alignment by position for a card (`workbench.sae.analysis.goal_alignment`): latents ranked on
+    `align_episodes` OOD levels' `states` (seed + 300), re-measured on half as many (seed + 400). Returns (the
+    result with its `directions`, fit dataset, test dataset), or None when the SAE is not a position-layout SAE on a
+    conv (C, H, W) hook."""
+    from workbench.sae.analysis import goal_alignment
+    from workbench.sae.train import sae_info
+
+    info = sae_info(sae)
+    if len(info["act_shape"]) != 3 or info["layout"] != "position":
+        return None
+    fit = subject.collect([hook], n=align_episodes, seed=seed + 300, states=states, progress=progress)
+    test = subject.collect([hook], n=max(align_episodes // 2, 1), seed=seed + 400, states=states, progress=progress)
+    return goal_alignment(sae, fit, test, hook, seed=seed, goal=goal), fit, test
+
+
+def first_goal_score(records: Any, gamma: float) -> tuple[str, Any]:
+    """The generic fidelity score: the first goal flag of the world's records (CoinRun: `coin`), 0 / 1 per episode.
+    `gamma` is not used."""
+    import numpy as np
+
+    flags = records.flags()
+    first = next(iter(flags))
+    return first, np.asarray(flags[first]).astype(np.float64)
+
+
+def start_state_mean(subject: Any, levels: Any, hook: str, *, split: str, seed: int) -> Tensor:
+    """The generic mean-ablation activation: (1, ...) mean at `hook` over the start states the kind's collector
+    records on the first min(len(levels), 100) levels of `split` (`seed`)."""
+    ds = subject.collect([hook], split=split, n=min(len(levels), 100), seed=seed, states="start", progress=False)
+    return ds[hook].mean(0, keepdim=True)
 
 
 RL_VIEWS = rl_views()
