@@ -157,3 +157,19 @@ def test_nan_in_a_late_probe_is_refused_before_any_fit(monkeypatch: pytest.Monke
     big = torch.zeros(2, 4, 3)
     big[1, :2, 0] = 3e38  # finite values whose float32 sum overflows: not refused by the check itself
     _check_finite_first(big)
+
+
+def test_threads_solve_groups_side_by_side_with_the_same_results(monkeypatch: pytest.MonkeyPatch) -> None:
+    X, Y = sweep(5, 300, 6, seed=9)
+    monkeypatch.setattr(logistic, "_GROUP_BYTES", 1)  # five groups of one
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = fit_logistic(X.float(), Y, tol=1e-8)
+        torch.set_num_threads(2)
+        two = fit_logistic(X.float(), Y, tol=1e-8)
+        assert torch.get_num_threads() == 2  # restored after the fit
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(one.weight, two.weight) and torch.equal(one.bias, two.bias)
+    assert torch.equal(one.mean, two.mean) and one.meta["n_iter_each"] == two.meta["n_iter_each"]

@@ -577,17 +577,24 @@ def solve_per_matrix(
 
     `standardise(X_g, moments)` gives a group's (G, d) float64 mean and std, from its column means and centred
     sums of squares when `moments` has them, else by reading X_g. On a CPU each group is read from memory once: a
-    transposing copy into one reused buffer with the moments taken off it (`_transpose_moments`), standardised in
+    transposing copy into a reused buffer with the moments taken off it (`_transpose_moments`), standardised in
     place, then every L-BFGS pass of the group from that cache-resident copy. Elsewhere the group's mean and std,
     then its fit on X as it is. Returns the solution and the (P, d) mean and std.
+
+    With T > 1 torch threads on a CPU, T groups are solved at once, one per Python thread with one torch thread
+    each (torch's kernels release the GIL), instead of T threads splitting every small product: a probe's ~100
+    operations per iteration each pay a thread barrier otherwise, which costs more than it saves at these sizes
+    and far more when the cores are shared. torch's thread count is restored on return; each probe's arithmetic
+    is single-threaded either way, so results do not depend on T.
     """
     groups = matrix_groups(X)
     n, d = X.shape[1:]
-    stage = None
-    if X.device.type == "cpu" and _STAGE:
-        stage = torch.empty(max(g.stop - g.start for g in groups) * n * d, dtype=X.dtype)
-    parts, means, stds = [], [], []
-    for g in groups:
+    staged = X.device.type == "cpu" and _STAGE
+    workers = min(torch.get_num_threads(), len(groups)) if X.device.type == "cpu" else 1
+    size = max(g.stop - g.start for g in groups) * n * d
+    buffers = [torch.empty(size, dtype=X.dtype) if staged else None for _ in range(workers)]
+
+    def solve(g: slice, stage: Tensor | None) -> tuple[LogisticSolution, Tensor, Tensor]:
         xg, zt = X[g], None
         if stage is None:
             mean, std = standardise(xg, None)
@@ -595,7 +602,40 @@ def solve_per_matrix(
             zt, mean, sum_sq = _transpose_moments(xg, stage)
             mean, std = standardise(xg, (mean, sum_sq))
             _standardise_staged(zt, xg, mean, std)
-        parts.append(solve_logistic(xg, mean, std, Y[g], l2=l2, max_iter=max_iter, tol=tol, zt=zt))
-        means.append(mean)
-        stds.append(std)
-    return LogisticSolution.cat(parts), torch.cat(means), torch.cat(stds)
+        return solve_logistic(xg, mean, std, Y[g], l2=l2, max_iter=max_iter, tol=tol, zt=zt), mean, std
+
+    if workers <= 1:
+        results = [solve(g, buffers[0]) for g in groups]
+    else:
+        results = _in_threads(groups, buffers, solve)
+    return (
+        LogisticSolution.cat([r[0] for r in results]),
+        torch.cat([r[1] for r in results]),
+        torch.cat([r[2] for r in results]),
+    )
+
+
+def _in_threads(groups: list[slice], buffers: list, solve: Callable) -> list:
+    """solve(group, buffer) for every group, len(buffers) Python threads at once, each with its own buffer, torch
+    at one thread meanwhile; results in group order; the first error is raised after all threads stop."""
+    from concurrent.futures import ThreadPoolExecutor
+    from queue import SimpleQueue
+
+    free: SimpleQueue = SimpleQueue()
+    for b in buffers:
+        free.put(b)
+
+    def run(g: slice):
+        buf = free.get()
+        try:
+            return solve(g, buf)
+        finally:
+            free.put(buf)
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(max_workers=len(buffers)) as pool:
+            return list(pool.map(run, groups))
+    finally:
+        torch.set_num_threads(threads)
