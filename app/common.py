@@ -256,24 +256,23 @@ def estimate_rows(tree: dict, skip: tuple[str, ...] = ("training",)) -> list[dic
 
 def comparison_rows(res: dict) -> list[dict]:
     """Baseline / steered / control rates with Wilson 95% intervals and paired differences vs the baseline with
-    bootstrap 95% intervals, as table rows, from a `compare_interventions` result (or a steer verb's JSON)."""
-    rows = []
-    for cond in ("baseline", "steered", "control"):
-        for key, value in res[cond]["rates"].items():
-            lo, hi = res[cond]["ci95"][key]
-            eff = res.get("effects", {}).get(cond, {}).get(key)
-            rows.append(
-                {
-                    "condition": cond,
-                    "outcome": key,
-                    "rate": value,
-                    "ci95 low": lo,
-                    "ci95 high": hi,
-                    "diff vs baseline": None if eff is None else eff["diff"],
-                    "diff ci95": None if eff is None else f"[{eff['ci95'][0]:+.3f}, {eff['ci95'][1]:+.3f}]",
-                }
-            )
-    return rows
+    bootstrap 95% intervals, as table rows (`workbench.rl.steering.comparison_rows`), the difference's interval
+    printed as one text column."""
+    from workbench.rl.steering import comparison_rows as rows
+
+    out = []
+    for r in rows(res):
+        lo, hi = r.pop("diff ci95 low"), r.pop("diff ci95 high")
+        r.pop("n")
+        has = r["condition"] != "baseline" and r["diff vs baseline"] == r["diff vs baseline"]
+        out.append(
+            {
+                **r,
+                "diff vs baseline": r["diff vs baseline"] if has else None,
+                "diff ci95": f"[{lo:+.3f}, {hi:+.3f}]" if has else None,
+            }
+        )
+    return out
 
 
 def weight_shapes(path: Path) -> dict[str, list[int]]:

@@ -273,3 +273,28 @@ def steer_experiment(
         probe_method=probe_method,
         probe_episodes=probe_episodes,
     ).to_json()
+
+
+def comparison_rows(res: dict) -> list[dict]:
+    """Conditions x outcomes of a `compare_interventions` result (or a steer verb's JSON), as table rows: rate,
+    Wilson 95% interval, n, and the paired difference vs the un-intervened run with its bootstrap 95% interval (NaN
+    for the baseline itself). One reading for the app's tables and the feature views."""
+    rows = []
+    for cond in ("baseline", "steered", "control"):
+        for key, value in res[cond]["rates"].items():
+            lo, hi = res[cond]["ci95"][key]
+            eff = (res.get("effects") or {}).get(cond, {}).get(key)
+            rows.append(
+                {
+                    "condition": cond,
+                    "outcome": key,
+                    "rate": value,
+                    "ci95 low": lo,
+                    "ci95 high": hi,
+                    "n": res[cond].get("n"),
+                    "diff vs baseline": float("nan") if eff is None else eff["diff"],
+                    "diff ci95 low": float("nan") if eff is None else eff["ci95"][0],
+                    "diff ci95 high": float("nan") if eff is None else eff["ci95"][1],
+                }
+            )
+    return rows

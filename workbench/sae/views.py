@@ -469,27 +469,10 @@ def steer_rl(
 
 
 def comparison_table(res: dict) -> pd.DataFrame:
-    """Conditions x outcomes from a `compare_interventions` result: rate, Wilson 95% interval, n, and the paired
-    difference vs the un-intervened run with its bootstrap 95% interval (none for the baseline itself)."""
-    rows = []
-    for cond in ("baseline", "steered", "control"):
-        for key, value in res[cond]["rates"].items():
-            lo, hi = res[cond]["ci95"][key]
-            eff = (res.get("effects") or {}).get(cond, {}).get(key)
-            rows.append(
-                {
-                    "condition": cond,
-                    "outcome": key,
-                    "rate": value,
-                    "ci95 low": lo,
-                    "ci95 high": hi,
-                    "n": res[cond]["n"],
-                    "diff vs baseline": float("nan") if eff is None else eff["diff"],
-                    "diff ci95 low": float("nan") if eff is None else eff["ci95"][0],
-                    "diff ci95 high": float("nan") if eff is None else eff["ci95"][1],
-                }
-            )
-    return pd.DataFrame(rows)
+    """`workbench.rl.steering.comparison_rows` as a DataFrame."""
+    from workbench.rl.steering import comparison_rows
+
+    return pd.DataFrame(comparison_rows(res))
 
 
 def rates_figure(table: pd.DataFrame, title: str):
