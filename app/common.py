@@ -254,6 +254,10 @@ def estimate_rows(tree: dict, skip: tuple[str, ...] = ("training",)) -> list[dic
     return rows
 
 
+# the lab page of each world family that has one; any other RL kind is served by Organisms and Features
+LABS = {"maze": "Maze lab", "coinrun": "CoinRun lab"}
+
+
 def comparison_rows(res: dict) -> list[dict]:
     """Baseline / steered / control rates with Wilson 95% intervals and paired differences vs the baseline with
     bootstrap 95% intervals, as table rows (`workbench.rl.steering.comparison_rows`), the difference's interval
@@ -380,7 +384,7 @@ def pick_agent(
     if family is not None and subject.env_kind != family:
         st.info(
             f"`{subject.name}` is a {subject.kind} subject ({subject.env_kind} world): this page serves {family} "
-            f"worlds; open it in the {'Maze' if subject.env_kind == 'maze' else 'CoinRun'} lab or on Organisms."
+            f"worlds; open it {f'in the {LABS[subject.env_kind]} or ' if subject.env_kind in LABS else ''}on Organisms."
         )
         return None
     return subject, ref
