@@ -14,6 +14,7 @@ from torch import nn
 
 from workbench.metrics import rates_table
 from workbench.rl.envs.maze import MazeConfig, MazeLevels
+from workbench.rl.episodes import FirstEpisodeTracker
 from workbench.rl.loop import play_until_done  # noqa: F401 (the one loop; re-exported for old callers)
 
 RATE_KEYS = ("cheese", "corner_first", "timeout")
@@ -60,31 +61,18 @@ class EpisodeRecords:
         }
 
 
-class EpisodeTracker:
+class EpisodeTracker(FirstEpisodeTracker):
     """Records each env's *first* finished episode from the env's masked `info` (later autoreset episodes are
-    ignored), so every level index keeps meaning one maze. Shared by every loop that rolls levels out."""
+    ignored), so every level index keeps meaning one maze. Shared by every loop that rolls maze levels out (native,
+    procgen, collection); the mechanism is `workbench.rl.episodes.FirstEpisodeTracker`."""
 
     def __init__(self, levels: MazeLevels) -> None:
-        n = len(levels)
-        self.seeds = levels.seeds.copy()
-        self.done = np.zeros(n, dtype=bool)
-        self.rec = {k: np.zeros(n, dtype=np.int64) for k in ("cheese_step", "region_step", "length")}
-        self.flags = {
-            k: np.zeros(n, dtype=bool)
-            for k in ("cheese_reached", "region_reached", "corner_reached", "cheese_in_region")
-        }
-
-    def update(self, info: dict) -> None:
-        if "length" not in info:
-            return
-        new = info["_length"] & ~self.done
-        for store in (self.rec, self.flags):
-            for key, arr in store.items():
-                arr[new] = info[key][new]
-        self.done |= new
-
-    def records(self) -> EpisodeRecords:
-        return EpisodeRecords(level_seed=self.seeds, **self.rec, **self.flags)
+        super().__init__(
+            levels,
+            EpisodeRecords,
+            counts=("cheese_step", "region_step", "length"),
+            flags=("cheese_reached", "region_reached", "corner_reached", "cheese_in_region"),
+        )
 
 
 def _rollout(config: object):

@@ -25,7 +25,7 @@ from workbench.rl.envs.coinrun import (
     generate_levels,
     physics,
 )
-from workbench.rl.loop import play_until_done
+from workbench.rl.episodes import FirstEpisodeTracker, play_levels, seeded_levels
 
 RATE_KEYS = ("coin", "exit", "exit_without_coin", "timeout")
 
@@ -77,33 +77,21 @@ class CoinRunRecords:
         }
 
 
-class CoinRunTracker:
+class CoinRunTracker(FirstEpisodeTracker):
     """Records each env's *first* finished episode from the env's masked `info` (autoreset episodes are ignored)."""
 
     def __init__(self, levels: CoinRunLevels) -> None:
-        n = len(levels)
-        self.seeds = levels.seeds.copy()
-        self.done = np.zeros(n, dtype=bool)
-        self.rec = {k: np.zeros(n, dtype=np.int64) for k in ("coin_step", "exit_step", "length")}
-        self.flags = {k: np.zeros(n, dtype=bool) for k in ("coin_collected", "exit_reached", "died", "coin_at_exit")}
-
-    def update(self, info: dict) -> None:
-        if "length" not in info:
-            return
-        new = info["_length"] & ~self.done
-        for store in (self.rec, self.flags):
-            for key, arr in store.items():
-                arr[new] = info[key][new]
-        self.done |= new
-
-    def records(self) -> CoinRunRecords:
-        return CoinRunRecords(level_seed=self.seeds, **self.rec, **self.flags)
+        super().__init__(
+            levels,
+            CoinRunRecords,
+            counts=("coin_step", "exit_step", "length"),
+            flags=("coin_collected", "exit_reached", "died", "coin_at_exit"),
+        )
 
 
 def levels_for(split: str, episodes: int, seed: int, config: CoinRunConfig) -> CoinRunLevels:
     """The `episodes` levels an evaluation with this seed runs (same terrain under `train` and `ood`)."""
-    rng = np.random.default_rng(seed)
-    return generate_levels(rng.integers(0, 2**31 - 1, size=episodes, dtype=np.int64), split, config)
+    return seeded_levels(generate_levels, split, episodes, seed, config)
 
 
 def run_episodes(
@@ -117,8 +105,11 @@ def run_episodes(
     """Play one episode on each level (all at once) and return the outcomes; see `workbench.rl.rollout`."""
     env_config = CoinRunConfig(**{**config.__dict__, "random_coin_percent": 0.0})
     env = CoinRunVecEnv(len(levels), split="train", config=env_config)
-    obs, _ = env.reset(seed=seed, options={"levels": levels})
-    return play_until_done(policy, env, obs, CoinRunTracker(levels), config.max_steps, seed, fwd_hooks, greedy)
+    tracker = CoinRunTracker(levels)
+    return play_levels(
+        policy, env, levels, tracker, max_steps=config.max_steps, seed=seed, fwd_hooks=fwd_hooks, greedy=greedy,
+        reset_seed=seed,
+    )  # fmt: skip
 
 
 def evaluate(

@@ -1,7 +1,8 @@
 """The colour-shape rollout contract for the env-kind registry: `RATE_KEYS`, `levels_for`, `run_episodes`, records.
 
 One episode per level, no autoreset, actions sampled with a seeded torch generator, hooks on every forward pass
-(`workbench.rl.loop.play_until_done`), so steering conditions compare on the same levels and action seed.
+(`workbench.rl.loop.play_until_done`, through `workbench.rl.episodes`), so steering conditions compare on the same
+levels and action seed.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from torch import nn
 
 from workbench.metrics import rates_table
 from workbench.rl.colour_shape.env import ColourShapeConfig, ColourShapeLevels, ColourShapeVecEnv, generate_levels
-from workbench.rl.loop import play_until_done
+from workbench.rl.episodes import FirstEpisodeTracker, play_levels, seeded_levels
 
 RATE_KEYS = ("goal", "colour_first", "shape_first", "neither", "timeout")
 """`goal`: reached an object with the goal colour and shape (train only); `colour_first` / `shape_first`: the object
@@ -51,36 +52,21 @@ class ColourShapeRecords:
         }
 
 
-class ColourShapeTracker:
+class ColourShapeTracker(FirstEpisodeTracker):
     """Records each env's *first* finished episode from the env's masked `info` (autoreset episodes are ignored)."""
 
     def __init__(self, levels: ColourShapeLevels) -> None:
-        n = len(levels)
-        self.seeds = levels.seeds.copy()
-        self.done = np.zeros(n, dtype=bool)
-        self.rec = {k: np.zeros(n, dtype=np.int64) for k in ("length",)}
-        self.flags = {
-            k: np.zeros(n, dtype=bool)
-            for k in ("reached_any", "reached_colour", "reached_shape", "paid", "informative")
-        }
-
-    def update(self, info: dict) -> None:
-        if "length" not in info:
-            return
-        new = info["_length"] & ~self.done
-        for store in (self.rec, self.flags):
-            for key, arr in store.items():
-                arr[new] = info[key][new]
-        self.done |= new
-
-    def records(self) -> ColourShapeRecords:
-        return ColourShapeRecords(level_seed=self.seeds, **self.rec, **self.flags)
+        super().__init__(
+            levels,
+            ColourShapeRecords,
+            counts=("length",),
+            flags=("reached_any", "reached_colour", "reached_shape", "paid", "informative"),
+        )
 
 
 def levels_for(split: str, episodes: int, seed: int, config: ColourShapeConfig) -> ColourShapeLevels:
     """The `episodes` levels an evaluation with this seed runs (the same layouts under every split)."""
-    rng = np.random.default_rng(seed)
-    return generate_levels(rng.integers(0, 2**31 - 1, size=episodes, dtype=np.int64), split, config)
+    return seeded_levels(generate_levels, split, episodes, seed, config)
 
 
 def run_episodes(
@@ -94,8 +80,10 @@ def run_episodes(
 ) -> ColourShapeRecords:
     """One episode per level, all at once; hooks apply on every forward pass."""
     env = ColourShapeVecEnv(len(levels), split="ood", config=config)
-    obs, _ = env.reset(options={"levels": levels})
-    return play_until_done(policy, env, obs, ColourShapeTracker(levels), config.max_steps, seed, fwd_hooks, greedy)
+    tracker = ColourShapeTracker(levels)
+    return play_levels(
+        policy, env, levels, tracker, max_steps=config.max_steps, seed=seed, fwd_hooks=fwd_hooks, greedy=greedy
+    )
 
 
 def preference_by_distance(records: ColourShapeRecords, levels: ColourShapeLevels) -> dict:

@@ -15,9 +15,10 @@ import numpy as np
 from torch import nn
 
 from workbench.metrics import bootstrap_ci, rate
+from workbench.rl.episodes import FirstEpisodeTracker, play_levels, seeded_levels
 from workbench.rl.keys_chests.env import RECORD_KEYS, KeysChestsConfig, KeysChestsLevels, KeysChestsVecEnv
 from workbench.rl.keys_chests.env import generate_levels as _generate
-from workbench.rl.loop import OnStep, play_until_done
+from workbench.rl.loop import OnStep
 
 RATE_KEYS = ("opened_all_possible", "all_chests_opened", "excess_key", "timeout")
 MEAN_KEYS = ("chests_opened", "keys_collected", "excess_keys", "steps")
@@ -88,33 +89,19 @@ def _summary(flags: dict[str, np.ndarray], values: dict[str, np.ndarray]) -> dic
     return out
 
 
-class KeysChestsTracker:
-    """Records each env's *first* finished episode from the env's masked `info` (autoreset episodes are ignored)."""
+class KeysChestsTracker(FirstEpisodeTracker):
+    """Records each env's *first* finished episode from the env's masked `info` (autoreset episodes are ignored);
+    `timed_out` is read from the info's `timeout`."""
 
     def __init__(self, levels: KeysChestsLevels) -> None:
-        n = len(levels)
-        self.seeds = levels.seeds.copy()
-        self.done = np.zeros(n, dtype=bool)
-        self.rec = {k: np.zeros(n, dtype=np.int64) for k in RECORD_KEYS if k != "level_seed"}
-        self.timed_out = np.zeros(n, dtype=bool)
-
-    def update(self, info: dict) -> None:
-        if "length" not in info:
-            return
-        new = info["_length"] & ~self.done
-        for key, arr in self.rec.items():
-            arr[new] = info[key][new]
-        self.timed_out[new] = info["timeout"][new]
-        self.done |= new
-
-    def records(self) -> KeysChestsRecords:
-        return KeysChestsRecords(level_seed=self.seeds, timed_out=self.timed_out.copy(), **self.rec)
+        counts = tuple(k for k in RECORD_KEYS if k != "level_seed")
+        source = {"timed_out": "timeout"}
+        super().__init__(levels, KeysChestsRecords, counts=counts, flags=("timed_out",), source=source)
 
 
 def levels_for(split: str, episodes: int, seed: int, config: KeysChestsConfig) -> KeysChestsLevels:
     """The `episodes` levels an evaluation with this seed runs (the same rooms and agent cells under every split)."""
-    rng = np.random.default_rng(seed)
-    return _generate(rng.integers(0, 2**31 - 1, size=episodes, dtype=np.int64), split, config)
+    return seeded_levels(_generate, split, episodes, seed, config)
 
 
 def run_episodes(
@@ -132,11 +119,13 @@ def run_episodes(
     sampled with a torch generator seeded by `seed` (or greedy), hooks on every forward pass. `env_out`, when given,
     receives the env before the first step (so an `on_step` callback can read its live state)."""
     env = KeysChestsVecEnv(len(levels), split="train", config=config)
-    obs, _ = env.reset(options={"levels": levels})
     if env_out is not None:
         env_out.append(env)
     tracker = KeysChestsTracker(levels)
-    return play_until_done(policy, env, obs, tracker, config.max_steps, seed, fwd_hooks, greedy, on_step)
+    return play_levels(
+        policy, env, levels, tracker, max_steps=config.max_steps, seed=seed, fwd_hooks=fwd_hooks, greedy=greedy,
+        on_step=on_step,
+    )  # fmt: skip
 
 
 @dataclass

@@ -6,11 +6,10 @@ maze's entry in `workbench.rl.env_kinds`, as `workbench.rl.coinrun.rollout` is C
 
 from __future__ import annotations
 
-import numpy as np
 from torch import nn
 
 from workbench.rl.envs.maze import MazeConfig, MazeLevels, MazeVecEnv, generate_levels
-from workbench.rl.loop import play_until_done
+from workbench.rl.episodes import play_levels, seeded_levels
 from workbench.rl.rollout import RATE_KEYS, EpisodeRecords, EpisodeTracker
 
 __all__ = ["RATE_KEYS", "levels_for", "run_episodes"]
@@ -19,8 +18,7 @@ __all__ = ["RATE_KEYS", "levels_for", "run_episodes"]
 def levels_for(split: str, episodes: int, seed: int, config: MazeConfig) -> MazeLevels:
     """The `episodes` mazes an evaluation with this seed runs (the same mazes under `train` and `ood`, differing
     only in the cheese)."""
-    rng = np.random.default_rng(seed)
-    return generate_levels(rng.integers(0, 2**31 - 1, size=episodes, dtype=np.int64), split, config)
+    return seeded_levels(generate_levels, split, episodes, seed, config)
 
 
 def run_episodes(
@@ -34,5 +32,7 @@ def run_episodes(
 ) -> EpisodeRecords:
     """One episode per maze, all at once; see `workbench.rl.rollout.run_episodes`."""
     env = MazeVecEnv(len(levels), split="ood", config=config)
-    obs, _ = env.reset(options={"levels": levels})
-    return play_until_done(policy, env, obs, EpisodeTracker(levels), config.max_steps, seed, fwd_hooks, greedy)
+    tracker = EpisodeTracker(levels)
+    return play_levels(
+        policy, env, levels, tracker, max_steps=config.max_steps, seed=seed, fwd_hooks=fwd_hooks, greedy=greedy
+    )
