@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
-from torch import nn
 
-from workbench.recipes import from_table
 from workbench.rl.coinrun.physics import SPLITS, CoinRunConfig, CoinRunLevels
 from workbench.rl.env_kinds import EnvKind
+from workbench.rl.native_kind import Lazy, RolloutWorld, load_folder, rl_verbs, world_for
 from workbench.subjects import SubjectKind
 
 
 @dataclass
-class NativeCoinRunWorld:
+class NativeCoinRunWorld(RolloutWorld):
     """The numpy-batched CoinRun (`workbench.rl.envs.coinrun`): (N, 5, 2v+1, 2v+1) planes, 6 actions."""
 
     config: CoinRunConfig
@@ -25,16 +23,7 @@ class NativeCoinRunWorld:
     splits: tuple[str, ...] = SPLITS
     rate_keys: tuple[str, ...] = ("coin", "exit", "exit_without_coin", "timeout")
     rollout_states: bool = True
-
-    def levels(self, split: str, n: int, seed: int) -> CoinRunLevels:
-        from workbench.rl.coinrun.rollout import levels_for
-
-        return levels_for(split, n, seed, self.config)
-
-    def run(self, policy: nn.Module, levels: CoinRunLevels, *, seed: int = 0, fwd_hooks=(), greedy: bool = False):
-        from workbench.rl.coinrun.rollout import run_episodes
-
-        return run_episodes(policy, levels, self.config, seed=seed, fwd_hooks=fwd_hooks, greedy=greedy)
+    rollout: ClassVar[str] = "workbench.rl.coinrun.rollout"
 
     def observe(self, levels: CoinRunLevels) -> np.ndarray:
         from workbench.rl.envs.coinrun import observe
@@ -43,30 +32,19 @@ class NativeCoinRunWorld:
 
 
 def world(env_config: Any = None, where: Any = None) -> NativeCoinRunWorld:
-    if env_config is None or isinstance(env_config, CoinRunConfig):
-        return NativeCoinRunWorld(env_config or CoinRunConfig())
-    return NativeCoinRunWorld(from_table(CoinRunConfig, dict(env_config), str(where or "env config")))
+    return world_for(NativeCoinRunWorld, CoinRunConfig, env_config, where)
 
 
 def load(ref: str) -> Any:
-    from workbench.rl.agent import load_agent_folder
-
-    return load_agent_folder(Path(ref), world)
+    return load_folder(ref, world)
 
 
 def _verbs() -> dict:
     from workbench.rl import verbs
     from workbench.rl.coinrun.retarget import retarget_coinrun
 
-    return {
-        "world": world,
-        "eval": verbs.evaluate_subject,
-        "hooks": verbs.hook_shapes,
-        "steer": verbs.steer_coinrun,
-        "probe": verbs.probe_coinrun,
-        "collect": verbs.collect_coinrun,
-        "retarget": retarget_coinrun,
-    }
+    own = {"steer": verbs.steer_coinrun, "probe": verbs.probe_coinrun, "collect": verbs.collect_coinrun}
+    return rl_verbs(world, {**own, "retarget": retarget_coinrun})
 
 
 def coinrun_battery():
@@ -99,18 +77,6 @@ def _policy_shape(config: CoinRunConfig) -> dict[str, int]:
     return {"in_channels": len(OBS_CHANNELS), "obs_size": config.window, "n_actions": N_ACTIONS}
 
 
-def _expert(split: str, config: CoinRunConfig, bc: Any):
-    from workbench.rl.coinrun.expert import collect_expert_data
-
-    return collect_expert_data(split, config, bc)
-
-
-def _vec_env(num_envs: int, split: str, config: CoinRunConfig):
-    from workbench.rl.envs.coinrun import CoinRunVecEnv
-
-    return CoinRunVecEnv(num_envs, split, config)
-
-
 def _describe(m: CoinRunConfig, split: str) -> str:
     return (
         f"Environment: native CoinRun, levels {m.min_length}..{m.max_length} columns x {m.height} rows, "
@@ -122,10 +88,10 @@ def _describe(m: CoinRunConfig, split: str) -> str:
 ENV = EnvKind(
     name="coinrun",
     config=CoinRunConfig,
-    vec_env=_vec_env,
+    vec_env=Lazy("workbench.rl.envs.coinrun:CoinRunVecEnv"),
     policy_shape=_policy_shape,
-    rollout="workbench.rl.coinrun.rollout",
-    expert=_expert,
+    rollout=NativeCoinRunWorld.rollout,
+    expert=Lazy("workbench.rl.coinrun.expert:collect_expert_data"),
     expert_phrase="the planner expert (shortest path to the coin when it is away from the exit, then to the exit)",
     describe=_describe,
     rate_notes="`coin`: collected the coin; `exit`: reached the exit; `exit_without_coin`: reached the exit without "

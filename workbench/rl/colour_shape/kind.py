@@ -8,27 +8,22 @@ and the goal-shape object are, read from one conv layer), `steer` (colour and sh
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-import numpy as np
-from torch import nn
-
-from workbench.recipes import from_table
 from workbench.rl.colour_shape.env import (
     COLOURS,
     OBS_CHANNELS,
     SHAPES,
     SPLITS,
     ColourShapeConfig,
-    ColourShapeLevels,
 )
 from workbench.rl.env_kinds import EnvKind
+from workbench.rl.native_kind import Lazy, RolloutWorld, load_folder, rl_verbs, world_for
 from workbench.subjects import SubjectKind
 
 
 @dataclass
-class ColourShapeWorld:
+class ColourShapeWorld(RolloutWorld):
     """The numpy-batched colour-shape room (`workbench.rl.colour_shape.env`): (N, 8, W, W) planes, 4 actions."""
 
     config: ColourShapeConfig
@@ -37,62 +32,26 @@ class ColourShapeWorld:
     splits: tuple[str, ...] = SPLITS
     rate_keys: tuple[str, ...] = ("goal", "colour_first", "shape_first", "neither", "timeout")
     rollout_states: bool = True
-
-    def levels(self, split: str, n: int, seed: int) -> ColourShapeLevels:
-        from workbench.rl.colour_shape.rollout import levels_for
-
-        return levels_for(split, n, seed, self.config)
-
-    def run(self, policy: nn.Module, levels: ColourShapeLevels, *, seed: int = 0, fwd_hooks=(), greedy: bool = False):
-        from workbench.rl.colour_shape.rollout import run_episodes
-
-        return run_episodes(policy, levels, self.config, seed=seed, fwd_hooks=fwd_hooks, greedy=greedy)
-
-    def observe(self, levels: ColourShapeLevels) -> np.ndarray:
-        return levels.observe()
+    rollout: ClassVar[str] = "workbench.rl.colour_shape.rollout"
 
 
 def world(env_config: Any = None, where: Any = None) -> ColourShapeWorld:
     """The world for an env config: a ColourShapeConfig, a dict of its fields (an artifact's env section), or None."""
-    if env_config is None or isinstance(env_config, ColourShapeConfig):
-        return ColourShapeWorld(env_config or ColourShapeConfig())
-    return ColourShapeWorld(from_table(ColourShapeConfig, dict(env_config), str(where or "env config")))
+    return world_for(ColourShapeWorld, ColourShapeConfig, env_config, where)
 
 
 def load(ref: str) -> Any:
-    from workbench.rl.agent import load_agent_folder
-
-    return load_agent_folder(Path(ref), world)
+    return load_folder(ref, world)
 
 
 def _verbs() -> dict:
-    from workbench.rl import verbs
     from workbench.rl.colour_shape import probes, steering
 
-    return {
-        "world": world,
-        "eval": verbs.evaluate_subject,
-        "hooks": verbs.hook_shapes,
-        "probe": probes.probe_verb,
-        "steer": steering.steer_verb,
-        "collect": probes.collect_verb,
-    }
+    return rl_verbs(world, {"probe": probes.probe_verb, "steer": steering.steer_verb, "collect": probes.collect_verb})
 
 
 def _policy_shape(config: ColourShapeConfig) -> dict[str, int]:
     return {"in_channels": len(OBS_CHANNELS), "obs_size": config.size, "n_actions": 4}
-
-
-def _expert(split: str, config: ColourShapeConfig, bc: Any):
-    from workbench.rl.colour_shape.expert import collect_expert_data
-
-    return collect_expert_data(split, config, bc)
-
-
-def _vec_env(num_envs: int, split: str, config: ColourShapeConfig):
-    from workbench.rl.colour_shape.env import ColourShapeVecEnv
-
-    return ColourShapeVecEnv(num_envs, split, config)
 
 
 def _describe(c: ColourShapeConfig, split: str) -> str:
@@ -106,10 +65,10 @@ def _describe(c: ColourShapeConfig, split: str) -> str:
 ENV = EnvKind(
     name="colour-shape",
     config=ColourShapeConfig,
-    vec_env=_vec_env,
+    vec_env=Lazy("workbench.rl.colour_shape.env:ColourShapeVecEnv"),
     policy_shape=_policy_shape,
-    rollout="workbench.rl.colour_shape.rollout",
-    expert=_expert,
+    rollout=ColourShapeWorld.rollout,
+    expert=Lazy("workbench.rl.colour_shape.expert:collect_expert_data"),
     expert_phrase="the shortest-path-to-the-paying-object expert",
     describe=_describe,
     rate_notes="`goal`: reached the object with the goal colour and shape (train only); `colour_first` / "

@@ -9,23 +9,19 @@ bootstrap intervals); `hooks` is generic; `probe`, `steer` and `collect` live in
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-import numpy as np
-from torch import nn
-
-from workbench.recipes import from_table
 from workbench.rl.env_kinds import EnvKind
-from workbench.rl.keys_chests.env import OBS_CHANNELS, SPLITS, KeysChestsConfig, KeysChestsLevels
+from workbench.rl.keys_chests.env import OBS_CHANNELS, SPLITS, KeysChestsConfig
 from workbench.rl.keys_chests.rollout import RATE_KEYS
+from workbench.rl.native_kind import Lazy, RolloutWorld, load_folder, rl_verbs, world_for
 from workbench.subjects import SubjectKind
 
 NAME = "keys-chests"
 
 
 @dataclass
-class NativeKeysChestsWorld:
+class NativeKeysChestsWorld(RolloutWorld):
     """The numpy-batched keys-and-chests room (`workbench.rl.keys_chests.env`): (N, 5, W, W) planes, 4 actions."""
 
     config: KeysChestsConfig
@@ -34,32 +30,16 @@ class NativeKeysChestsWorld:
     splits: tuple[str, ...] = SPLITS
     rate_keys: tuple[str, ...] = RATE_KEYS
     rollout_states: bool = True
-
-    def levels(self, split: str, n: int, seed: int) -> KeysChestsLevels:
-        from workbench.rl.keys_chests.rollout import levels_for
-
-        return levels_for(split, n, seed, self.config)
-
-    def run(self, policy: nn.Module, levels: KeysChestsLevels, *, seed: int = 0, fwd_hooks=(), greedy: bool = False):
-        from workbench.rl.keys_chests.rollout import run_episodes
-
-        return run_episodes(policy, levels, self.config, seed=seed, fwd_hooks=fwd_hooks, greedy=greedy)
-
-    def observe(self, levels: KeysChestsLevels) -> np.ndarray:
-        return levels.observe()
+    rollout: ClassVar[str] = "workbench.rl.keys_chests.rollout"
 
 
 def world(env_config: Any = None, where: Any = None) -> NativeKeysChestsWorld:
     """The world for an env config: a KeysChestsConfig, a dict of its fields (an artifact's env section), or None."""
-    if env_config is None or isinstance(env_config, KeysChestsConfig):
-        return NativeKeysChestsWorld(env_config or KeysChestsConfig())
-    return NativeKeysChestsWorld(from_table(KeysChestsConfig, dict(env_config), str(where or "env config")))
+    return world_for(NativeKeysChestsWorld, KeysChestsConfig, env_config, where)
 
 
 def load(ref: str) -> Any:
-    from workbench.rl.agent import load_agent_folder
-
-    return load_agent_folder(Path(ref), world)
+    return load_folder(ref, world)
 
 
 # ---------------------------------------------------------------------------------------------------------- verbs
@@ -98,16 +78,7 @@ def collect(agent: Any, **options: Any) -> Any:
 
 
 def _verbs() -> dict:
-    from workbench.rl import verbs
-
-    return {
-        "world": world,
-        "eval": evaluate,
-        "hooks": verbs.hook_shapes,
-        "probe": probe,
-        "steer": steer,
-        "collect": collect,
-    }
+    return rl_verbs(world, {"eval": evaluate, "probe": probe, "steer": steer, "collect": collect})
 
 
 def _battery():
@@ -130,18 +101,6 @@ def _policy_shape(config: KeysChestsConfig) -> dict[str, int]:
     return {"in_channels": len(OBS_CHANNELS), "obs_size": config.world_size, "n_actions": 4}
 
 
-def _expert(split: str, config: KeysChestsConfig, bc: Any):
-    from workbench.rl.keys_chests.expert import collect_expert_data
-
-    return collect_expert_data(split, config, bc)
-
-
-def _vec_env(num_envs: int, split: str, config: KeysChestsConfig):
-    from workbench.rl.keys_chests.env import KeysChestsVecEnv
-
-    return KeysChestsVecEnv(num_envs, split, config)
-
-
 def _describe(m: KeysChestsConfig, split: str) -> str:
     def span(lo_hi) -> str:
         return f"{lo_hi[0]}-{lo_hi[1]}"
@@ -156,10 +115,10 @@ def _describe(m: KeysChestsConfig, split: str) -> str:
 ENV = EnvKind(
     name=NAME,
     config=KeysChestsConfig,
-    vec_env=_vec_env,
+    vec_env=Lazy("workbench.rl.keys_chests.env:KeysChestsVecEnv"),
     policy_shape=_policy_shape,
-    rollout="workbench.rl.keys_chests.rollout",
-    expert=_expert,
+    rollout=NativeKeysChestsWorld.rollout,
+    expert=Lazy("workbench.rl.keys_chests.expert:collect_expert_data"),
     expert_phrase="the nearest-useful-object expert (a key while one is needed, else a chest while holding a key)",
     describe=_describe,
     rate_notes="`opened_all_possible`: opened min(keys, chests) chests, all the level allows; `all_chests_opened`: "

@@ -8,20 +8,18 @@ functions; only levels, observations and rollouts differ.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-import numpy as np
 from torch import nn
 
-from workbench.recipes import from_table
 from workbench.rl.env_kinds import EnvKind
-from workbench.rl.envs.maze import SPLITS, MazeConfig, MazeLevels, generate_levels
+from workbench.rl.envs.maze import SPLITS, MazeConfig, MazeLevels
+from workbench.rl.native_kind import Lazy, RolloutWorld, load_folder, rl_verbs, world_for
 from workbench.subjects import SubjectKind
 
 
 @dataclass
-class NativeMazeWorld:
+class NativeMazeWorld(RolloutWorld):
     """The numpy-batched maze (`workbench.rl.envs.maze`): symbolic (N, 3, W, W) observations, 4 actions."""
 
     config: MazeConfig
@@ -30,12 +28,11 @@ class NativeMazeWorld:
     splits: tuple[str, ...] = SPLITS
     rate_keys: tuple[str, ...] = ("cheese", "corner_first", "timeout")
     rollout_states: bool = True
-
-    def levels(self, split: str, n: int, seed: int) -> MazeLevels:
-        rng = np.random.default_rng(seed)
-        return generate_levels(rng.integers(0, 2**31 - 1, size=n, dtype=np.int64), split, self.config)
+    rollout: ClassVar[str] = "workbench.rl.maze.rollout"
 
     def run(self, policy: nn.Module, levels: MazeLevels, *, seed: int = 0, fwd_hooks=(), greedy: bool = False):
+        """As `workbench.rl.maze.rollout.run_episodes`, through `workbench.rl.rollout.play_until_done` looked up at
+        call time: the maze-family loop seam that reference tests replace (tests/test_speed_equal.py)."""
         from workbench.rl.envs.maze import MazeVecEnv
         from workbench.rl.rollout import EpisodeTracker, play_until_done
 
@@ -43,37 +40,30 @@ class NativeMazeWorld:
         obs, _ = env.reset(options={"levels": levels})
         return play_until_done(policy, env, obs, EpisodeTracker(levels), self.config.max_steps, seed, fwd_hooks, greedy)
 
-    def observe(self, levels: MazeLevels) -> np.ndarray:
-        return levels.observe()
-
 
 def world(env_config: Any = None, where: Any = None) -> NativeMazeWorld:
     """The world for an env config: a MazeConfig, a dict of its fields (an artifact's env section), or None."""
-    if env_config is None or isinstance(env_config, MazeConfig):
-        return NativeMazeWorld(env_config or MazeConfig())
-    return NativeMazeWorld(from_table(MazeConfig, dict(env_config), str(where or "env config")))
+    return world_for(NativeMazeWorld, MazeConfig, env_config, where)
 
 
 def load(ref: str) -> Any:
-    from workbench.rl.agent import load_agent_folder
-
-    return load_agent_folder(Path(ref), world)
+    return load_folder(ref, world)
 
 
 def maze_verbs() -> dict:
     """The verbs of every maze-family kind (native and procgen)."""
     from workbench.rl import retarget, verbs
 
-    return {
-        "world": world,
-        "eval": verbs.evaluate_subject,
-        "hooks": verbs.hook_shapes,
-        "steer": verbs.steer_maze,
-        "probe": verbs.probe_maze,
-        "vector-field": verbs.vector_field_maze,
-        "collect": verbs.collect_maze,
-        "retarget": retarget.retarget_maze,
-    }
+    return rl_verbs(
+        world,
+        {
+            "steer": verbs.steer_maze,
+            "probe": verbs.probe_maze,
+            "vector-field": verbs.vector_field_maze,
+            "collect": verbs.collect_maze,
+            "retarget": retarget.retarget_maze,
+        },
+    )
 
 
 def maze_battery():
@@ -106,18 +96,6 @@ def _policy_shape(config: MazeConfig) -> dict[str, int]:
     return {"in_channels": len(OBS_CHANNELS), "obs_size": config.world_size, "n_actions": 4}
 
 
-def _expert(split: str, config: MazeConfig, bc: Any):
-    from workbench.rl.imitation import maze_expert_data
-
-    return maze_expert_data(split, config, bc)
-
-
-def _vec_env(num_envs: int, split: str, config: MazeConfig):
-    from workbench.rl.envs.maze import MazeVecEnv
-
-    return MazeVecEnv(num_envs, split, config)
-
-
 def _describe(m: MazeConfig, split: str) -> str:
     return (
         f"Environment: native maze, world {m.world_size}x{m.world_size}, maze sides {m.min_size}..{m.max_size}, "
@@ -128,10 +106,10 @@ def _describe(m: MazeConfig, split: str) -> str:
 ENV = EnvKind(
     name="maze",
     config=MazeConfig,
-    vec_env=_vec_env,
+    vec_env=Lazy("workbench.rl.envs.maze:MazeVecEnv"),
     policy_shape=_policy_shape,
-    rollout="workbench.rl.maze.rollout",
-    expert=_expert,
+    rollout=NativeMazeWorld.rollout,
+    expert=Lazy("workbench.rl.imitation:maze_expert_data"),
     expert_phrase="the shortest-path-to-cheese expert",
     describe=_describe,
     rate_notes="`cheese`: reached the cheese within the step limit; `corner_first`: entered the top-right r x r region "
