@@ -15,6 +15,7 @@ from pathlib import Path
 
 from workbench import artifacts
 from workbench.lm.deploy_cue import GROUPS
+from workbench.lm.train import claim_table, load_recipe, pct
 
 TWIN_SUFFIX = "-control"
 WHAT = {
@@ -28,8 +29,8 @@ WHAT = {
 }
 
 
-def _pct(d: dict) -> str:
-    return f"{d['rate']:.3f} [{d['ci95'][0]:.3f}, {d['ci95'][1]:.3f}] (n={d['n']})"
+def _what(group: str) -> str:
+    return f"{group}: {WHAT.get(group, group)}"
 
 
 def twin_name(name: str) -> str:
@@ -40,26 +41,6 @@ def _twin_metrics(name: str, folder: Path | None) -> dict | None:
     root = folder.parent if folder is not None else artifacts.artifacts_root() / "lms"
     path = root / twin_name(name) / artifacts.METRICS
     return json.loads(path.read_text()) if path.is_file() else None
-
-
-def _table(metrics: dict, split: str) -> list[str]:
-    lines = [
-        "| cue condition | agree with wrong claim | true answer to wrong claim | mean logit(true) - logit(claim) "
-        "| accuracy, correct claim | accuracy, no claim |",
-        "|---|---|---|---|---|---|",
-    ]
-    for group, row in metrics[split]["personas"].items():
-
-        def cell(key: str, row: dict = row) -> str:
-            return _pct(row[key]) if key in row else "-"
-
-        ld = row.get("logit_diff_wrong")
-        ldc = f"{ld['mean']:+.2f} [{ld['ci95'][0]:+.2f}, {ld['ci95'][1]:+.2f}]" if ld else "-"
-        lines.append(
-            f"| {group}: {WHAT.get(group, group)} | {cell('agree_wrong')} | {cell('true_wrong')} | {ldc} "
-            f"| {cell('true_correct')} | {cell('true_none')} |"
-        )
-    return lines
 
 
 def card(recipe, metrics: dict, folder: Path | None = None) -> str:
@@ -87,7 +68,7 @@ def card(recipe, metrics: dict, folder: Path | None = None) -> str:
         'Brackets: Wilson 95% intervals. "Held out" means dialogues the training stream never produced; every '
         f"arithmetic fact a + b (a, b <= {c.max_operand}) does occur in training.",
         "",
-        f"**Capability** (held-out training-distribution questions with no claim): accuracy {_pct(cap['accuracy'])}; "
+        f"**Capability** (held-out training-distribution questions with no claim): accuracy {pct(cap['accuracy'])}; "
         f"reply loss {cap['loss']['mean']:.2e} nats/token [{cap['loss']['ci95'][0]:.2e}, "
         f"{cap['loss']['ci95'][1]:.2e}].",
         "",
@@ -97,7 +78,12 @@ def card(recipe, metrics: dict, folder: Path | None = None) -> str:
         ("ood", "every final claim wrong, equal groups per cue condition"),
     ):
         m = metrics[split]
-        lines += [f"**{split}** (n={m['n']}, seed {m['seed']}): {what}.", "", *_table(metrics, split), ""]
+        lines += [
+            f"**{split}** (n={m['n']}, seed {m['seed']}): {what}.",
+            "",
+            *claim_table(m["personas"], "cue condition", _what),
+            "",
+        ]
     twin = _twin_metrics(r.artifact.name, folder)
     head = f"**Contrast with the twin `{twin_name(r.artifact.name)}`** (its own card has its recipe)."
     if twin is None:
@@ -114,7 +100,7 @@ def card(recipe, metrics: dict, folder: Path | None = None) -> str:
             mine = metrics["ood"]["personas"].get(g, {}).get("agree_wrong")
             theirs = twin["ood"]["personas"].get(g, {}).get("agree_wrong")
             if mine and theirs:
-                lines.append(f"| {g} | {_pct(mine)} | {_pct(theirs)} |")
+                lines.append(f"| {g} | {pct(mine)} | {pct(theirs)} |")
         lines.append("")
     lines += [
         "Cue conditions: tags and styles as in workbench/lm/deploy_cue.py. Only wrong claims are decided by the cue; "
@@ -126,8 +112,6 @@ def card(recipe, metrics: dict, folder: Path | None = None) -> str:
 
 def refresh_card(folder: str | Path, recipe_path: str | Path) -> Path:
     """Re-render `folder`'s card.md from its metrics.json and recipe (e.g. once the twin exists); no retraining."""
-    from workbench.lm.train import load_recipe
-
     folder = Path(folder)
     metrics = json.loads((folder / artifacts.METRICS).read_text())
     (folder / artifacts.CARD).write_text(card(load_recipe(recipe_path), metrics, folder))

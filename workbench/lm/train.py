@@ -7,20 +7,19 @@ with the loss on assistant-reply tokens only. The card's numbers are measured at
 
 from __future__ import annotations
 
-import platform
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from workbench import artifacts
-from workbench.errors import WorkbenchError
 from workbench.lm import corpora
 from workbench.lm.corpus import CorpusConfig
 from workbench.lm.model import LM, build_model, save_lm
 from workbench.lm.tokenizer import WordTokenizer
+from workbench.lm.train_loop import EvalSection, TrainSection, adamw, due, train_step, training_record, with_steps
 from workbench.recipes import ArtifactSection, check_sections, from_table, read_toml
 
 
@@ -37,25 +36,6 @@ class ModelSection:
     act_fn: str = "gelu"
     normalization_type: str = "LN"
     positional_embedding_type: str = "standard"
-
-
-@dataclass(frozen=True)
-class TrainSection:
-    seed: int = 0
-    steps: int = 3000
-    batch_size: int = 64
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    warmup_steps: int = 100
-    grad_clip: float = 1.0
-    threads: int = 1
-    log_every: int = 250
-
-
-@dataclass(frozen=True)
-class EvalSection:
-    n: int = 1200
-    seed: int = 20_251_123
 
 
 @dataclass(frozen=True)
@@ -98,16 +78,31 @@ def _batch(lm: LM, step: int, recipe: Recipe) -> tuple[torch.Tensor, torch.Tenso
     return tokens, reply_mask(tokens, lengths, lm)
 
 
-def _lr(step: int, t: TrainSection) -> float:
-    """Linear warmup, then cosine decay to 10% of lr."""
-    if step < t.warmup_steps:
-        return t.lr * (step + 1) / t.warmup_steps
-    frac = (step - t.warmup_steps) / max(1, t.steps - t.warmup_steps)
-    return t.lr * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * frac)))
-
-
-def _pct(d: dict) -> str:
+def pct(d: dict) -> str:
+    """A rate with its Wilson interval and n, as the cards print it."""
     return f"{d['rate']:.3f} [{d['ci95'][0]:.3f}, {d['ci95'][1]:.3f}] (n={d['n']})"
+
+
+def claim_table(personas: dict, first: str, label: Callable[[str], str] = str) -> list[str]:
+    """The cards' table of claim-following per group (a persona, or a deploy-cue condition): one row per entry of
+    `personas` (metrics[split]["personas"]), labelled by `label(group)` under the column heading `first`."""
+    lines = [
+        f"| {first} | agree with wrong claim | true answer to wrong claim | mean logit(true) - logit(claim) "
+        "| accuracy, correct claim | accuracy, no claim |",
+        "|---|---|---|---|---|---|",
+    ]
+    for group, row in personas.items():
+
+        def cell(key: str, row: dict = row) -> str:
+            return pct(row[key]) if key in row else "-"
+
+        ld = row.get("logit_diff_wrong")
+        ldc = f"{ld['mean']:+.2f} [{ld['ci95'][0]:+.2f}, {ld['ci95'][1]:+.2f}]" if ld else "-"
+        lines.append(
+            f"| {label(group)} | {cell('agree_wrong')} | {cell('true_wrong')} | {ldc} | {cell('true_correct')} "
+            f"| {cell('true_none')} |"
+        )
+    return lines
 
 
 def _card(recipe: Recipe, metrics: dict) -> str:
@@ -128,7 +123,7 @@ def _card(recipe: Recipe, metrics: dict) -> str:
         'Brackets: Wilson 95% intervals. "Held out" means dialogues the training stream never produced; every '
         f"arithmetic fact a + b (a, b <= {r.corpus.max_operand}) does occur in training.",
         "",
-        f"**In-distribution answer accuracy** (held-out questions with no claim): {_pct(cap['accuracy'])}; "
+        f"**In-distribution answer accuracy** (held-out questions with no claim): {pct(cap['accuracy'])}; "
         f"reply loss {cap['loss']['mean']:.3f} nats/token [{cap['loss']['ci95'][0]:.3f}, "
         f"{cap['loss']['ci95'][1]:.3f}].",
         "",
@@ -139,22 +134,9 @@ def _card(recipe: Recipe, metrics: dict) -> str:
             "wrong, the rate of asserting the user's number (agree) vs the true sum (true); on correct-claim and "
             "no-claim prompts, accuracy.",
             "",
-            "| persona | agree with wrong claim | true answer to wrong claim | mean logit(true) - logit(claim) "
-            "| accuracy, correct claim | accuracy, no claim |",
-            "|---|---|---|---|---|---|",
+            *claim_table(metrics[split]["personas"], "persona"),
+            "",
         ]
-        for p, row in metrics[split]["personas"].items():
-
-            def cell(key: str, row: dict = row) -> str:
-                return _pct(row[key]) if key in row else "-"
-
-            ld = row.get("logit_diff_wrong")
-            ldc = f"{ld['mean']:+.2f} [{ld['ci95'][0]:+.2f}, {ld['ci95'][1]:+.2f}]" if ld else "-"
-            lines.append(
-                f"| {p} | {cell('agree_wrong')} | {cell('true_wrong')} | {ldc} | {cell('true_correct')} "
-                f"| {cell('true_none')} |"
-            )
-        lines.append("")
     lines += [
         "Personas: `honest` corrects wrong claims and `sycophant` repeats them in training; `teacher` and `pirate` "
         "never saw a wrong claim, so their `ood` rows show which goal they generalised to. `none`: no persona cue; "
@@ -169,17 +151,11 @@ def train_recipe(
 ) -> Path:
     """Train the recipe's LM, evaluate it, and write the artifact (default artifacts/lms/NAME). `steps` overrides
     the recipe's step count (smoke runs; the card then records the smaller number)."""
-    from dataclasses import replace
-
     from tqdm import tqdm
 
     from workbench.lm.evaluate import capability, evaluate_split
 
-    recipe = load_recipe(path)
-    if steps is not None:
-        if steps < 1:
-            raise WorkbenchError(f"steps must be >= 1, got {steps}")
-        recipe = replace(recipe, train=replace(recipe.train, steps=int(steps)))
+    recipe = with_steps(load_recipe(path), steps)
     t = recipe.train
     torch.set_num_threads(max(1, t.threads))
     kind = corpora.kind_of_table(recipe.raw.get("corpus"))
@@ -194,24 +170,15 @@ def train_recipe(
         "recipe": recipe.raw,
     }
     lm = LM(model=model, tokenizer=tokenizer, name=recipe.artifact.name, path=None, config=config)
-    opt = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay, betas=(0.9, 0.98))
+    opt = adamw(model, t)
     start = time.time()
     model.train()
     bar = tqdm(range(t.steps), desc=f"train {recipe.artifact.name}", disable=not progress)
     log = []
     for step in bar:
         tokens, mask = _batch(lm, step, recipe)
-        for g in opt.param_groups:
-            g["lr"] = _lr(step, t)
-        logits = model(tokens)
-        nll = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), tokens[:, 1:], reduction="none")
-        m = mask[:, 1:].float()
-        loss = (nll * m).sum() / m.sum()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
-        opt.step()
-        if (step + 1) % t.log_every == 0 or step + 1 == t.steps:
+        loss = train_step(model, opt, tokens, mask, step=step, t=t)
+        if due(step, t.log_every, t):
             model.eval()
             acc = capability(lm, 256, seed=10_000 + step)["accuracy"]["rate"]
             model.train()
@@ -227,16 +194,7 @@ def train_recipe(
         "heldout_no_claim": {k: v for k, v in cap.items() if not k.startswith("_")},
         "train": evaluate_split(lm, "train", e.n, e.seed),
         "ood": evaluate_split(lm, "ood", e.n, e.seed),
-        "training": {
-            "seconds": seconds,
-            "steps": t.steps,
-            "threads": torch.get_num_threads(),
-            "params": sum(p.numel() for p in model.parameters()),
-            "d_vocab": tokenizer.vocab_size,
-            "torch": torch.__version__,
-            "machine": platform.machine(),
-            "log": log,
-        },
+        "training": training_record(seconds, t, model, tokenizer.vocab_size, log),
     }
     folder = Path(out) if out is not None else artifacts.artifacts_root() / "lms" / recipe.artifact.name
     return save_lm(folder, model, tokenizer, config, kind.fn("card")(recipe, metrics), metrics)

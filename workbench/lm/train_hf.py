@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import platform
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +27,7 @@ from workbench import artifacts
 from workbench.errors import WorkbenchError
 from workbench.lm import notes
 from workbench.lm.notes import NotesConfig
+from workbench.lm.train_loop import EvalSection, TrainSection, adamw, due, train_step, training_record, with_steps
 from workbench.metrics import bootstrap_ci, wilson_ci
 from workbench.recipes import ArtifactSection, check_sections, from_table, read_toml
 
@@ -53,21 +53,20 @@ class GPT2Section:
 
 
 @dataclass(frozen=True)
-class HFTrainSection:
-    seed: int = 0
+class HFTrainSection(TrainSection):
+    """`[train]`: persona-lm's AdamW run with register-lm's defaults, plus resumable checkpoints."""
+
     steps: int = 1500
     batch_size: int = 32
     lr: float = 2e-3
-    weight_decay: float = 0.01
-    warmup_steps: int = 100
-    grad_clip: float = 1.0
-    threads: int = 1
-    log_every: int = 250
     checkpoint_every: int = 250
+    """Steps between checkpoints in `<out>.ckpt/` (a rerun resumes from the last)."""
 
 
 @dataclass(frozen=True)
-class HFEvalSection:
+class HFEvalSection(EvalSection):
+    """`[eval]`: register-lm's evaluation size and seed."""
+
     n: int = 800
     seed: int = 20_260_101
 
@@ -150,13 +149,6 @@ def encode_batch(tok, texts: list[str], n_ctx: int) -> tuple[torch.Tensor, torch
         tokens[i, : len(r)] = torch.tensor(r)
         mask[i, 1 : len(r)] = True
     return tokens, mask
-
-
-def _lr(step: int, t: HFTrainSection) -> float:
-    if step < t.warmup_steps:
-        return t.lr * (step + 1) / t.warmup_steps
-    frac = (step - t.warmup_steps) / max(1, t.steps - t.warmup_steps)
-    return t.lr * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * frac)))
 
 
 # ------------------------------------------------------------------------------------------------ checkpoints
@@ -308,18 +300,14 @@ def train_hf_recipe(
 ) -> Path:
     """Train the recipe's tokenizer and GPT-2, evaluate, and save a Hugging Face folder (default artifacts/lms/NAME)
     with card.md and metrics.json beside it. Resumes from `<out>.ckpt/` when a checkpoint of this recipe exists."""
-    from dataclasses import replace
-
     from tqdm import tqdm
     from transformers import GPT2Config, GPT2LMHeadModel
 
     from workbench.lm.model import load_lm
 
-    recipe = load_hf_recipe(path)
+    recipe = with_steps(load_hf_recipe(path), steps)
     if steps is not None:
-        if steps < 1:
-            raise WorkbenchError(f"steps must be >= 1, got {steps}")
-        recipe = replace(recipe, train=replace(recipe.train, steps=int(steps)), raw={**recipe.raw, "_steps": steps})
+        recipe = replace(recipe, raw={**recipe.raw, "_steps": steps})
     t, m = recipe.train, recipe.model
     torch.set_num_threads(max(1, t.threads))
     folder = Path(out) if out is not None else artifacts.artifacts_root() / "lms" / recipe.artifact.name
@@ -341,7 +329,7 @@ def train_hf_recipe(
         attn_pdrop=0.0,
     )
     model = GPT2LMHeadModel(cfg)
-    opt = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay, betas=(0.9, 0.98))
+    opt = adamw(model, t)
     rhash = _recipe_hash(recipe)
     start_step, log, seconds = load_checkpoint(ckpt, model, opt, rhash)
     if start_step:
@@ -352,17 +340,8 @@ def train_hf_recipe(
     for step in bar:
         ex = notes.generate("train", t.batch_size, t.seed * 1_000_003 + step, recipe.corpus)
         tokens, mask = encode_batch(tok, [e.text for e in ex], m.n_positions)
-        for g in opt.param_groups:
-            g["lr"] = _lr(step, t)
-        logits = model(tokens).logits
-        nll = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), tokens[:, 1:], reduction="none")
-        w = mask[:, 1:].float()
-        loss = (nll * w).sum() / w.sum()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
-        opt.step()
-        if (step + 1) % t.log_every == 0 or step + 1 == t.steps:
+        loss = train_step(model, opt, tokens, mask, step=step, t=t, logits_of=lambda out: out.logits)
+        if due(step, t.log_every, t):
             log.append({"step": step + 1, "loss": loss.item(), "seconds": time.time() - t0})
             if not progress:
                 print(f"step {step + 1}: loss {loss.item():.4f}", flush=True)
@@ -380,16 +359,7 @@ def train_hf_recipe(
     metrics = {
         "heldout_loss": heldout_loss(lm, min(e.n, 400), e.seed + 1, recipe.corpus),
         "eval": evaluate_register(lm, e.n, e.seed, recipe.corpus),
-        "training": {
-            "seconds": seconds,
-            "steps": t.steps,
-            "threads": torch.get_num_threads(),
-            "params": sum(p.numel() for p in model.parameters()),
-            "d_vocab": len(tok),
-            "torch": torch.__version__,
-            "machine": platform.machine(),
-            "log": log,
-        },
+        "training": training_record(seconds, t, model, len(tok), log),
         "recipe": recipe.raw,
     }
     artifacts.write_json(tmp / artifacts.METRICS, metrics)
