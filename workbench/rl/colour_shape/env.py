@@ -30,6 +30,7 @@ import gymnasium as gym
 import numpy as np
 
 from workbench.errors import WorkbenchError, unknown
+from workbench.rl.envs.batched import masked_info, reset_levels
 from workbench.rl.envs.maze import ACTION_DELTAS, ACTION_NAMES, level_uniform
 from workbench.rl.levels import select_rows
 
@@ -305,11 +306,9 @@ class ColourShapeVecEnv(gym.vector.VectorEnv):
         from given levels instead (evaluation, edited levels)."""
         if seed is not None:
             self._rng = np.random.default_rng(seed)
-        levels = (options or {}).get("levels")
-        if levels is None:
-            levels = generate_levels(self._new_seeds(self.num_envs), self.split, self.config)
-        elif len(levels) != self.num_envs:
-            raise WorkbenchError(f"reset got {len(levels)} levels for {self.num_envs} environments")
+        levels = reset_levels(
+            options, self.num_envs, lambda k: generate_levels(self._new_seeds(k), self.split, self.config)
+        )
         self.levels = levels.copy()
         self.informative = self.levels.informative()
         self.t = np.zeros(self.num_envs, dtype=np.int64)
@@ -345,9 +344,7 @@ class ColourShapeVecEnv(gym.vector.VectorEnv):
                 "length": self.t.copy(),
                 "level_seed": lv.seeds.copy(),
             }
-            for key, value in record.items():
-                info[key] = value
-                info["_" + key] = done.copy()
+            info = masked_info(record, done)
             idx = np.flatnonzero(done)
             fresh = generate_levels(self._new_seeds(idx.size), self.split, self.config)
             for name in _ARRAYS:

@@ -49,6 +49,7 @@ from workbench.rl.coinrun.physics import (  # noqa: F401 (re-exported: the env's
     physics,
 )
 from workbench.rl.coinrun.planner import coin_candidates
+from workbench.rl.envs.batched import masked_info, reset_levels
 from workbench.rl.envs.maze import LevelQueue, level_uniform, level_uniform_streams
 
 _FLAT, _GAP, _CRATE, _SPIKES = 0, 1, 2, 3  # terrain segment kinds
@@ -335,11 +336,7 @@ class CoinRunVecEnv(gym.vector.VectorEnv):
         starts from given levels instead (edited levels, analysis)."""
         if seed is not None:
             self._queue.seed(seed)
-        levels = (options or {}).get("levels")
-        if levels is None:
-            levels = self._queue.take(self.num_envs)
-        elif len(levels) != self.num_envs:
-            raise WorkbenchError(f"reset got {len(levels)} levels for {self.num_envs} environments")
+        levels = reset_levels(options, self.num_envs, self._queue.take)
         self.levels = levels.copy()
         n = self.num_envs
         self.t = np.zeros(n, dtype=np.int64)
@@ -383,9 +380,7 @@ class CoinRunVecEnv(gym.vector.VectorEnv):
                 "level_seed": lv.seeds.copy(),
                 "coin_at_exit": self.coin_at_exit.copy(),
             }
-            for key, value in record.items():
-                info[key] = value
-                info["_" + key] = done.copy()
+            info = masked_info(record, done)
             self._start(idx, self._queue.take(idx.size))
         return _observe_padded(self._grids, lv, self.config.view), reward, terminated, truncated, info
 

@@ -22,6 +22,7 @@ import gymnasium as gym
 import numpy as np
 
 from workbench.errors import WorkbenchError, unknown
+from workbench.rl.envs.batched import masked_info, reset_levels
 from workbench.rl.levels import select_rows
 
 SPLITS = ("train", "ood")
@@ -461,11 +462,7 @@ class MazeVecEnv(gym.vector.VectorEnv):
         `options={"levels": MazeLevels}` starts from given levels instead (edited mazes, analysis)."""
         if seed is not None:
             self._queue.seed(seed)
-        levels = (options or {}).get("levels")
-        if levels is None:
-            levels = self._queue.take(self.num_envs)
-        elif len(levels) != self.num_envs:
-            raise WorkbenchError(f"reset got {len(levels)} levels for {self.num_envs} environments")
+        levels = reset_levels(options, self.num_envs, self._queue.take)
         self.levels = levels.copy()
         self.t = np.zeros(self.num_envs, dtype=np.int64)
         self.cheese_step = np.full(self.num_envs, -1, dtype=np.int64)
@@ -509,9 +506,7 @@ class MazeVecEnv(gym.vector.VectorEnv):
                 "level_seed": lv.seeds.copy(),
                 "cheese_in_region": lv.in_region(lv.cheese),
             }
-            for key, value in record.items():
-                info[key] = value
-                info["_" + key] = done.copy()
+            info = masked_info(record, done)
             self._start_episodes(idx, self._queue.take(idx.size))
         return observe(lv), reward, terminated, truncated, info
 

@@ -32,6 +32,7 @@ import gymnasium as gym
 import numpy as np
 
 from workbench.errors import WorkbenchError, unknown
+from workbench.rl.envs.batched import masked_info
 from workbench.rl.procgen_state import (
     CoinRunView,
     MazeView,
@@ -321,9 +322,7 @@ class ProcgenVecEnv(gym.vector.VectorEnv):
         reward = np.asarray(rew, dtype=np.float32)
         info: dict = {}
         if done.any():
-            for key, value in self._records(done, complete).items():
-                info[key] = value
-                info["_" + key] = done.copy()
+            info = masked_info(self._records(done, complete), done)
             fresh = np.flatnonzero(done)
             self._start(fresh, self._io.get(fresh), obs)
         return np.ascontiguousarray(obs.transpose(0, 3, 1, 2)), reward, terminated, truncated, info

@@ -24,6 +24,7 @@ import gymnasium as gym
 import numpy as np
 
 from workbench.errors import WorkbenchError, unknown
+from workbench.rl.envs.batched import masked_info, reset_levels
 from workbench.rl.envs.maze import ACTION_DELTAS, ACTION_NAMES, level_uniform
 from workbench.rl.levels import select_rows
 
@@ -287,11 +288,7 @@ class KeysChestsVecEnv(gym.vector.VectorEnv):
         from given states instead (analysis, edited rooms)."""
         if seed is not None:
             self._rng = np.random.default_rng(seed)
-        levels = (options or {}).get("levels")
-        if levels is None:
-            levels = self._new_levels(self.num_envs)
-        elif len(levels) != self.num_envs:
-            raise WorkbenchError(f"reset got {len(levels)} levels for {self.num_envs} environments")
+        levels = reset_levels(options, self.num_envs, self._new_levels)
         self.levels = levels.copy()
         n = self.num_envs
         self.t = np.zeros(n, dtype=np.int64)
@@ -329,9 +326,7 @@ class KeysChestsVecEnv(gym.vector.VectorEnv):
                 "level_seed": lv.seeds.copy(),
                 "timeout": truncated.copy(),
             }
-            for key, value in record.items():
-                info[key] = value
-                info["_" + key] = done.copy()
+            info = masked_info(record, done)
             idx = np.flatnonzero(done)
             self._start(idx, self._new_levels(idx.size))
         return observe(lv), out.opened.astype(np.float32), terminated, truncated, info
