@@ -522,7 +522,7 @@ def fit_logistic(
         "loss": float(sol.loss.mean()),  # mean over probes of the objective
         "grad_max": float(sol.grad_max.max()),
         "dtype": str(X.dtype).removeprefix("torch."),
-        "passes": sol.passes,  # full-data loss + gradient evaluations (each over the probes still running)
+        "passes": sol.passes,  # loss + gradient rounds over the probes still running, summed over probe groups
         "reads": sol.reads,  # loss + gradient evaluations summed over probes (one read of a probe's matrix each)
         "flops": sol.flops,  # in products with the design matrices, preconditioner included
     }
