@@ -114,6 +114,63 @@ def _position(p: str) -> int | str:
     return check_position(p)
 
 
+def _study_inputs(
+    dataset: Path,
+    *,
+    positive_label: str | None,
+    scorer: str | None,
+    position: str,
+    condition_dataset: Path | None = None,
+) -> tuple:
+    """(dataset, condition dataset or None, scorer, position) of a `--dataset` study, checked in that order before the
+    model is loaded."""
+    ds = _load_dataset(dataset, positive_label)
+    cds = _load_dataset(condition_dataset, positive_label) if condition_dataset is not None else None
+    return ds, cds, _scorer(scorer), _position(position)
+
+
+def _study_common(lm, *, method: str, position, seed: int, fit_frac: float, scorer, max_new: int, vector_file):
+    """The keyword arguments every `--dataset` study (steer, ablate, monitor) takes the same way."""
+    return dict(
+        method=method,
+        position=position,
+        seed=seed,
+        fit_frac=fit_frac,
+        scorer=scorer,
+        max_new=max_new,
+        vectors=_vectors(lm, vector_file),
+    )
+
+
+def _finish_intervention(result: dict, run_id: str, at: Path, as_json: bool) -> None:
+    """Record a steer / ablate study's rows, then print it (as JSON with --json)."""
+    record(_intervention_rows(result, run_id), at)
+    if as_json:
+        dump(result)
+    else:
+        _print_intervention(result)
+
+
+def _interval_row(
+    run_id: str, subject: str, seed: int, r: dict, *, split: str, metric: str, value: str, n: str = "n", **extra
+) -> dict:
+    """A store row for a result row `r` that carries its interval as `ci_low` / `ci_high`: the value under `r[value]`,
+    the sample size under `r[n]`, and its control `r["control_" + value]` (plus `extra`) as extra columns."""
+    return {
+        "run_id": run_id,
+        "subject": subject,
+        "split": split,
+        "seed": seed,
+        "intervention": "none",
+        "metric": metric,
+        "value": r[value],
+        "ci_low": r["ci_low"],
+        "ci_high": r["ci_high"],
+        "n": r[n],
+        "extra": {f"control_{value}": r[f"control_{value}"], **extra},
+    }
+
+
 def _row(
     run_id: str, subject: str, metric: str, est: dict, *, intervention: str = "none", seed: int = 0, extra=None
 ) -> dict:
@@ -341,10 +398,13 @@ def steer_cmd(
             from workbench.errors import WorkbenchError
 
             raise WorkbenchError("with --dataset use `workbench lm ablate MODEL --dataset FILE` to ablate")
-        ds = _load_dataset(dataset, positive_label)
-        cds = _load_dataset(condition_dataset, positive_label) if condition_dataset is not None else None
-        sc = _scorer(scorer)
-        pos = _position(position)
+        ds, cds, sc, pos = _study_inputs(
+            dataset,
+            positive_label=positive_label,
+            scorer=scorer,
+            position=position,
+            condition_dataset=condition_dataset,
+        )
         if mode == "cap" and cap_low is None and cap_high is None:
             from workbench.errors import WorkbenchError
 
@@ -356,25 +416,18 @@ def steer_cmd(
             layer,
             tuple(coef) if coef else (-2.0, -1.0, 1.0, 2.0),
             mode=mode,
-            method=method,
-            position=pos,
-            seed=seed,
-            fit_frac=fit_frac,
             neutral=neutral,
-            scorer=sc,
-            max_new=max_new,
             condition=cds,
             condition_layer=condition_layer,
             threshold=threshold,
             below=below,
             cap=(cap_low, cap_high),
-            vectors=_vectors(lm, vector_file),
-        )
-        record(_intervention_rows(result, new_run_id("lm-steer")), at)
-        if as_json:
-            dump(result)
-        else:
-            _print_intervention(result)
+            **_study_common(
+                lm, method=method, position=pos, seed=seed, fit_frac=fit_frac, scorer=sc, max_new=max_new,
+                vector_file=vector_file,
+            ),
+        )  # fmt: skip
+        _finish_intervention(result, new_run_id("lm-steer"), at, as_json)
         return
 
     from workbench.lm.steering import steer_experiment, steering_table, store_rows
@@ -433,28 +486,19 @@ def ablate_cmd(
         return
     from workbench.lm.study import ablate_study
 
-    ds = _load_dataset(dataset, positive_label)
-    sc = _scorer(scorer)
-    pos = _position(position)
+    ds, _, sc, pos = _study_inputs(dataset, positive_label=positive_label, scorer=scorer, position=position)
     lm = load_lm(artifact)
     result = ablate_study(
         lm,
         ds,
         layer,
-        method=method,
-        position=pos,
-        seed=seed,
-        fit_frac=fit_frac,
         neutral=neutral,
-        scorer=sc,
-        max_new=max_new,
-        vectors=_vectors(lm, vector_file),
-    )
-    record(_intervention_rows(result, new_run_id("lm-ablate")), at)
-    if as_json:
-        dump(result)
-    else:
-        _print_intervention(result)
+        **_study_common(
+            lm, method=method, position=pos, seed=seed, fit_frac=fit_frac, scorer=sc, max_new=max_new,
+            vector_file=vector_file,
+        ),
+    )  # fmt: skip
+    _finish_intervention(result, new_run_id("lm-ablate"), at, as_json)
 
 
 @lm_app.command("monitor")
@@ -494,35 +538,19 @@ def monitor_cmd(
     else:
         from workbench.lm.study import monitor_study
 
-        ds = _load_dataset(dataset, positive_label)
-        sc = _scorer(scorer)
-        pos = _position(position)
+        ds, _, sc, pos = _study_inputs(dataset, positive_label=positive_label, scorer=scorer, position=position)
         lm = load_lm(artifact)
         result = monitor_study(
             lm,
             ds,
-            method=method,
-            position=pos,
-            seed=seed,
-            fit_frac=fit_frac,
-            scorer=sc,
-            max_new=max_new,
-            vectors=_vectors(lm, vector_file),
-        )
+            **_study_common(
+                lm, method=method, position=pos, seed=seed, fit_frac=fit_frac, scorer=sc, max_new=max_new,
+                vector_file=vector_file,
+            ),
+        )  # fmt: skip
+    split = "heldout" if dataset is not None else "ood"
     rows = [
-        {
-            "run_id": run_id,
-            "subject": result["subject"],
-            "split": "heldout" if dataset is not None else "ood",
-            "seed": seed,
-            "intervention": "none",
-            "metric": f"projection_r/L{r['layer']}",
-            "value": r["r"],
-            "ci_low": r["ci_low"],
-            "ci_high": r["ci_high"],
-            "n": r["n"],
-            "extra": {"control_r": r["control_r"]},
-        }
+        _interval_row(run_id, result["subject"], seed, r, split=split, metric=f"projection_r/L{r['layer']}", value="r")
         for r in result["rows"]
     ]
     record(rows, at)
@@ -589,35 +617,21 @@ def directions_cmd(
 
     run_id = new_run_id("lm-directions")
     rows = [
-        {
-            "run_id": run_id,
-            "subject": lm.name,
-            "split": r["test"],
-            "seed": seed,
-            "intervention": "none",
-            "metric": f"probe_auroc/{r['target']}/L{r['layer']}/pos{r['position']}",
-            "value": r["auroc"],
-            "ci_low": r["ci_low"],
-            "ci_high": r["ci_high"],
-            "n": r["n"],
-            "extra": {"control_auroc": r["control_auroc"]},
-        }
+        _interval_row(
+            run_id,
+            lm.name,
+            seed,
+            r,
+            split=r["test"],
+            metric=f"probe_auroc/{r['target']}/L{r['layer']}/pos{r['position']}",
+            value="auroc",
+        )
         for r in probes.to_dict("records")
     ]
     rows += [
-        {
-            "run_id": run_id,
-            "subject": lm.name,
-            "split": "ood",
-            "seed": seed,
-            "intervention": "none",
-            "metric": f"projection_r/{r['vector']}/L{r['layer']}",
-            "value": r["r"],
-            "ci_low": r["ci_low"],
-            "ci_high": r["ci_high"],
-            "n": r["n"],
-            "extra": {"control_r": r["control_r"]},
-        }
+        _interval_row(
+            run_id, lm.name, seed, r, split="ood", metric=f"projection_r/{r['vector']}/L{r['layer']}", value="r"
+        )
         for r in proj.to_dict("records")
     ]
     record(rows, at)
@@ -664,19 +678,17 @@ def _directions_dataset(
         result["saved"] = {"path": str(save), "position": best["position"], "shape": list(vec.shape)}
     run_id = new_run_id("lm-directions")
     rows = [
-        {
-            "run_id": run_id,
-            "subject": lm.name,
-            "split": "heldout",
-            "seed": seed,
-            "intervention": "none",
-            "metric": f"direction_auroc/{method}/L{r['layer']}/pos{r['position']}",
-            "value": r["auroc"],
-            "ci_low": r["ci_low"],
-            "ci_high": r["ci_high"],
-            "n": r["n_test"],
-            "extra": {"control_auroc": r["control_auroc"], "dataset": str(dataset)},
-        }
+        _interval_row(
+            run_id,
+            lm.name,
+            seed,
+            r,
+            split="heldout",
+            metric=f"direction_auroc/{method}/L{r['layer']}/pos{r['position']}",
+            value="auroc",
+            n="n_test",
+            dataset=str(dataset),
+        )
         for r in result["rows"]
     ]
     record(rows, store)
