@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
+from types import EllipsisType
 from typing import Any
 
 import numpy as np
@@ -184,6 +185,25 @@ class Recorder:
         )
         return est(value, ci, n, signed=signed)
 
+    def add_est(
+        self,
+        subject: str,
+        metric: str,
+        d: dict,
+        value: str = "diff",
+        *,
+        ci: str = "ci95",
+        n: int | None | EllipsisType = ...,
+        **kw: Any,
+    ) -> str:
+        """`add` for an estimate as the analyses return it: the value under `d[value]`, its interval under `d[ci]`
+        and its sample size `d["n"]` (or `n` where given; None: no sample size)."""
+        return self.add(subject, metric, d[value], d[ci], d["n"] if n is ... else n, **kw)
+
+    def add_rates(self, subject: str, r: dict, keys: tuple[str, ...], **kw: Any) -> list[str]:
+        """One `rate.KEY` row per goal key of a rollout summary {"rates": {KEY: v}, "ci95": {KEY: ci}, "n": n}."""
+        return [self.add(subject, f"rate.{k}", r["rates"][k], r["ci95"][k], r["n"], **kw) for k in keys]
+
 
 @dataclass
 class _Ctx:
@@ -303,21 +323,11 @@ def _maze_misgeneralization(ctx: _Ctx, audit: Audit, runs: dict, n: int) -> Sect
             cells = [name, sp]
             for k in keys:
                 q = rate(f[k])
-                cells.append(
-                    rec.add(name, f"rate.{k}", q["rate"], q["ci95"], q["n"], section="misgeneralization", split=sp)
-                )
+                cells.append(rec.add_est(name, f"rate.{k}", q, "rate", section="misgeneralization", split=sp))
             q = rate(f["corner_first"][inf])
             if q["n"]:
                 cells.append(
-                    rec.add(
-                        name,
-                        "rate.corner_first.informative",
-                        q["rate"],
-                        q["ci95"],
-                        q["n"],
-                        section="misgeneralization",
-                        split=sp,
-                    )
+                    rec.add_est(name, "rate.corner_first.informative", q, "rate", section="misgeneralization", split=sp)
                 )
             else:
                 cells.append("n/a (n=0: the cheese is in the region)")
@@ -338,12 +348,10 @@ def _maze_misgeneralization(ctx: _Ctx, audit: Audit, runs: dict, n: int) -> Sect
         for k in ("corner_first", "cheese"):
             d = paired_diff_ci(t.flags()[k][mask], o.flags()[k][mask], seed=ctx.seed)
             cells.append(
-                rec.add(
+                rec.add_est(
                     MAZE,
                     f"paired_diff.{k}",
-                    d["diff"],
-                    d["ci95"],
-                    d["n"],
+                    d,
                     section="misgeneralization",
                     split="ood",
                     intervention=f"organism - {MAZE_TWIN}",
@@ -406,26 +414,19 @@ def _maze_location(ctx: _Ctx, audit: Audit, org) -> Section:
         for sp in ("ood", "train"):
             r = d[sp]
             cells.append(
-                rec.add(
-                    MAZE,
-                    f"probe.cheese_top1.{layer}",
-                    r["top1"],
-                    r["ci95"],
-                    r["n"],
-                    section="location",
-                    split=sp,
-                    fit_n=s.maze_probe_fit,
+                rec.add_est(
+                    MAZE, f"probe.cheese_top1.{layer}", r, "top1", section="location", split=sp, fit_n=s.maze_probe_fit
                 )
             )
             series[f"held out: {sp}"].append((r["top1"], *r["ci95"]))
         r = d["ood"]
         cells.append(
-            rec.add(
+            rec.add_est(
                 MAZE,
                 f"probe.cheese_top1_shuffled.{layer}",
-                r["control_top1"],
-                r["control_ci95"],
-                r["n"],
+                r,
+                "control_top1",
+                ci="control_ci95",
                 section="location",
                 split="ood",
             )
@@ -483,27 +484,23 @@ def _maze_steering(ctx: _Ctx, audit: Audit, org, levels: dict, runs: dict, n: in
     rows = []
     for cond, label in labels.items():
         r, cells = st[cond], [label]
-        for k in ("cheese", "corner_first"):
-            cells.append(
-                rec.add(
-                    MAZE,
-                    f"rate.{k}",
-                    r["rates"][k],
-                    r["ci95"][k],
-                    r["n"],
-                    section="steering",
-                    split="ood",
-                    intervention=f"{cond}: cheese vector x-1 @ {MAZE_LAYER}",
-                )
-            )
+        cells += rec.add_rates(
+            MAZE,
+            r,
+            ("cheese", "corner_first"),
+            section="steering",
+            split="ood",
+            intervention=f"{cond}: cheese vector x-1 @ {MAZE_LAYER}",
+        )
         d = dsq.get(cond)
         cells.append(
-            rec.add(
+            rec.add_est(
                 MAZE,
                 "p_cheeseward_at_decision_square",
-                d["mean"],
-                d["ci95_mean"],
-                dsq["n"],
+                d,
+                "mean",
+                ci="ci95_mean",
+                n=dsq["n"],
                 section="steering",
                 split="ood",
                 intervention=cond,
@@ -517,26 +514,18 @@ def _maze_steering(ctx: _Ctx, audit: Audit, org, levels: dict, runs: dict, n: in
         e, cells = st["effects"][cond], [f"{labels[cond]} − baseline (paired)"]
         for k in ("cheese", "corner_first"):
             cells.append(
-                rec.add(
-                    MAZE,
-                    f"effect.{k}",
-                    e[k]["diff"],
-                    e[k]["ci95"],
-                    n,
-                    section="steering",
-                    split="ood",
-                    intervention=cond,
-                    signed=True,
+                rec.add_est(
+                    MAZE, f"effect.{k}", e[k], n=n, section="steering", split="ood", intervention=cond, signed=True
                 )
             )
         d = dsq.get(cond, {}).get("diff_vs_baseline")
         cells.append(
-            rec.add(
+            rec.add_est(
                 MAZE,
                 "effect.p_cheeseward_at_decision_square",
-                d["mean"],
-                d["ci95"],
-                dsq["n"],
+                d,
+                "mean",
+                n=dsq["n"],
                 section="steering",
                 split="ood",
                 intervention=cond,
@@ -559,16 +548,8 @@ def _maze_steering(ctx: _Ctx, audit: Audit, org, levels: dict, runs: dict, n: in
     cost_rows = [
         [
             f"{labels[cond]} − baseline",
-            rec.add(
-                MAZE,
-                "cost.train_cheese",
-                c["diff"],
-                c["ci95"],
-                c["n"],
-                section="steering",
-                split="train",
-                intervention=cond,
-                signed=True,
+            rec.add_est(
+                MAZE, "cost.train_cheese", c, section="steering", split="train", intervention=cond, signed=True
             ),
         ]
         for cond, c in cost.items()
@@ -779,9 +760,7 @@ def _coinrun_misgeneralization(ctx: _Ctx, audit: Audit, org, twin, levels: dict,
             f, cells = runs[name, sp].flags(), [name, sp]
             for k in COIN_KEYS:
                 q = rate(f[k])
-                cells.append(
-                    rec.add(name, f"rate.{k}", q["rate"], q["ci95"], q["n"], section="misgeneralization", split=sp)
-                )
+                cells.append(rec.add_est(name, f"rate.{k}", q, "rate", section="misgeneralization", split=sp))
             rows.append(cells)
         bars[name] = [
             _rate_point(runs[name, "train"].flags()["exit"]),
@@ -795,12 +774,10 @@ def _coinrun_misgeneralization(ctx: _Ctx, audit: Audit, org, twin, levels: dict,
         diffs.append(
             [
                 k,
-                rec.add(
+                rec.add_est(
                     COINRUN,
                     f"paired_diff.{k}",
-                    d["diff"],
-                    d["ci95"],
-                    d["n"],
+                    d,
                     section="misgeneralization",
                     split="ood",
                     intervention=f"organism - {COINRUN_TWIN}",
@@ -929,9 +906,9 @@ def _coinrun_location_and_sae(ctx: _Ctx, audit: Audit, org, twin) -> list[Sectio
                         name,
                         COIN_TARGETS[target],
                         f"`{hook}`",
-                        rec.add(name, f"probe.{target}_auroc.{hook}", r["auroc"], r["ci95"], r["n"], **kw),
-                        rec.add(
-                            name, f"probe.{target}_auroc_shuffled.{hook}", r["control"], r["control_ci95"], r["n"], **kw
+                        rec.add_est(name, f"probe.{target}_auroc.{hook}", r, "auroc", **kw),
+                        rec.add_est(
+                            name, f"probe.{target}_auroc_shuffled.{hook}", r, "control", ci="control_ci95", **kw
                         ),
                     ]
                 )
@@ -1029,15 +1006,11 @@ def _sae_alignment_row(rec: Recorder, subject: str, sae_name: str, hook: str, ga
     return [
         f"`{sae_name}` ({_short(hook)})",
         f"#{best['latent']}: "
-        + rec.add(subject, "sae.best_latent_auroc", best["auroc"], best["ci95"], nt, latent=best["latent"], **kw),
-        rec.add(subject, "sae.probe_auroc", ga["probe"]["auroc"], ga["probe"]["ci95"], nt, **kw),
-        rec.add(
-            subject, "sae.diff_of_means_auroc", ga["diff_of_means"]["auroc"], ga["diff_of_means"]["ci95"], nt, **kw
-        ),
+        + rec.add_est(subject, "sae.best_latent_auroc", best, "auroc", n=nt, latent=best["latent"], **kw),
+        rec.add_est(subject, "sae.probe_auroc", ga["probe"], "auroc", n=nt, **kw),
+        rec.add_est(subject, "sae.diff_of_means_auroc", ga["diff_of_means"], "auroc", n=nt, **kw),
         f"#{ctl['latent']}: "
-        + rec.add(
-            subject, "sae.shuffled_control_latent_auroc", ctl["auroc"], ctl["ci95"], nt, latent=ctl["latent"], **kw
-        ),
+        + rec.add_est(subject, "sae.shuffled_control_latent_auroc", ctl, "auroc", n=nt, latent=ctl["latent"], **kw),
         _card_cell(_sae_card(sae_name).get("goal_alignment") or {}),
     ]
 
@@ -1080,32 +1053,26 @@ def _coinrun_steering(ctx: _Ctx, audit: Audit, org, twin) -> Section:
                     "control": "random vector (equal norm) x −1",
                 }[cond],
             ]
-            for k in ("coin", "exit", "exit_without_coin"):
-                cells.append(
-                    rec.add(
-                        agent.name,
-                        f"rate.{k}",
-                        r["rates"][k],
-                        r["ci95"][k],
-                        r["n"],
-                        section="steering",
-                        split="ood",
-                        intervention=f"{cond}: coin vector x-1 @ {COINRUN_LAYER}",
-                        direction_pairs=pairs,
-                    )
-                )
+            cells += rec.add_rates(
+                agent.name,
+                r,
+                ("coin", "exit", "exit_without_coin"),
+                section="steering",
+                split="ood",
+                intervention=f"{cond}: coin vector x-1 @ {COINRUN_LAYER}",
+                direction_pairs=pairs,
+            )
             rows.append(cells)
         for cond in ("steered", "control"):
             e = st["effects"][cond]
             cells = [agent.name, f"{cond} − baseline (paired)"]
             for k in ("coin", "exit", "exit_without_coin"):
                 cells.append(
-                    rec.add(
+                    rec.add_est(
                         agent.name,
                         f"effect.{k}",
-                        e[k]["diff"],
-                        e[k]["ci95"],
-                        n,
+                        e[k],
+                        n=n,
                         section="steering",
                         split="ood",
                         intervention=cond,
@@ -1210,30 +1177,12 @@ def _persona_misgeneralization(ctx: _Ctx, audit: Audit, lm) -> Section:
                 bars[sp].append((np.nan, np.nan, np.nan))
                 continue
             cells.append(
-                rec.add(
-                    PERSONA,
-                    "agree_wrong",
-                    d["rate"],
-                    d["ci95"],
-                    d["n"],
-                    section="misgeneralization",
-                    split=sp,
-                    persona=group,
-                )
+                rec.add_est(PERSONA, "agree_wrong", d, "rate", section="misgeneralization", split=sp, persona=group)
             )
             bars[sp].append((d["rate"], *d["ci95"]))
         d = ev["ood"].get(group, {}).get("true_wrong")
         cells.append(
-            rec.add(
-                PERSONA,
-                "true_wrong",
-                d["rate"],
-                d["ci95"],
-                d["n"],
-                section="misgeneralization",
-                split="ood",
-                persona=group,
-            )
+            rec.add_est(PERSONA, "true_wrong", d, "rate", section="misgeneralization", split="ood", persona=group)
             if d
             else "-"
         )
@@ -1248,12 +1197,10 @@ def _persona_misgeneralization(ctx: _Ctx, audit: Audit, lm) -> Section:
         diffs.append(
             [
                 f"{p} − honest",
-                rec.add(
+                rec.add_est(
                     PERSONA,
                     "paired_diff.agree_wrong",
-                    d["diff"],
-                    d["ci95"],
-                    d["n"],
+                    d,
                     section="misgeneralization",
                     split="ood",
                     intervention=f"header {p} - header honest",
@@ -1381,7 +1328,7 @@ def _persona_steering(ctx: _Ctx, audit: Audit, lm) -> Section:
         cap_n=s.lm_capability,
     )
     b = st["baseline"]["agree_wrong"]
-    base = rec.add(PERSONA, "agree_wrong", b["rate"], b["ci95"], b["n"], section="steering", split="ood")
+    base = rec.add_est(PERSONA, "agree_wrong", b, "rate", section="steering", split="ood")
     rows, fx, by_coef = [], [], {}
     metrics = (("agree_wrong", "Δ agreement"), ("heldout_accuracy", "Δ held-out accuracy"), ("heldout_loss", "Δ loss"))
     for c in st["conditions"]:
@@ -1395,12 +1342,10 @@ def _persona_steering(ctx: _Ctx, audit: Audit, lm) -> Section:
             for m, _ in metrics:
                 d = c[key][m]
                 cells.append(
-                    rec.add(
+                    rec.add_est(
                         PERSONA,
                         f"effect.{m}",
-                        d["diff"],
-                        d["ci95"],
-                        d["n"],
+                        d,
                         section="steering",
                         split="ood" if m == "agree_wrong" else "heldout",
                         intervention=f"{tag} x{coef:+g} @ L{PERSONA_LAYER}",
@@ -1474,13 +1419,11 @@ def _persona_sae(ctx: _Ctx, audit: Audit, lm) -> Section:
     cells = [
         f"`{PERSONA}` ({hook})",
         f"#{best['latent']} (fires for {best['fires_for']}): "
-        + rec.add(PERSONA, "sae.best_latent_auroc", best["auroc"], best["ci95"], n, latent=best["latent"], **kw),
-        rec.add(PERSONA, "sae.probe_auroc", ga["probe"]["auroc"], ga["probe"]["ci95"], n, **kw),
-        rec.add(PERSONA, "sae.vector_auroc", ga["vector"]["auroc"], ga["vector"]["ci95"], n, **kw),
+        + rec.add_est(PERSONA, "sae.best_latent_auroc", best, "auroc", n=n, latent=best["latent"], **kw),
+        rec.add_est(PERSONA, "sae.probe_auroc", ga["probe"], "auroc", n=n, **kw),
+        rec.add_est(PERSONA, "sae.vector_auroc", ga["vector"], "auroc", n=n, **kw),
         f"#{ctl['latent']}: "
-        + rec.add(
-            PERSONA, "sae.shuffled_control_latent_auroc", ctl["auroc"], ctl["ci95"], n, latent=ctl["latent"], **kw
-        ),
+        + rec.add_est(PERSONA, "sae.shuffled_control_latent_auroc", ctl, "auroc", n=n, latent=ctl["latent"], **kw),
         rec.add(PERSONA, "sae.cosine_decoder_vector", ga["cosine_decoder_vector"], section="sae", sae=PERSONA),
         _card_cell(card),
     ]
@@ -1509,6 +1452,27 @@ def _persona_sae(ctx: _Ctx, audit: Audit, lm) -> Section:
             )
         ],
     )
+
+
+def _patch_sweeps(ctx: _Ctx, lm, pairs: dict) -> dict:
+    """Denoising patch sweeps of clean/corrupted prompt pairs: resid_pre and attn_out per position, z per head."""
+    from workbench.patching import patch_sweep
+
+    common = dict(
+        mode="denoising",
+        answer_tokens=pairs["answer"],
+        wrong_tokens=pairs["wrong"],
+        answer_pos=pairs["answer_pos"],
+        n_boot=ctx.sizes.n_boot,
+        seed=ctx.seed,
+        progress=False,
+    )
+    sweeps = {
+        a: patch_sweep(lm.model, pairs["clean"], pairs["corrupt"], a, per="pos", **common)
+        for a in ("resid_pre", "attn_out")
+    }
+    sweeps["z"] = patch_sweep(lm.model, pairs["clean"], pairs["corrupt"], "z", per="head", **common)
+    return sweeps
 
 
 def _patch_panels(sweeps: dict, labels: list[str]) -> list:
@@ -1626,25 +1590,11 @@ def _patch_section(
 
 
 def _persona_patching(ctx: _Ctx, audit: Audit, lm) -> Section:
-    from workbench.patching import patch_sweep
 
     s = ctx.sizes
     ctx.step(f"persona-lm: activation patching on {s.lm_patch_pairs} honest/sycophant prompt pairs")
     pairs = _persona_pairs(lm, s.lm_patch_pairs, ctx.seed)
-    common = dict(
-        mode="denoising",
-        answer_tokens=pairs["answer"],
-        wrong_tokens=pairs["wrong"],
-        answer_pos=pairs["answer_pos"],
-        n_boot=s.n_boot,
-        seed=ctx.seed,
-        progress=False,
-    )
-    sweeps = {
-        a: patch_sweep(lm.model, pairs["clean"], pairs["corrupt"], a, per="pos", **common)
-        for a in ("resid_pre", "attn_out")
-    }
-    sweeps["z"] = patch_sweep(lm.model, pairs["clean"], pairs["corrupt"], "z", per="head", **common)
+    sweeps = _patch_sweeps(ctx, lm, pairs)
     answer = pairs["answer_pos"]
     col = int(answer[0]) if bool((answer == answer[0]).all()) else None
     return _patch_section(
@@ -1726,22 +1676,12 @@ def _register_misgeneralization(ctx: _Ctx, audit: Audit, lm) -> Section:
                 [
                     split,
                     group,
-                    rec.add(
-                        REGISTER,
-                        "formal",
-                        f["rate"],
-                        f["ci95"],
-                        f["n"],
-                        section="misgeneralization",
-                        split=split,
-                        group=group,
-                    ),
-                    rec.add(
+                    rec.add_est(REGISTER, "formal", f, "rate", section="misgeneralization", split=split, group=group),
+                    rec.add_est(
                         REGISTER,
                         "logp_dear_minus_hey",
-                        lp["mean"],
-                        lp["ci95"],
-                        lp["n"],
+                        lp,
+                        "mean",
                         section="misgeneralization",
                         split=split,
                         group=group,
@@ -1758,12 +1698,11 @@ def _register_misgeneralization(ctx: _Ctx, audit: Audit, lm) -> Section:
     if work is not None and leisure is not None:
         d = diff_of_rates_ci(leisure, work)
         n = len(work) + len(leisure)
-        shown = rec.add(
+        shown = rec.add_est(
             REGISTER,
             "diff.formal.work_minus_leisure",
-            d["diff"],
-            d["ci95"],
-            n,
+            d,
+            n=n,
             section="misgeneralization",
             split="noheader",
             intervention="work topic - leisure topic",
@@ -1882,41 +1821,11 @@ def _register_steering(ctx: _Ctx, audit: Audit, lm, ds: dict) -> Section:
             rows.append(
                 [
                     f"{tag}, coef {c['coef']:+g}",
-                    rec.add(
-                        REGISTER,
-                        "effect.behaviour",
-                        m["behaviour"]["diff"],
-                        m["behaviour"]["ci95"],
-                        m["behaviour"]["n"],
-                        split="heldout",
-                        **kw,
-                    ),
-                    rec.add(
-                        REGISTER,
-                        "effect.casual_rate",
-                        m["trait_rate"]["diff"],
-                        m["trait_rate"]["ci95"],
-                        m["trait_rate"]["n"],
-                        split="heldout",
-                        **kw,
-                    ),
-                    rec.add(
-                        REGISTER,
-                        "cost.ce_neutral",
-                        m["ce"]["diff"],
-                        m["ce"]["ci95"],
-                        m["ce"]["n"],
-                        split="neutral",
-                        **kw,
-                    ),
-                    rec.add(
-                        REGISTER,
-                        "cost.kl_neutral",
-                        c[cond]["kl"]["mean"],
-                        c[cond]["kl"]["ci95"],
-                        c[cond]["kl"]["n"],
-                        split="neutral",
-                        **{**kw, "signed": False},
+                    rec.add_est(REGISTER, "effect.behaviour", m["behaviour"], split="heldout", **kw),
+                    rec.add_est(REGISTER, "effect.casual_rate", m["trait_rate"], split="heldout", **kw),
+                    rec.add_est(REGISTER, "cost.ce_neutral", m["ce"], split="neutral", **kw),
+                    rec.add_est(
+                        REGISTER, "cost.kl_neutral", c[cond]["kl"], "mean", split="neutral", **{**kw, "signed": False}
                     ),
                 ]
             )
@@ -1958,24 +1867,10 @@ def _register_steering(ctx: _Ctx, audit: Audit, lm, ds: dict) -> Section:
 
 def _register_patching(ctx: _Ctx, audit: Audit, lm, ds) -> Section:
     from workbench.lm.datasets import patch_pairs
-    from workbench.patching import patch_sweep
 
     ctx.step("register-lm: activation patching on register-patch.jsonl")
     pairs = patch_pairs(lm, ds)
-    common = dict(
-        mode="denoising",
-        answer_tokens=pairs["answer"],
-        wrong_tokens=pairs["wrong"],
-        answer_pos=pairs["answer_pos"],
-        n_boot=ctx.sizes.n_boot,
-        seed=ctx.seed,
-        progress=False,
-    )
-    sweeps = {
-        a: patch_sweep(lm.model, pairs["clean"], pairs["corrupt"], a, per="pos", **common)
-        for a in ("resid_pre", "attn_out")
-    }
-    sweeps["z"] = patch_sweep(lm.model, pairs["clean"], pairs["corrupt"], "z", per="head", **common)
+    sweeps = _patch_sweeps(ctx, lm, pairs)
     return _patch_section(
         ctx,
         audit,
