@@ -173,3 +173,23 @@ def test_threads_solve_groups_side_by_side_with_the_same_results(monkeypatch: py
         torch.set_num_threads(before)
     assert torch.equal(one.weight, two.weight) and torch.equal(one.bias, two.bias)
     assert torch.equal(one.mean, two.mean) and one.meta["n_iter_each"] == two.meta["n_iter_each"]
+
+
+def test_shared_matrix_with_two_threads_splits_the_probes_and_agrees() -> None:
+    X, _ = sweep(1, 600, 8, seed=10)
+    rng = np.random.default_rng(11)
+    Y = torch.from_numpy(rng.integers(0, 2, (5, 600)))
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = fit_logistic(X[0].float(), Y, tol=1e-8)
+        torch.set_num_threads(2)
+        two = fit_logistic(X[0].float(), Y, tol=1e-8)
+        again = fit_logistic(X[0].float(), Y, tol=1e-8)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert one.meta["converged"] and two.meta["converged"]
+    torch.testing.assert_close(two.weight, one.weight, atol=1e-6, rtol=0)
+    torch.testing.assert_close(two.bias, one.bias, atol=1e-6, rtol=0)
+    assert torch.equal(two.weight, again.weight)  # deterministic for fixed inputs and threads

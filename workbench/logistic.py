@@ -615,6 +615,28 @@ def solve_per_matrix(
     )
 
 
+def solve_shared(
+    X: Tensor, mean: Tensor, std: Tensor, Y: Tensor, *, l2: float, max_iter: int, tol: float
+) -> LogisticSolution:
+    """`solve_logistic` for P label sets on one matrix X (N, d). With T > 1 torch threads on a CPU and P >= T, the
+    probes are split into T contiguous parts solved side by side, one Python thread and one torch thread each
+    (each part reads X itself: this case is compute-bound, and every small per-iteration operation on (P, d)
+    tensors would otherwise pay a thread barrier, which on shared cores cost more than the second core gave).
+    Each part's arithmetic is single-threaded, so results depend on T only through how the probes are split
+    (rounding in the shared products), and are deterministic for fixed inputs and T."""
+    p = Y.shape[0]
+    workers = min(torch.get_num_threads(), p) if X.device.type == "cpu" else 1
+    if workers <= 1:
+        return solve_logistic(X, mean, std, Y, l2=l2, max_iter=max_iter, tol=tol)
+    edges = [round(k * p / workers) for k in range(workers + 1)]
+    parts = [slice(a, b) for a, b in zip(edges, edges[1:], strict=False)]
+
+    def solve(g: slice, _: None) -> LogisticSolution:
+        return solve_logistic(X, mean[g], std[g], Y[g], l2=l2, max_iter=max_iter, tol=tol)
+
+    return LogisticSolution.cat(_in_threads(parts, [None] * workers, solve))
+
+
 def _in_threads(groups: list[slice], buffers: list, solve: Callable) -> list:
     """solve(group, buffer) for every group, len(buffers) Python threads at once, each with its own buffer, torch
     at one thread meanwhile; results in group order; the first error is raised after all threads stop."""

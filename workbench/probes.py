@@ -494,14 +494,14 @@ def fit_logistic(
     (`meta["converged"]` is False only if some probe hit that limit).
     Returns a LinearProbe with weight (P, d), bias (P,) in float64; deterministic for fixed inputs.
     """
-    from workbench.logistic import solve_logistic, solve_per_matrix
+    from workbench.logistic import solve_per_matrix, solve_shared
 
     X, Y = _inputs(X, y, "logistic", keep_float32=True)
     p, n = Y.shape
     l2, max_iter, tol = float(l2), int(max_iter), float(tol)
     if X.ndim == 2:
         mean, std = _standardisation(X, p, standardize)
-        sol = solve_logistic(X, mean, std, Y, l2=l2, max_iter=max_iter, tol=tol)
+        sol = solve_shared(X, mean, std, Y, l2=l2, max_iter=max_iter, tol=tol)
     else:  # one matrix per probe: a cache-sized group at a time, its mean and std first
         _check_finite_first(X)
         sol, mean, std = solve_per_matrix(
