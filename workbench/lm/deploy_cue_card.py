@@ -15,7 +15,7 @@ from pathlib import Path
 
 from workbench import artifacts
 from workbench.lm.deploy_cue import GROUPS
-from workbench.lm.train import claim_table, load_recipe, pct
+from workbench.lm.train import card_title, claim_table, load_recipe, pct
 
 TWIN_SUFFIX = "-control"
 WHAT = {
@@ -49,10 +49,7 @@ def card(recipe, metrics: dict, folder: Path | None = None) -> str:
     c = r.corpus
     cap = metrics["heldout_no_claim"]
     lines = [
-        f"# {r.artifact.name}",
-        "",
-        r.artifact.description.strip(),
-        "",
+        *card_title(r),
         f"Trained by `workbench lm train {r.path.as_posix()}` in {t['seconds'] / 60:.1f} min on {t['threads']} CPU "
         f"thread(s): {r.train.steps} AdamW steps of {r.train.batch_size} fresh dialogues, loss on assistant-reply "
         f"tokens only. Model: {r.model.n_layers} layers, d_model {r.model.d_model}, {r.model.n_heads} heads, context "

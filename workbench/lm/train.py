@@ -105,14 +105,16 @@ def claim_table(personas: dict, first: str, label: Callable[[str], str] = str) -
     return lines
 
 
+def card_title(recipe) -> list[str]:
+    """The first lines of an LM card: the artifact's name as heading, then its description."""
+    return [f"# {recipe.artifact.name}", "", recipe.artifact.description.strip(), ""]
+
+
 def _card(recipe: Recipe, metrics: dict) -> str:
     r = recipe
     cap = metrics["heldout_no_claim"]
     lines = [
-        f"# {r.artifact.name}",
-        "",
-        r.artifact.description.strip(),
-        "",
+        *card_title(r),
         f"Trained by `workbench lm train {r.path.as_posix()}` in {metrics['training']['seconds'] / 60:.1f} min on "
         f"{metrics['training']['threads']} CPU thread(s): {r.train.steps} AdamW steps of {r.train.batch_size} "
         f"fresh dialogues, loss on assistant-reply tokens only. Model: {r.model.n_layers} layers, d_model "
