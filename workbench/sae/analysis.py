@@ -31,7 +31,7 @@ from workbench.interventions import ablate_direction, add_vector, clamp_latent, 
 from workbench.metrics import auroc, bootstrap_ci, bootstrap_ci_paired, paired_diff_ci, rate
 from workbench.probes import fit_spatial_probe
 from workbench.sae.data import to_tokens
-from workbench.sae.views import GoalCells
+from workbench.sae.goal_cells import GoalCells, goal_cells_of
 
 
 # ---------------------------------------------------------------------------------------------------- latent maps
@@ -108,8 +108,6 @@ def goal_alignment(
     registered kind `kind`'s feature views (`FeatureViews.goal_cells`: the maze's cheese cell, CoinRun's coin in the
     egocentric view). One of the two is required.
     """
-    from workbench.sae.views import goal_cells_of
-
     if goal is None:
         if kind is None:
             raise WorkbenchError("goal_alignment needs where the goal is: pass kind='<subject kind>' or goal=GoalCells")

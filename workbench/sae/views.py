@@ -29,6 +29,7 @@ import pandas as pd
 from torch import Tensor
 
 from workbench.errors import WorkbenchError, unknown
+from workbench.sae.goal_cells import GoalCells, goal_cells_of  # noqa: F401 (re-exported)
 
 SPLIT = "ood"
 """The split every view samples and steers on: where the intended and proxy goals come apart."""
@@ -159,20 +160,6 @@ class SteerResult:
         return {**out, **self.data}
 
 
-@dataclass(frozen=True)
-class GoalCells:
-    """Per-token goal labels on a conv hook: where the goal is on the layer grid, for `goal_alignment`.
-
-    Attributes:
-        labels: `labels(ds, (H, W)) -> (N, H*W) bool`: True at the layer cell holding the goal in each dataset row
-            (rows without the goal in view are all False).
-        text: what a positive token means, for the card (`cheese at this position (layer grid)`).
-    """
-
-    labels: Callable[[Any, tuple[int, int]], Any]
-    text: str
-
-
 @dataclass
 class CardAnalyses:
     """A kind's own analyses for an SAE's card, computed by `FeatureViews.card`.
@@ -271,21 +258,6 @@ def find_views(subject: Any) -> FeatureViews | None:
     return None
 
 
-def goal_cells_of(kind: str) -> GoalCells:
-    """The goal labels of registered kind `kind` (its views' `goal_cells`); a kind without any is one line naming
-    the kinds that have them."""
-    from workbench.subjects import get_kind, kinds
-
-    views = get_kind(kind).features
-    if views is None or views.goal_cells is None:
-        have = [k for k in kinds() if (get_kind(k).features or RL_VIEWS).goal_cells is not None]
-        raise WorkbenchError(
-            f"{kind} subjects have no goal cells for goal alignment (kinds with them: {', '.join(have) or 'none'}); "
-            "pass goal=GoalCells(labels, text) or register the kind with FeatureViews(goal_cells=...)"
-        )
-    return views.goal_cells
-
-
 def views_for(subject: Any) -> FeatureViews:
     """The feature views of a subject (a `workbench.sae.subjects` subject or a registry subject): its kind's own
     (`SubjectKind.features`), else the generic RL views for any subject with a world; otherwise one line saying how
@@ -320,11 +292,11 @@ def decoder_direction(sae: Any, latent: int) -> Tensor:
 def collect_states(
     sae: Any, subject: Any, n: int, *, states: str = "rollout", max_states_per_episode: int = 8, seed: int = SAMPLE_SEED
 ):
-    """Labelled activations at the SAE's hook on `n` OOD levels (`seed`): the kind's `collect` verb (the registry's
-    collector, so every RL kind's own labels), or the SAE subject's `collect` for a kind without one. Rollout states
-    fall back to start states in worlds without them (procgen)."""
+    """Labelled activations at the SAE's hook on `n` OOD levels (`seed`), through the kind's `collect` verb (the
+    registry's collector, so every RL kind's own labels; a kind without one is one line naming its verbs). Rollout
+    states fall back to start states in worlds without them (procgen)."""
     from workbench.sae.train import sae_info
-    from workbench.subjects import kind_of
+    from workbench.subjects import verb
 
     agent = registered_subject(subject)
     world = getattr(agent, "world", None)
@@ -334,26 +306,16 @@ def collect_states(
         raise WorkbenchError(f"need at least one level, got n={n}")
     hook = sae_info(sae)["hook"]
     got = states if states == "start" or world.rollout_states else "start"
-    per_episode = max_states_per_episode if got == "rollout" else None
-    collect = kind_of(agent).verbs.get("collect")
-    if collect is not None:
-        return collect(
-            agent,
-            hooks=[hook],
-            split=SPLIT,
-            episodes=int(n),
-            seed=int(seed),
-            states=got,
-            max_states_per_episode=per_episode,
-            progress=False,
-        ).value
-    if not hasattr(subject, "collect"):
-        from workbench.sae.subjects import PolicySubject
-
-        subject = PolicySubject(agent)
-    return subject.collect(
-        [hook], split=SPLIT, n=int(n), seed=int(seed), states=got, max_states_per_episode=per_episode, progress=False
-    )
+    return verb(agent, "collect")(
+        agent,
+        hooks=[hook],
+        split=SPLIT,
+        episodes=int(n),
+        seed=int(seed),
+        states=got,
+        max_states_per_episode=max_states_per_episode if got == "rollout" else None,
+        progress=False,
+    ).value
 
 
 def _sample_rl(states: str, max_states_per_episode: int) -> Callable[[Any, Any, int], FeatureSample]:
