@@ -193,3 +193,14 @@ def test_shared_matrix_with_two_threads_splits_the_probes_and_agrees() -> None:
     torch.testing.assert_close(two.weight, one.weight, atol=1e-6, rtol=0)
     torch.testing.assert_close(two.bias, one.bias, atol=1e-6, rtol=0)
     assert torch.equal(two.weight, again.weight)  # deterministic for fixed inputs and threads
+
+
+def test_single_probe_loop_without_a_preconditioner_reaches_the_same_optimum(monkeypatch: pytest.MonkeyPatch) -> None:
+    X, Y = sweep(2, 500, 7, seed=12)
+    monkeypatch.setattr(logistic, "_GROUP_BYTES", 1)
+    whitened = fit_logistic(X, Y, tol=1e-9, max_iter=500)
+    monkeypatch.setattr(logistic, "_WHITEN_MAX_D", 0)  # too wide for the d x d matrix: identity H0
+    plain = fit_logistic(X, Y, tol=1e-9, max_iter=500)
+    assert plain.meta["converged"] and whitened.meta["converged"]
+    torch.testing.assert_close(plain.weight, whitened.weight, atol=1e-5, rtol=0)
+    assert max(whitened.meta["n_iter_each"]) < max(plain.meta["n_iter_each"])  # correlated: whitening pays

@@ -447,10 +447,19 @@ def _lbfgs_one(
     signs = (2 * Y - 1).to(design.dtype)
     signs = signs.T.contiguous() if design.shared else signs.contiguous()  # (N, 1) or (1, N), as loss_grad reads
     probe = torch.zeros(1, dtype=torch.long, device=dev)
-    h = torch.eye(d + 1, dtype=_F64, device=dev)  # H0 as one (d + 1) x (d + 1) matrix: weights block, bias 4
-    if h0 is not None:
+    if h0 is None:  # identity on the weights (wide d: no d x d matrix), 4 on the bias
+        diag = torch.ones(d + 1, dtype=_F64, device=dev)
+        diag[d] = 4.0
+
+        def h_mul(v: Tensor) -> Tensor:
+            return v * diag
+    else:  # H0 as one (d + 1) x (d + 1) matrix: the weights block, 4 on the bias
+        h = torch.zeros(d + 1, d + 1, dtype=_F64, device=dev)
         h[:d, :d] = h0[0]
-    h[d, d] = 4.0
+        h[d, d] = 4.0
+
+        def h_mul(v: Tensor) -> Tensor:
+            return h @ v
 
     def evaluate(x: Tensor) -> tuple[float, Tensor]:
         f, g_w, g_b = design.loss_grad(signs, x[None, :d], x[d : d + 1], probe, l2)
@@ -471,13 +480,13 @@ def _lbfgs_one(
             a = rho * float(s_k @ q)
             q.add_(y_k, alpha=-a)
             alphas.append(a)
-        r = (h @ q).mul_(gamma)
+        r = h_mul(q).mul_(gamma)
         for (s_k, y_k, rho), a in zip(pairs, reversed(alphas), strict=True):
             r.add_(s_k, alpha=a - rho * float(y_k @ r))
         direction = r.neg_()
         slope = float(direction @ g)
         if slope >= 0:  # not a descent direction: restart from H0 with the history's weights cleared
-            direction = -(h @ g)
+            direction = -h_mul(g)
             slope = float(direction @ g)
             pairs = [(s_k, y_k, 0.0) for s_k, y_k, _ in pairs]
         step, keep = 1.0, False
@@ -497,7 +506,7 @@ def _lbfgs_one(
         good = keep and sy > 1e-12 * float(s_vec.norm()) * float(y_vec.norm())
         pairs = [*pairs, (s_vec, y_vec, 1.0 / sy if good else 0.0)][-_HISTORY:]
         if good:
-            gamma = sy / max(float(y_vec @ (h @ y_vec)), 1e-300)
+            gamma = sy / max(float(y_vec @ h_mul(y_vec)), 1e-300)
         n_iter += 1
         if not keep:  # no acceptable step down to 2^-40: the objective is flat to rounding here
             converged = True
