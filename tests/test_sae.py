@@ -338,8 +338,13 @@ def test_policy_subject_fidelity_alignment_and_steering_on_tiny_maze(registry: P
     test = subject.collect([hook], n=16, seed=2, states="start", progress=False)
     ga = goal_alignment(sae, fit, test, hook, n_top=3, n_boot=50, kind="maze")
     assert ga["label"].startswith("cheese at this position")
+    inferred = goal_alignment(sae, fit, test, hook, n_top=3, n_boot=50)  # the kind that collected `fit`
+    assert inferred["label"] == ga["label"] and inferred["best_latent"] == ga["best_latent"]
+    from workbench.data.dataset import ActivationDataset
+
+    bare = ActivationDataset({hook: fit[hook]}, fit.labels)  # arrays with no collecting subject
     with pytest.raises(WorkbenchError, match="needs where the goal is"):
-        goal_alignment(sae, fit, test, hook)
+        goal_alignment(sae, bare, test, hook)
     with pytest.raises(WorkbenchError, match="keys-chests subjects have no goal cells.*coinrun.*maze"):
         goal_alignment(sae, fit, test, hook, kind="keys-chests")
     assert len(ga["latents"]) == 3 and 0.0 <= ga["probe"]["auroc"] <= 1.0

@@ -106,9 +106,14 @@ def goal_alignment(
 
     Where the goal is comes from `goal` (a `GoalCells`: per-row layer-cell labels and their card text), or from the
     registered kind `kind`'s feature views (`FeatureViews.goal_cells`: the maze's cheese cell, CoinRun's coin in the
-    egocentric view). One of the two is required.
+    egocentric view); without either, from the kind of the subject that collected `ds_fit` (its `source` record).
     """
     if goal is None:
+        if kind is None:
+            from workbench.subjects import kinds
+
+            collected_by = (ds_fit.meta.get("source") or {}).get("kind")
+            kind = collected_by if collected_by in kinds() else None
         if kind is None:
             raise WorkbenchError("goal_alignment needs where the goal is: pass kind='<subject kind>' or goal=GoalCells")
         goal = goal_cells_of(kind)
