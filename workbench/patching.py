@@ -671,19 +671,16 @@ def patch_sweep(
     base_tokens, donor_tokens = (corrupt, clean) if mode == "denoising" else (clean, corrupt)
     if engine not in ENGINES:
         raise unknown("engine", engine, ENGINES)
-    sweep = dict(
-        activation=activation, per=per, layer_list=layer_list, pos=pos, metric=metric, max_batch=max_batch,
-        budget_mb=budget_mb, truncate=truncate, progress=progress,
-    )  # fmt: skip
+    sweep = _Sweep(activation, per, layer_list, pos, metric, max_batch, budget_mb, truncate, progress)
     with torch.no_grad():
         base, donor = _embed(model, base_tokens), _embed(model, donor_tokens)
         why_not = _why_not_lean(model, activation, base, donor) if engine != "hooks" else "engine='hooks'"
         if engine == "lean" and why_not is not None:
             raise WorkbenchError(f"the lean forward cannot run this sweep ({why_not}); use engine='hooks' or 'auto'")
         if why_not is None:
-            out, clean_m, corrupt_m, act_shape, notes = _sweep_lean(model, _Lean(model), base, donor, mode, **sweep)
+            out, clean_m, corrupt_m, act_shape, notes = _sweep_lean(model, _Lean(model), base, donor, mode, sweep)
         else:
-            out, clean_m, corrupt_m, act_shape, notes = _sweep_hooks(model, base, donor, mode, **sweep)
+            out, clean_m, corrupt_m, act_shape, notes = _sweep_hooks(model, base, donor, mode, sweep)
             notes["lean_unused_because"] = why_not
     forwards = notes.pop("forwards")
 
@@ -772,22 +769,28 @@ def _lean_matches_nograd(model: HookedTransformer, run: _Run) -> bool:
     return all(bool(torch.isfinite(g).all()) and float((g - ref).abs().max()) <= tol for g in got)
 
 
+@dataclass(frozen=True)
+class _Sweep:
+    """What one `patch_sweep` asks of either engine (`_sweep_lean`, `_sweep_hooks`), validated by `patch_sweep`."""
+
+    activation: str  # the patched activation (`resid_pre`, `z`, `attn_out`, ...)
+    per: str  # what one variant patches (`layer`, `pos`, `head`, `head_pos`)
+    layer_list: list[int]  # the layers swept, in order
+    pos: Tensor  # (N,) answer position of each pair
+    metric: Metric  # the per-pair metric read at the answer position
+    max_batch: int | None  # rows per forward; None: `auto_batch` for the chunk's length
+    budget_mb: float  # memory budget behind `auto_batch`
+    truncate: bool  # start later positions' recomputation at the first changed position (causal models)
+    progress: bool  # a progress bar over layers
+
+
 def _sweep_lean(
     model: HookedTransformer,
     lean: _Lean,
     base: _Run,
     donor: _Run,
     mode: str,
-    *,
-    activation: str,
-    per: str,
-    layer_list: list[int],
-    pos: Tensor,
-    metric: Metric,
-    max_batch: int | None,
-    budget_mb: float,
-    truncate: bool,
-    progress: bool,
+    sweep: _Sweep,
 ) -> tuple[Tensor, Tensor, Tensor, tuple[int, ...], dict[str, Any]]:
     """The sweep on the lean forward: out (L, V, N), clean and corrupt metrics (N,), one example's activation shape,
     notes. Rows are (variant, pair) combinations, and three exact savings apply to each row:
@@ -797,6 +800,8 @@ def _sweep_lean(
     - the batched forward starts at the patched block and stage (after attention for `z`, `attn_out`, ...), and in
       the last block only the answer position is computed after the keys and values.
     Rows are sorted by p and cut into chunks whose rows start at nearly the same position."""
+    activation, per, layer_list, pos, metric = sweep.activation, sweep.per, sweep.layer_list, sweep.pos, sweep.metric
+    max_batch, budget_mb, truncate, progress = sweep.max_batch, sweep.budget_mb, sweep.truncate, sweep.progress
     if model.cfg.attn_only and activation in ("resid_mid", "mlp_out"):
         raise _never_ran(f"blocks.{layer_list[0]}.hook_{activation}")
     n_pairs, seq_len = base.resid0.shape[:2]
@@ -889,20 +894,13 @@ def _sweep_hooks(
     base: _Run,
     donor: _Run,
     mode: str,
-    *,
-    activation: str,
-    per: str,
-    layer_list: list[int],
-    pos: Tensor,
-    metric: Metric,
-    max_batch: int | None,
-    budget_mb: float,
-    truncate: bool,
-    progress: bool,
+    sweep: _Sweep,
 ) -> tuple[Tensor, Tensor, Tensor, tuple[int, ...], dict[str, Any]]:
     """The sweep through TransformerLens's own forward with a patching hook (any model TransformerLens runs):
     variants of one layer share a batch, the forward starts at the patched block, per-position chunks recompute only
     their positions with a frozen KV cache, and only the answer position is unembedded."""
+    activation, per, layer_list, pos, metric = sweep.activation, sweep.per, sweep.layer_list, sweep.pos, sweep.metric
+    max_batch, budget_mb, truncate, progress = sweep.max_batch, sweep.budget_mb, sweep.truncate, sweep.progress
     from transformer_lens.utilities import get_act_name
 
     n_pairs, seq_len = base.resid0.shape[:2]
