@@ -41,13 +41,18 @@ def _private_registry(monkeypatch):
     monkeypatch.setattr(subjects, "_SUBJECTS", dict(subjects._SUBJECTS))
 
 
-def _register(with_adapter: bool) -> None:
-    maze = get_kind("maze")
-    adapter = BatteryAdapter(
+def _toy_adapter() -> BatteryAdapter:
+    """Logistic probe checks on one target, measured by `_flip`."""
+    return BatteryAdapter(
         measure={"probe": _flip},
         metrics={"probe/logistic": ("score", "n_params")},
         choices={"target": ("goal_x",), "method": ("logistic",)},
     )
+
+
+def _register(with_adapter: bool) -> None:
+    maze = get_kind("maze")
+    adapter = _toy_adapter()
     register_kind(
         SubjectKind(
             name="toy-kind",
@@ -208,11 +213,7 @@ def test_dispatch_reads_the_registry_never_a_name(tmp_path, name, family):
     def world(config=None, where=None):
         return dataclasses.replace(NativeMazeWorld(config or SMALL), kind=name, family=family)
 
-    adapter = BatteryAdapter(
-        measure={"probe": _flip},
-        metrics={"probe/logistic": ("score", "n_params")},
-        choices={"target": ("goal_x",), "method": ("logistic",)},
-    )
+    adapter = _toy_adapter()
     register_kind(
         SubjectKind(
             name=name, summary="impostor", load=maze.load, verbs={**maze.verbs, "world": world}, battery=adapter
